@@ -1,0 +1,113 @@
+"""Project-level commands: init, status, demo."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import typer
+
+from ..demo import StageResult, run_demo
+from ..scaffold import init_project
+from ..status import project_status
+from ._app import app, console, emit_json, table, workspace
+
+
+@app.command()
+def init(
+    directory: Path = typer.Argument(Path("."), help="folder for the new project (created if needed)"),
+    name: str | None = typer.Option(None, help="project name (default: the folder's name)"),
+    force: bool = typer.Option(False, help="overwrite an existing headrace.yaml"),
+) -> None:
+    """Scaffold a project: headrace.yaml and sample data with a few planted defects."""
+    path = init_project(directory, name=name, force=force)
+    console.print(f"wrote {path} and sample data in {path.parent / 'data'}")
+    console.print(f"next: cd {directory} && headrace status")
+
+
+@app.command()
+def status(
+    ctx: typer.Context, json: bool = typer.Option(False, "--json", help="print one JSON document")
+) -> None:
+    """Datasets, runs, models and deployments at a glance."""
+    ws = workspace(ctx)
+    try:
+        doc = project_status(ws)
+    finally:
+        ws.close()
+    if json:
+        emit_json(doc)
+        return
+    console.print(f"[bold]{doc['project']}[/bold]  ({doc['root']})")
+    console.print(
+        table(
+            "datasets",
+            ["name", "rows", "versions", "quarantined", "last batch", "source", "at"],
+            [
+                [
+                    d["name"],
+                    d["rows"],
+                    d["versions"],
+                    d["quarantined_rows"],
+                    (d["last_batch"] or {}).get("batch_id"),
+                    (d["last_batch"] or {}).get("source"),
+                    (d["last_batch"] or {}).get("at"),
+                ]
+                for d in doc["datasets"]
+            ],
+        )
+    )
+    console.print(
+        table(
+            "recent ingestion runs",
+            ["id", "source", "status", "read", "committed", "quarantined", "finished", "error"],
+            [
+                [
+                    r["id"],
+                    r["source"],
+                    r["status"],
+                    r["rows_read"],
+                    r["rows_committed"],
+                    r["rows_quarantined"],
+                    r["finished_at"],
+                    r["error"],
+                ]
+                for r in doc["ingestion_runs"]
+            ],
+        )
+    )
+    console.print(
+        table(
+            "models",
+            ["name", "versions", "latest", "aliases"],
+            [
+                [
+                    m["name"],
+                    m["versions"],
+                    m["latest"],
+                    ", ".join(f"{k}=v{v}" for k, v in sorted(m["aliases"].items())),
+                ]
+                for m in doc["models"]
+            ],
+        )
+    )
+
+
+@app.command()
+def demo(
+    directory: Path | None = typer.Option(
+        None, "--dir", help="where to build the demo project (default: a new temporary folder)"
+    ),
+) -> None:
+    """The whole lifecycle on generated data: prints what each stage did."""
+    folder = directory or Path(tempfile.mkdtemp(prefix="headrace-demo-"))
+    console.print(f"[bold]headrace demo[/bold] in {folder}")
+
+    def show(result: StageResult) -> None:
+        console.print(f"[bold green]✓ {result.name}[/bold green] ({result.seconds:.1f} s)")
+        for line in result.lines:
+            console.print(f"    {line}", markup=False, highlight=False)
+
+    results = run_demo(folder, on_stage=show)
+    total = sum(r.seconds for r in results)
+    console.print(f"demo finished: {len(results)} stages in {total:.1f} s; project left in {folder}")

@@ -1,0 +1,111 @@
+"""``headrace datasets``: list, show, quarantine."""
+
+from __future__ import annotations
+
+import typer
+
+from ..errors import NotFound
+from ..status import dataset_summary
+from ..store import QUARANTINE_SUFFIX
+from ._app import app, console, emit_json, table, workspace
+
+datasets_app = typer.Typer(help="Datasets: list, show, quarantine.", no_args_is_help=False)
+app.add_typer(datasets_app, name="datasets")
+
+
+@datasets_app.callback(invoke_without_command=True)
+def _default(ctx: typer.Context, json: bool = typer.Option(False, "--json")) -> None:
+    if ctx.invoked_subcommand is None:
+        list_datasets(ctx, json=json)
+
+
+@datasets_app.command("list")
+def list_datasets(ctx: typer.Context, json: bool = typer.Option(False, "--json")) -> None:
+    """Every dataset with its rows, versions and quarantined rows."""
+    ws = workspace(ctx)
+    names = [d for d in ws.store.datasets() if not d.endswith(QUARANTINE_SUFFIX)]
+    docs = [dataset_summary(ws, n) for n in names]
+    ws.close()
+    if json:
+        emit_json(docs)
+        return
+    console.print(
+        table(
+            "datasets",
+            ["name", "rows", "versions", "quarantined", "columns"],
+            [[d["name"], d["rows"], d["versions"], d["quarantined_rows"], len(d["columns"])] for d in docs],
+        )
+    )
+
+
+@datasets_app.command("show")
+def show(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="dataset name"),
+    version: int | None = typer.Option(None, help="a version (default: the latest)"),
+    rows: int = typer.Option(10, help="how many rows to show"),
+    json: bool = typer.Option(False, "--json"),
+) -> None:
+    """A dataset's schema, history and first rows."""
+    ws = workspace(ctx)
+    summary = dataset_summary(ws, name)
+    history = ws.store.versions(name)
+    frame = ws.store.read(name, version).head(rows)
+    ws.close()
+    doc = {
+        **summary,
+        "history": [
+            {
+                "version": v.version,
+                "at": v.timestamp.isoformat() if v.timestamp else None,
+                "operation": v.operation,
+                "batch_id": v.batch_id,
+                "source": v.source,
+                "rows": v.rows,
+            }
+            for v in history
+        ],
+        "sample": frame.to_dicts(),
+    }
+    if json:
+        emit_json(doc)
+        return
+    console.print(f"[bold]{name}[/bold]: {summary['rows']} rows, version {summary['version']}")
+    console.print(
+        table(
+            "history",
+            ["version", "at", "operation", "batch", "source", "rows"],
+            [
+                [h["version"], h["at"], h["operation"], h["batch_id"], h["source"], h["rows"]]
+                for h in doc["history"]
+            ],
+        )
+    )
+    console.print(frame)
+
+
+@datasets_app.command("quarantine")
+def quarantine(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="dataset name"),
+    rows: int = typer.Option(20, help="how many rows to show"),
+    json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The rows rejected for a dataset, with the reasons."""
+    ws = workspace(ctx)
+    if not ws.store.exists(name):
+        raise NotFound(f"dataset {name!r} does not exist", hint="see 'headrace datasets list'")
+    qname = ws.store.quarantine_name(name)
+    frame = ws.store.read(qname) if ws.store.exists(qname) else None
+    ws.close()
+    if frame is None:
+        if json:
+            emit_json({"dataset": name, "rows": 0, "sample": []})
+        else:
+            console.print(f"{name}: no quarantined rows")
+        return
+    if json:
+        emit_json({"dataset": name, "rows": frame.height, "sample": frame.head(rows).to_dicts()})
+        return
+    console.print(f"[bold]{name}[/bold]: {frame.height} quarantined rows")
+    console.print(frame.head(rows))

@@ -1,0 +1,272 @@
+"""The project file, ``headrace.yaml``, parsed into frozen, typed spec objects.
+
+Everything the YAML can say, Python can say: the spec classes are the API. ``load_project`` adds what
+a file needs on top: ``${ENV_VAR}`` interpolation, paths resolved against the file's folder, and
+errors that name the key path, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from ..errors import ConfigError
+from .base import ProjectPath, Spec, is_url, resolve_path
+from .models import Candidate, FeatureSpec, ModelSpec, PromoteRule, ValidationSpec
+from .monitoring import MonitoringSpec, RollbackRule
+from .serving import ServingSpec
+from .sources import ColumnRule, SourceSpec
+
+__all__ = [
+    "PROJECT_FILE",
+    "Candidate",
+    "ColumnRule",
+    "FeatureSpec",
+    "ModelSpec",
+    "MonitoringSpec",
+    "Project",
+    "ProjectPath",
+    "PromoteRule",
+    "RollbackRule",
+    "ServingSpec",
+    "SourceSpec",
+    "Spec",
+    "ValidationSpec",
+    "find_project_file",
+    "interpolate",
+    "load_project",
+    "parse_project",
+]
+
+PROJECT_FILE = "headrace.yaml"
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class Project(Spec):
+    """A whole project: where data and metadata live, its sources, models, serving and monitoring."""
+
+    project: str
+    store: ProjectPath = ".headrace/lake"
+    metadata: str = "sqlite:///.headrace/headrace.db"
+    artifacts: ProjectPath = ".headrace/artifacts"
+    sources: dict[str, SourceSpec] = Field(default_factory=dict)
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    root: str = Field(default=".", exclude=True)
+
+    @field_validator("project")
+    @classmethod
+    def _project_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("a name of letters, digits, '_' or '-', starting with a letter")
+        return value
+
+    @field_validator("sources", "models")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not _NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid name (letters, digits, '_' or '-')")
+        return value
+
+    @property
+    def root_path(self) -> Path:
+        return Path(self.root)
+
+    def source(self, name: str) -> Any:
+        if name not in self.sources:
+            raise ConfigError(
+                f"no source named {name!r} in {PROJECT_FILE}",
+                hint=_choices_hint(name, list(self.sources)),
+            )
+        return self.sources[name]
+
+    def model(self, name: str) -> ModelSpec:
+        if name not in self.models:
+            raise ConfigError(
+                f"no model named {name!r} in {PROJECT_FILE}",
+                hint=_choices_hint(name, list(self.models)),
+            )
+        return self.models[name]
+
+
+def _choices_hint(name: str, choices: list[str]) -> str:
+    if not choices:
+        return f"add it to {PROJECT_FILE}"
+    close = difflib.get_close_matches(name, choices, n=1)
+    prefix = f"did you mean {close[0]!r}? " if close else ""
+    return f"{prefix}known: {', '.join(sorted(choices))}"
+
+
+def interpolate(value: Any, path: str = "", env: dict[str, str] | None = None) -> Any:
+    """Replace ``${VAR}`` (or ``${VAR:-default}``) in every string of a parsed YAML document."""
+    env = os.environ if env is None else env  # type: ignore[assignment]
+    assert env is not None
+    if isinstance(value, dict):
+        return {k: interpolate(v, f"{path}.{k}" if path else str(k), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"{path or 'headrace.yaml'}: environment variable {name} is not set",
+                hint=f"export {name}=... or write ${{{name}:-default}}",
+            )
+
+        return _ENV.sub(replace, value)
+    return value
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, str]:
+    """Walk the spec classes along a pydantic error location to the model that holds the last key.
+
+    Returns that model and the key path as the user wrote it (without union tags pydantic adds).
+    """
+    current: Any = model
+    shown: list[str] = []
+    for part in loc[:-1]:
+        nxt = _step(current, part)
+        if not (_is_model(nxt) and _is_union_tag(current, part)):
+            shown.append(str(part))
+        current = nxt
+    shown.append(str(loc[-1]) if loc else "")
+    return (current if _is_model(current) else None), ".".join(p for p in shown if p)
+
+
+def _is_union_tag(annotation: Any, part: Any) -> bool:
+    while getattr(annotation, "__metadata__", None) is not None:
+        annotation = annotation.__origin__
+    members = [annotation] if _is_model(annotation) else getattr(annotation, "__args__", ()) or ()
+    for member in members:
+        kind = member.model_fields.get("kind") if _is_model(member) else None
+        if kind is not None and part in (getattr(kind.annotation, "__args__", ()) or ()):
+            return True
+    return False
+
+
+def _is_model(value: Any) -> bool:
+    return isinstance(value, type) and issubclass(value, BaseModel)
+
+
+def _step(current: Any, part: Any) -> Any:
+    while getattr(current, "__metadata__", None) is not None:  # Annotated[...]
+        current = current.__origin__
+    if _is_model(current):
+        field = current.model_fields.get(str(part))
+        return field.annotation if field is not None else current
+    origin = getattr(current, "__origin__", None)
+    args: tuple[Any, ...] = tuple(getattr(current, "__args__", ()) or ())
+    if origin is dict and len(args) == 2:
+        return args[1]
+    if origin is list and args:
+        return args[0]
+    members = [a for a in args if _is_model(a)]
+    for member in members:  # a discriminated union: the error location names the tag
+        kind = member.model_fields.get("kind")
+        if kind is not None and part in (getattr(kind.annotation, "__args__", ()) or ()):
+            return member
+    if len(members) == 1:  # Optional[Model]: the part is a field of that model
+        return _step(members[0], part)
+    return current
+
+
+def _describe(error: dict[str, Any], root_model: type[BaseModel]) -> str:
+    loc = tuple(error["loc"])
+    holder, path = _model_at(root_model, loc)
+    path = path or "(top level)"
+    kind = error["type"]
+    found = error.get("input")
+    if kind == "extra_forbidden":
+        allowed = sorted(n for n in holder.model_fields if n != "root") if holder else []
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{path}: unknown key{suggestion}; expected one of: {', '.join(allowed)}"
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    shown = repr(found)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    message = error["msg"]
+    message = message.removeprefix("Value error, ").removeprefix("Input should be ")
+    return f"{path}: expected {message[0].lower() + message[1:]}; found {shown}"
+
+
+def _yaml_load(text: str, origin: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{origin}:{where} {problem}", hint="fix the YAML syntax") from None
+
+
+def parse_project(data: Any, root: Path | str = ".", origin: str = PROJECT_FILE) -> Project:
+    """Validate a parsed document (a dict) into a :class:`Project`; paths resolve against ``root``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping at the top level; found {type(data).__name__}")
+    data = interpolate(data)
+    root = Path(root).resolve()
+    try:
+        project = Project.model_validate({**data, "root": str(root)}, context={"root": str(root)})
+    except ValidationError as exc:
+        problems = [_describe(dict(e), Project) for e in exc.errors()]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(f"{origin}: {problems[0]}{more}") from None
+    return project.model_copy(update={"metadata": _resolve_sqlite(project.metadata, root)})
+
+
+def _resolve_sqlite(url: str, root: Path) -> str:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith("sqlite:////"):
+        rest = url[len(prefix) :]
+        if rest and rest != ":memory:":
+            return prefix + resolve_path(rest, root)
+    return url
+
+
+def find_project_file(start: Path | str | None = None) -> Path:
+    """The headrace.yaml given (a file or a folder), or the one in the current folder or above."""
+    here = Path(start) if start is not None else Path.cwd()
+    if here.is_file():
+        return here
+    if start is not None and not here.exists():
+        raise ConfigError(f"{here}: no such file or folder", hint="pass --project PATH to a headrace.yaml")
+    for folder in [here, *here.resolve().parents]:
+        candidate = folder / PROJECT_FILE
+        if candidate.is_file():
+            return candidate
+        if start is not None:
+            break
+    raise ConfigError(
+        f"no {PROJECT_FILE} in {here.resolve()}" + ("" if start is not None else " or above"),
+        hint="run 'headrace init' to create one, or pass --project PATH",
+    )
+
+
+def load_project(path: Path | str | None = None) -> Project:
+    """Read and validate a headrace.yaml (a file, or a folder that holds one)."""
+    file = find_project_file(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: cannot be read ({exc})", hint="check the file") from None
+    return parse_project(_yaml_load(text, file.name), root=file.parent, origin=file.name)
+
+
+def storage_is_local(location: str) -> bool:
+    return not is_url(location) or location.startswith("file://")

@@ -1,0 +1,259 @@
+"""Versioned datasets: one Delta Lake table per dataset under the project's store path.
+
+An append is one Delta commit: either every row of the batch is in the new version, or (after a
+crash, a full disk, a killed process) the table is exactly as it was, because Delta only makes data
+files visible through the commit written last. Each commit records the batch id, the source and the
+row count in its commit metadata, so ``versions()`` is the dataset's history. A quarantine table is a
+dataset too, named ``<dataset>__quarantine``.
+
+The deltalake runtime panics in a forked child: processes that use a Store must be started with
+``spawn``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import DeltaError, TableNotFoundError
+
+from .errors import NotFound, StoreError
+
+__all__ = ["QUARANTINE_SUFFIX", "BatchMeta", "DatasetInfo", "Store", "VersionInfo", "new_batch_id"]
+
+QUARANTINE_SUFFIX = "__quarantine"
+_DATASET = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+_META_KEY = "headrace"
+
+
+def new_batch_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+
+
+@dataclass(frozen=True)
+class BatchMeta:
+    """What is recorded with every commit."""
+
+    source: str
+    batch_id: str = field(default_factory=new_batch_id)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: int
+    timestamp: datetime | None
+    operation: str
+    batch_id: str | None
+    source: str | None
+    rows: int | None
+    extra: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    version: int
+    rows: int
+    columns: list[str]
+    last_batch: VersionInfo | None
+
+
+class Store:
+    """The datasets of one project (a folder on disk or an object-storage URL)."""
+
+    def __init__(self, root: str | Path, storage_options: Mapping[str, str] | None = None) -> None:
+        self.root = str(root).rstrip("/")
+        self.storage_options = dict(storage_options or {})
+        self._local = "://" not in self.root or self.root.startswith("file://")
+        if self._local:
+            Path(self.root.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+
+    # -- naming -------------------------------------------------------------------------------
+    @staticmethod
+    def quarantine_name(dataset: str) -> str:
+        return dataset + QUARANTINE_SUFFIX
+
+    def uri(self, dataset: str) -> str:
+        if not _DATASET.match(dataset):
+            raise StoreError(
+                f"dataset name {dataset!r} is not valid",
+                hint="use letters, digits, '_' or '-', starting with a letter",
+            )
+        return f"{self.root}/{dataset}"
+
+    # -- writing ------------------------------------------------------------------------------
+    def append(
+        self,
+        dataset: str,
+        batch: pl.DataFrame | pa.Table,
+        meta: BatchMeta,
+        *,
+        schema_mode: Literal["merge", "overwrite"] = "merge",
+    ) -> int:
+        """Append ``batch`` as one atomic commit and return the new version number.
+
+        ``schema_mode='merge'`` adds new columns to the table (older rows read them as null).
+        An empty batch is still committed, so the run leaves a trace in the dataset's history.
+        """
+        table = batch.to_arrow() if isinstance(batch, pl.DataFrame) else batch
+        table = _delta_compatible(table)
+        payload = {
+            "batch_id": meta.batch_id,
+            "source": meta.source,
+            "rows": table.num_rows,
+            "extra": dict(meta.extra),
+        }
+        props = CommitProperties(custom_metadata={_META_KEY: json.dumps(payload, default=str)})
+        try:
+            write_deltalake(
+                self.uri(dataset),
+                table,
+                mode="append",
+                schema_mode=schema_mode,
+                storage_options=self.storage_options or None,
+                commit_properties=props,
+            )
+        except Exception as exc:  # deltalake raises bare Exception for cast errors
+            raise StoreError(
+                f"dataset {dataset!r}: the batch could not be committed ({_first_line(exc)})",
+                hint="the table is unchanged; check that the batch's column types match the dataset's",
+            ) from exc
+        return self.version(dataset)
+
+    def compact(self, dataset: str) -> dict[str, Any]:
+        """Merge small files (many streaming commits) into larger ones; readers are unaffected."""
+        table = self._table(dataset)
+        metrics = table.optimize.compact()
+        return dict(metrics)
+
+    def vacuum(self, dataset: str, retention_hours: int = 168) -> list[str]:
+        table = self._table(dataset)
+        return list(table.vacuum(retention_hours=retention_hours, dry_run=False))
+
+    # -- reading ------------------------------------------------------------------------------
+    def exists(self, dataset: str) -> bool:
+        try:
+            self._table(dataset)
+        except NotFound:
+            return False
+        return True
+
+    def datasets(self) -> list[str]:
+        if not self._local:
+            raise StoreError("listing datasets needs a local store", hint="name the dataset instead")
+        root = Path(self.root.removeprefix("file://"))
+        return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "_delta_log").is_dir())
+
+    def version(self, dataset: str) -> int:
+        return int(self._table(dataset).version())
+
+    def read(
+        self, dataset: str, version: int | None = None, columns: list[str] | None = None
+    ) -> pl.DataFrame:
+        """The whole dataset at ``version`` (the latest when None)."""
+        table = self._table(dataset, version)
+        return pl.from_arrow(table.to_pyarrow_table(columns=columns))  # type: ignore[return-value]
+
+    def scan(self, dataset: str, version: int | None = None) -> pl.LazyFrame:
+        """A lazy view for large datasets: filters and projections are pushed down to the files."""
+        self._table(dataset, version)  # a clear error for a missing dataset or version
+        return pl.scan_delta(self.uri(dataset), version=version, storage_options=self.storage_options or None)
+
+    def versions(self, dataset: str) -> list[VersionInfo]:
+        """Every commit, oldest first, with the batch metadata recorded at append time."""
+        history = self._table(dataset).history()
+        out = [_version_info(entry) for entry in history]
+        return sorted(out, key=lambda v: v.version)
+
+    def info(self, dataset: str) -> DatasetInfo:
+        table = self._table(dataset)
+        rows = sum(int(n) for n in _file_row_counts(table))
+        history = self.versions(dataset)
+        appends = [v for v in history if v.batch_id is not None]
+        return DatasetInfo(
+            name=dataset,
+            version=int(table.version()),
+            rows=rows,
+            columns=[f.name for f in table.schema().to_arrow()],  # type: ignore[attr-defined]
+            last_batch=appends[-1] if appends else None,
+        )
+
+    def _table(self, dataset: str, version: int | None = None) -> DeltaTable:
+        try:
+            return DeltaTable(
+                self.uri(dataset), version=version, storage_options=self.storage_options or None
+            )
+        except TableNotFoundError:
+            raise NotFound(
+                f"dataset {dataset!r} does not exist in {self.root}",
+                hint="run 'headrace ingest' first, or see 'headrace datasets list'",
+            ) from None
+        except DeltaError as exc:
+            if version is not None:
+                raise NotFound(
+                    f"dataset {dataset!r} has no version {version}",
+                    hint="see 'headrace datasets show " + dataset + "' for its versions",
+                ) from None
+            raise StoreError(f"dataset {dataset!r} cannot be opened ({_first_line(exc)})") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _file_row_counts(table: DeltaTable) -> list[int]:
+    actions = table.get_add_actions(flatten=True)
+    arrow = pa.table(actions) if not isinstance(actions, pa.Table) else actions
+    if "num_records" not in arrow.column_names:
+        return [table.to_pyarrow_table().num_rows]
+    return [int(n or 0) for n in arrow.column("num_records").to_pylist()]
+
+
+def _version_info(entry: Mapping[str, Any]) -> VersionInfo:
+    raw = entry.get(_META_KEY)
+    payload: dict[str, Any] = {}
+    if isinstance(raw, str):
+        try:
+            payload = json.loads(raw)
+        except json.JSONDecodeError:
+            payload = {}
+    ts = entry.get("timestamp")
+    when = datetime.fromtimestamp(ts / 1000, UTC) if isinstance(ts, int | float) else None
+    return VersionInfo(
+        version=int(entry.get("version", 0)),
+        timestamp=when,
+        operation=str(entry.get("operation", "")),
+        batch_id=payload.get("batch_id"),
+        source=payload.get("source"),
+        rows=payload.get("rows"),
+        extra=payload.get("extra", {}),
+    )
+
+
+def _delta_compatible(table: pa.Table) -> pa.Table:
+    """Delta has no unsigned, large-string-view or null-typed columns: cast them to what it has."""
+    fields = []
+    changed = False
+    for f in table.schema:
+        target = f.type
+        if pa.types.is_null(f.type):
+            target = pa.string()
+        elif pa.types.is_unsigned_integer(f.type):
+            target = pa.int64()
+        elif pa.types.is_string_view(f.type):
+            target = pa.large_string()
+        if target != f.type:
+            changed = True
+        fields.append(pa.field(f.name, target))
+    return table.cast(pa.schema(fields)) if changed else table

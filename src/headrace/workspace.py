@@ -1,0 +1,49 @@
+"""The one place that sees the whole project: it opens the store, metadata and artifacts it names.
+
+Stages receive their own spec and the handles they need from here; none of them reads the whole
+``Project`` (so each stays testable on its own).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from .artifacts import ArtifactStore
+from .config import Project, load_project
+from .metadata import Metadata
+from .store import Store
+
+__all__ = ["Workspace"]
+
+
+@dataclass
+class Workspace:
+    """A project with its store, metadata database and artifact store, opened lazily."""
+
+    project: Project
+
+    @classmethod
+    def open(cls, path: str | Path | None = None) -> Workspace:
+        return cls(load_project(path))
+
+    @property
+    def root(self) -> Path:
+        return self.project.root_path
+
+    @cached_property
+    def store(self) -> Store:
+        return Store(self.project.store)
+
+    @cached_property
+    def meta(self) -> Metadata:
+        return Metadata(self.project.metadata)
+
+    @cached_property
+    def artifacts(self) -> ArtifactStore:
+        return ArtifactStore(self.project.artifacts)
+
+    def close(self) -> None:
+        if "meta" in self.__dict__:
+            self.meta.dispose()
