@@ -44,7 +44,9 @@ class Flavor(Protocol):
 
 
 # flavor name -> "module:Class"; each task's module adds its line here.
-FLAVORS: dict[str, str] = {}
+FLAVORS: dict[str, str] = {
+    "recommender": "headrace.recommend.flavor:RecommenderModel",
+}
 
 
 def flavor_class(name: str) -> type[Any]:

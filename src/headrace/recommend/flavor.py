@@ -1,0 +1,221 @@
+"""The ``recommender`` model flavor: a fitted recommender with its catalogue and training histories.
+
+``recommend(user_id, k, exclude, live=...)`` ranks the catalogue for a user from their training
+history plus ``live`` (item -> weight interactions that arrived after training), never returning an
+item the user has seen. A user with no usable history gets the popularity ranking. When the model
+scores fewer than k items above zero (item-kNN with sparse neighbours), popular items fill the rest.
+
+The artifact is an ``.npz`` (no pickle): arrays plus a JSON header with the ids and parameters, so
+loading a registered recommender never executes code from the artifact.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import ArtifactError
+from .interactions import Interactions
+from .models import EASE, ItemKNN, Popularity
+
+__all__ = ["RecommenderModel"]
+
+
+class RecommenderModel:
+    """What the registry stores for ``task: recommendation`` (flavor ``recommender``)."""
+
+    flavor = "recommender"
+    task = "recommendation"
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        params: Mapping[str, Any],
+        item_ids: list[Any],
+        user_ids: list[str],
+        history: sp.csr_matrix,
+        popularity: np.ndarray,
+        weights: np.ndarray | sp.csr_matrix | None,
+        metrics: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.params = dict(params)
+        self.item_ids = list(item_ids)
+        self.user_ids = list(user_ids)
+        self.history = history.tocsr()
+        self.popularity = np.asarray(popularity, dtype=np.float64)
+        self.weights = weights
+        self.metrics = dict(metrics or {})
+        self.item_index: dict[Any, int] = {item: i for i, item in enumerate(self.item_ids)}
+        self._item_by_text = {str(item): item for item in self.item_ids}
+        self.user_index: dict[str, int] = {u: i for i, u in enumerate(self.user_ids)}
+        self._popular_order = np.argsort(-self.popularity, kind="stable")
+
+    @classmethod
+    def from_fitted(
+        cls, model: Popularity | ItemKNN | EASE, data: Interactions, metrics: Mapping[str, Any] | None = None
+    ) -> RecommenderModel:
+        popularity = Popularity().fit(data.matrix).popularity_
+        weights: np.ndarray | sp.csr_matrix | None = None
+        if isinstance(model, EASE):
+            weights = np.asarray(model.B_, dtype=np.float32)
+        elif isinstance(model, ItemKNN):
+            weights = sp.csr_matrix(model.B_, dtype=np.float32)
+        return cls(
+            kind=model.kind,
+            params=model.get_params(),
+            item_ids=data.item_ids,
+            user_ids=data.user_ids,
+            history=data.matrix,
+            popularity=popularity,
+            weights=weights,
+            metrics=metrics,
+        )
+
+    # -- serving ------------------------------------------------------------------------------
+    def resolve_item(self, item_id: Any) -> Any:
+        """The catalogue's own id for ``item_id`` (``"42"`` and ``42`` are the same item), or None."""
+        if item_id in self.item_index:
+            return item_id
+        return self._item_by_text.get(str(item_id))
+
+    def seen(self, user_id: str) -> list[Any]:
+        row = self.user_index.get(str(user_id))
+        if row is None:
+            return []
+        start, end = self.history.indptr[row], self.history.indptr[row + 1]
+        return [self.item_ids[i] for i in self.history.indices[start:end]]
+
+    def recommend(
+        self,
+        user_id: Any,
+        k: int = 10,
+        exclude: Iterable[Any] = (),
+        *,
+        live: Mapping[Any, float] | None = None,
+    ) -> list[tuple[Any, float]]:
+        """The k best items for ``user_id`` as ``(item_id, score)``, best first."""
+        k = max(0, min(int(k), len(self.item_ids)))
+        row = self.user_index.get(str(user_id))
+        weights: dict[int, float] = {}
+        if row is not None:
+            start, end = self.history.indptr[row], self.history.indptr[row + 1]
+            for i, w in zip(self.history.indices[start:end], self.history.data[start:end], strict=True):
+                weights[int(i)] = float(w)
+        banned: set[int] = set(weights)
+        for item, w in (live or {}).items():
+            index = self.item_index.get(self.resolve_item(item))
+            if index is None:
+                continue  # an item the model has not seen yet: nothing to score from or exclude
+            banned.add(index)
+            if w > 0:
+                weights[index] = 1.0  # implicit feedback, as in training
+        for item in exclude:
+            index = self.item_index.get(self.resolve_item(item))
+            if index is not None:
+                banned.add(index)
+        if self.weights is None or not weights:
+            scores = self.popularity
+        else:
+            items = np.fromiter(weights.keys(), dtype=np.int64, count=len(weights))
+            values = np.fromiter(weights.values(), dtype=np.float32, count=len(weights))
+            scores = self._score(items, values)
+        return self._top(scores, k, banned)
+
+    def _score(self, items: np.ndarray, values: np.ndarray) -> np.ndarray:
+        if sp.issparse(self.weights):
+            rows = self.weights[items]  # type: ignore[index]
+            return np.asarray(rows.T @ values, dtype=np.float64).ravel()
+        assert isinstance(self.weights, np.ndarray)
+        return (values @ self.weights[items]).astype(np.float64)  # type: ignore[no-any-return]
+
+    def _top(self, scores: np.ndarray, k: int, banned: set[int]) -> list[tuple[Any, float]]:
+        if k == 0:
+            return []
+        scores = np.array(scores, dtype=np.float64, copy=True)
+        if banned:
+            scores[np.fromiter(banned, dtype=np.int64, count=len(banned))] = -np.inf
+        take = min(k, len(scores))
+        part = np.argpartition(-scores, take - 1)[:take]
+        best = part[np.argsort(-scores[part], kind="stable")]
+        out = [(self.item_ids[i], float(scores[i])) for i in best if scores[i] > 0]
+        if len(out) < k:  # fill with popular items the user has not seen
+            chosen = {self.item_index[item] for item, _ in out}
+            for i in self._popular_order:
+                if len(out) >= k:
+                    break
+                if i not in chosen and i not in banned:
+                    out.append((self.item_ids[i], float(max(scores[i], 0.0))))
+        return out
+
+    # -- flavor contract ----------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        header = {
+            "format": 1,
+            "kind": self.kind,
+            "params": self.params,
+            "item_ids": self.item_ids,
+            "user_ids": self.user_ids,
+            "metrics": self.metrics,
+            "weights": "dense"
+            if isinstance(self.weights, np.ndarray)
+            else "sparse"
+            if self.weights is not None
+            else None,
+        }
+        arrays: dict[str, np.ndarray] = {
+            "header": np.frombuffer(json.dumps(header, default=str).encode(), dtype=np.uint8),
+            "popularity": self.popularity,
+            "h_data": self.history.data,
+            "h_indices": self.history.indices,
+            "h_indptr": self.history.indptr,
+        }
+        if isinstance(self.weights, np.ndarray):
+            arrays["w"] = self.weights
+        elif self.weights is not None:
+            w = sp.csr_matrix(self.weights)
+            arrays.update(w_data=w.data, w_indices=w.indices, w_indptr=w.indptr)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> RecommenderModel:
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                header = json.loads(npz["header"].tobytes().decode())
+                n_items, n_users = len(header["item_ids"]), len(header["user_ids"])
+                history = sp.csr_matrix(
+                    (npz["h_data"], npz["h_indices"], npz["h_indptr"]), shape=(n_users, n_items)
+                )
+                weights: np.ndarray | sp.csr_matrix | None = None
+                if header["weights"] == "dense":
+                    weights = npz["w"]
+                elif header["weights"] == "sparse":
+                    weights = sp.csr_matrix(
+                        (npz["w_data"], npz["w_indices"], npz["w_indptr"]), shape=(n_items, n_items)
+                    )
+                popularity = npz["popularity"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ArtifactError(
+                f"not a recommender artifact ({exc})", hint="retrain the model with 'headrace train'"
+            ) from exc
+        return cls(
+            kind=header["kind"],
+            params=header["params"],
+            item_ids=header["item_ids"],
+            user_ids=header["user_ids"],
+            history=history,
+            popularity=popularity,
+            weights=weights,
+            metrics=header.get("metrics"),
+        )
+
+    def __repr__(self) -> str:
+        return f"RecommenderModel({self.kind}, {len(self.user_ids)} users, {len(self.item_ids)} items)"
