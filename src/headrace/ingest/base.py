@@ -7,13 +7,13 @@ sources also ``ack`` a batch once it is committed, and only then.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import polars as pl
 
-__all__ = ["POSITION_COLUMN", "Batch", "Source", "StreamingSource"]
+__all__ = ["POSITION_COLUMN", "Batch", "Deduplicating", "Resumable", "Source", "StreamingSource"]
 
 POSITION_COLUMN = "_hr_position"
 """Optional column in ``Batch.frame``: the line or record number of each row in its origin."""
@@ -26,8 +26,16 @@ class Batch:
     frame: pl.DataFrame
     origin: str
     cursor: str | None = None  # the high-water mark once this batch is committed (incremental)
-    failures: list[dict[str, Any]] = field(default_factory=list)  # unparseable records: origin, position, raw, reason
+    failures: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # unparseable records: origin, position, raw, reason
     token: Any = None  # what a streaming source needs to ack this batch
+    # More rows of the same batch, read lazily so memory stays bounded (a large file in chunks). The
+    # runner checks each chunk and still commits the whole batch at once, or nothing of it.
+    chunks: Iterator[pl.DataFrame] | None = None
+    fingerprint: str | None = None  # identity of the input (a file's content) for idempotent reruns
+    error: str | None = None  # the origin could not be read at all: recorded as a failed batch
+    skipped: bool = False  # already loaded (same fingerprint): recorded, nothing read
 
 
 @runtime_checkable
@@ -40,3 +48,19 @@ class Source(Protocol):
 @runtime_checkable
 class StreamingSource(Source, Protocol):
     def ack(self, batch: Batch) -> None: ...
+
+
+@runtime_checkable
+class Resumable(Protocol):
+    """A source that reads from where the last committed batch ended (SQL, HTTP): before ``read``,
+    the runner calls ``resume`` with the cursor stored after the last commit (None the first time)."""
+
+    def resume(self, cursor: str | None) -> None: ...
+
+
+@runtime_checkable
+class Deduplicating(Protocol):
+    """A source whose inputs have fingerprints (files): before ``read``, the runner passes a test of
+    whether a fingerprint was already loaded; such inputs are yielded as ``Batch(skipped=True)``."""
+
+    def skip_loaded(self, loaded: Callable[[str], bool]) -> None: ...

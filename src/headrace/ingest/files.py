@@ -1,0 +1,526 @@
+"""``kind: file``: CSV, JSON, JSONL and Parquet files, gzip-compressed or not, one path or a glob.
+
+Each file is one :class:`~headrace.ingest.base.Batch`: its rows arrive in chunks of about
+``chunk_rows`` (``Batch.chunks``), so memory stays bounded however large the file, and the runner still
+commits the file whole or not at all. Each file's fingerprint (sha256 of the source name and the
+content) makes reruns skip what was loaded.
+
+CSV is read as text, block by block. A block is first parsed by polars (fast path), after a columnar
+check that every line has the header's number of fields (a short line would otherwise be padded with
+nulls and slip through). A block that fails that check (a ragged line, invalid UTF-8, a stray quote)
+is parsed again record by record: good records are kept, each bad one becomes an unparseable record
+(``Batch.failures``: origin, line, raw text, reason) that goes to the quarantine. Nothing is lost.
+Positions are 1-based line numbers in the (decompressed) file.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import gzip
+import hashlib
+import io
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import orjson
+import polars as pl
+import pyarrow.parquet as pq
+
+from ..config.sources import FileSource
+from ..errors import DataError
+from .base import POSITION_COLUMN, Batch
+
+__all__ = ["FileReader", "detect_format", "expand_paths", "file_fingerprint", "open_file_source"]
+
+log = logging.getLogger("headrace.ingest.files")
+
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+_MAX_RECORD_LINES = 1000  # a quoted field may span lines; an unterminated quote stops here
+
+
+def open_file_source(name: str, spec: FileSource) -> FileReader:
+    return FileReader(name, spec)
+
+
+def expand_paths(pattern: str) -> list[Path]:
+    """The files a path names: the file itself, every file in a folder, or a glob's matches, sorted."""
+    path = Path(pattern)
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if glob.has_magic(pattern):
+        return sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+    return [path] if path.exists() else []
+
+
+def detect_format(path: Path, declared: str | None) -> tuple[str | None, bool]:
+    """(format, gzip) from the declared format and the file's name and first bytes."""
+    name = path.name.lower()
+    gz = name.endswith(".gz")
+    if not gz:
+        try:
+            with path.open("rb") as f:
+                gz = f.read(2) == b"\x1f\x8b"
+        except OSError:
+            gz = False
+    stem = name[:-3] if name.endswith(".gz") else name
+    fmt = declared or _EXTENSIONS.get(Path(stem).suffix)
+    return fmt, gz
+
+
+def file_fingerprint(path: Path, source: str) -> str:
+    digest = hashlib.sha256(source.encode() + b"\0")
+    with path.open("rb") as f:
+        file_digest = hashlib.file_digest(f, "sha256")
+    digest.update(file_digest.digest())
+    return digest.hexdigest()
+
+
+class FileReader:
+    """The :class:`~headrace.ingest.base.Source` for a :class:`FileSource` (also ``Deduplicating``)."""
+
+    def __init__(self, name: str, spec: FileSource) -> None:
+        self.name = name
+        self.spec = spec
+        self._loaded: Callable[[str], bool] = lambda _fp: False
+
+    def skip_loaded(self, loaded: Callable[[str], bool]) -> None:
+        self._loaded = loaded
+
+    def files(self) -> list[Path]:
+        return expand_paths(self.spec.path)
+
+    def read(self) -> Iterator[Batch]:
+        files = self.files()
+        if not files:
+            raise DataError(
+                f"source {self.name!r}: no file matches {self.spec.path}",
+                hint="check 'path' in headrace.yaml (globs like data/*.csv are allowed)",
+            )
+        for path in files:
+            yield self._batch(path)
+
+    def _batch(self, path: Path) -> Batch:
+        origin = str(path)
+        try:
+            fingerprint = file_fingerprint(path, self.name)
+        except OSError as exc:
+            return Batch(pl.DataFrame(), origin, error=f"cannot be read ({exc.strerror or exc})")
+        if self._loaded(fingerprint):
+            return Batch(pl.DataFrame(), origin, fingerprint=fingerprint, skipped=True)
+        fmt, gz = detect_format(path, self.spec.format)
+        if self.spec.compression == "gzip":
+            gz = True
+        elif self.spec.compression == "none":
+            gz = False
+        if fmt is None:
+            return Batch(
+                pl.DataFrame(),
+                origin,
+                fingerprint=fingerprint,
+                error="unknown format; name it with 'format: csv|json|jsonl|parquet'",
+            )
+        batch = Batch(pl.DataFrame(), origin, fingerprint=fingerprint)
+        try:
+            if fmt == "csv":
+                chunks = _CsvReader(path, gz, self.spec, batch).chunks()
+            elif fmt == "jsonl":
+                chunks = _jsonl_chunks(path, gz, self.spec, batch)
+            elif fmt == "json":
+                chunks = iter([_json_frame(path, gz, self.spec, batch)])
+            else:
+                chunks = _parquet_chunks(path, self.spec)
+            first = next(chunks, None)
+        except DataError as exc:
+            batch.error = exc.one_line()
+            return batch
+        except (OSError, EOFError, ValueError, pl.exceptions.PolarsError) as exc:
+            batch.error = f"cannot be read as {fmt}: {_short(exc)}"
+            return batch
+        batch.frame = first if first is not None else pl.DataFrame()
+        batch.chunks = _guard(chunks, fmt)
+        return batch
+
+
+def _guard(chunks: Iterator[pl.DataFrame], fmt: str) -> Iterator[pl.DataFrame]:
+    """Read errors after the first chunk (a truncated gzip) as one error type the runner records."""
+    try:
+        yield from chunks
+    except (OSError, EOFError, ValueError, pl.exceptions.PolarsError) as exc:
+        raise DataError(
+            f"cannot be read as {fmt}: {_short(exc)}", hint="nothing of this file was committed"
+        ) from None
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _open(path: Path, gz: bool) -> IO[bytes]:
+    return gzip.open(path, "rb") if gz else path.open("rb")  # type: ignore[return-value]
+
+
+# -- CSV -------------------------------------------------------------------------------------------
+class _CsvReader:
+    def __init__(self, path: Path, gz: bool, spec: FileSource, batch: Batch) -> None:
+        self.path, self.gz, self.spec, self.batch = path, gz, spec, batch
+        self.opts = spec.csv
+        self.encoding = self.opts.encoding
+        self.utf8 = self.encoding == "utf-8"
+        self.delim = self.opts.delimiter
+        self.quote = self.opts.quote
+
+    def _fail(self, line: int, raw: bytes | str, reason: str) -> None:
+        text = raw if isinstance(raw, str) else raw.decode(self.encoding, errors="backslashreplace")
+        self.batch.failures.append(
+            {"origin": self.batch.origin, "position": line, "raw": text[:10_000], "reason": reason}
+        )
+
+    def _split(self, text: str) -> list[str]:
+        reader = csv.reader(
+            [text],
+            delimiter=self.delim,
+            quotechar=self.quote or '"',
+            quoting=csv.QUOTE_MINIMAL if self.quote else csv.QUOTE_NONE,
+            strict=True,
+        )
+        return next(reader, [])
+
+    def chunks(self) -> Iterator[pl.DataFrame]:
+        stream = _open(self.path, self.gz)
+        try:
+            yield from self._chunks(stream)
+        finally:
+            stream.close()
+
+    def _chunks(self, stream: IO[bytes]) -> Iterator[pl.DataFrame]:
+        line_no = 0
+        for _ in range(self.opts.skip_rows):
+            stream.readline()
+            line_no += 1
+        first = stream.readline()
+        line_no += 1
+        if not first.strip():
+            raise DataError("empty file (no header line)", hint="check the file, or set csv.header")
+        try:
+            header_text = first.decode(self.encoding).rstrip("\r\n").lstrip("\ufeff")
+            fields = self._split(header_text)
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(
+                f"the first line is not {self.encoding} CSV ({_short(exc)})",
+                hint="set csv.encoding, or check that this is a CSV file",
+            ) from None
+        if self.opts.header:
+            self.names = _unique_names(fields)
+            pending = b""
+        else:
+            self.names = [f"column_{i + 1}" for i in range(len(fields))]
+            pending = first
+            line_no -= 1
+        self.ncols = len(self.names)
+        sample = max(len(first), 16)
+        block_bytes = int(min(max(self.spec.chunk_rows * sample * 1.2, 1 << 16), 1 << 28))
+        next_line = line_no + 1  # the line number of the first line in ``pending``
+        while True:
+            data = stream.read(block_bytes)
+            eof = not data
+            buffer = pending + data
+            if not eof:
+                cut = buffer.rfind(b"\n")
+                if cut < 0:
+                    pending = buffer
+                    continue
+                block, pending = buffer[: cut + 1], buffer[cut + 1 :]
+            else:
+                block, pending = buffer, b""
+            if block:
+                frame = self._fast(block, next_line)
+                if frame is None:
+                    frame, carry = self._tolerant(block, next_line, final=eof)
+                    if carry:
+                        pending = carry + pending
+                        block = block[: len(block) - len(carry)]
+                next_line += block.count(b"\n")
+                if frame.height:
+                    yield frame
+            if eof:
+                break
+
+    def _fast(self, block: bytes, first_line: int) -> pl.DataFrame | None:
+        """polars on a block, after checking every line has the right number of fields; None if not."""
+        arr = np.frombuffer(block, dtype=np.uint8)
+        ends = np.flatnonzero(arr == 10)
+        if not block.endswith(b"\n"):
+            ends = np.append(ends, len(block))
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        n = len(ends)
+        if n == 0:
+            return None
+        delims = np.flatnonzero(arr == ord(self.delim))
+        counts = np.searchsorted(delims, ends) - np.searchsorted(delims, starts)
+        lengths = ends - starts
+        cr = arr[np.maximum(ends - 1, 0)] == 13
+        blank = (lengths == 0) | ((lengths == 1) & cr)
+        quoted = np.zeros(n, dtype=bool)
+        if self.quote is not None:
+            quotes = np.flatnonzero(arr == ord(self.quote))
+            if len(quotes):
+                quoted = (np.searchsorted(quotes, ends) - np.searchsorted(quotes, starts)) > 0
+        suspect = (counts != self.ncols - 1) & ~blank & ~quoted
+        if suspect.any():
+            return None
+        for i in np.flatnonzero(quoted):  # quoted lines: the C csv module counts their fields
+            line = block[starts[i] : ends[i]].rstrip(b"\r")
+            try:
+                if len(self._split(line.decode(self.encoding))) != self.ncols:
+                    return None
+            except (UnicodeDecodeError, csv.Error):
+                return None
+        data = block
+        if not self.utf8:
+            try:
+                data = block.decode(self.encoding).encode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        try:
+            frame = pl.read_csv(
+                io.BytesIO(data),
+                has_header=False,
+                schema=dict.fromkeys(self.names, pl.String),
+                separator=self.delim,
+                quote_char=self.quote,
+                infer_schema=False,
+                raise_if_empty=False,
+            )
+        except pl.exceptions.PolarsError:
+            return None
+        if frame.height != n:
+            return None
+        positions = pl.Series(POSITION_COLUMN, np.arange(first_line, first_line + n, dtype=np.int64))
+        return frame.with_columns(positions)
+
+    def _tolerant(self, block: bytes, first_line: int, *, final: bool) -> tuple[pl.DataFrame, bytes]:
+        """Record by record: good records kept, bad ones to ``Batch.failures``. Returns the frame and
+        the bytes of a record still open at the end of the block (a quoted field going on)."""
+        lines = block.split(b"\n")
+        if block.endswith(b"\n"):
+            lines.pop()
+        rows: list[list[str | None]] = []
+        positions: list[int] = []
+        i = 0
+        carry = b""
+        while i < len(lines):
+            start = i
+            raw = lines[i].rstrip(b"\r")
+            try:
+                text = raw.decode(self.encoding)
+            except UnicodeDecodeError as exc:
+                self._fail(first_line + i, raw, f"invalid {self.encoding} ({exc.reason} at byte {exc.start})")
+                i += 1
+                continue
+            # a quoted field can hold newlines: join lines until the quotes balance
+            joined_ok = True
+            while self.quote is not None and text.count(self.quote) % 2 == 1:
+                if i + 1 >= len(lines) or i - start >= _MAX_RECORD_LINES:
+                    joined_ok = False
+                    break
+                try:
+                    text += "\n" + lines[i + 1].rstrip(b"\r").decode(self.encoding)
+                except UnicodeDecodeError:
+                    joined_ok = False
+                    break
+                i += 1
+            if not joined_ok:
+                if not final and i + 1 >= len(lines) and i - start < _MAX_RECORD_LINES:
+                    carry = b"\n".join(lines[start:]) + b"\n"
+                    break
+                self._fail(first_line + start, raw, "unterminated quote")
+                i = start + 1
+                continue
+            i += 1
+            if not text.strip():
+                rows.append([None] * self.ncols)
+                positions.append(first_line + start)
+                continue
+            try:
+                fields = self._split(text)
+            except csv.Error as exc:
+                self._fail(first_line + start, text, f"not CSV ({exc})")
+                continue
+            if len(fields) != self.ncols:
+                self._fail(first_line + start, text, f"expected {self.ncols} fields, found {len(fields)}")
+                continue
+            rows.append([f if f != "" else None for f in fields])
+            positions.append(first_line + start)
+        columns = list(zip(*rows, strict=True)) if rows else [() for _ in self.names]
+        frame = pl.DataFrame(
+            {name: list(col) for name, col in zip(self.names, columns, strict=True)},
+            schema=dict.fromkeys(self.names, pl.String),
+        ).with_columns(pl.Series(POSITION_COLUMN, positions, dtype=pl.Int64))
+        return frame, carry
+
+
+def _unique_names(fields: list[str]) -> list[str]:
+    out: list[str] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(fields):
+        name = raw.strip() or f"column_{i + 1}"
+        base, k = name, 2
+        while name in seen:
+            name = f"{base}_{k}"
+            k += 1
+        seen.add(name)
+        out.append(name)
+    return out
+
+
+# -- JSON, JSONL, Parquet ------------------------------------------------------------------------------
+def _records_frame(
+    records: list[Any], first_position: int, step_positions: list[int] | None, batch: Batch
+) -> pl.DataFrame:
+    good: list[dict[str, Any]] = []
+    positions: list[int] = []
+    for i, rec in enumerate(records):
+        pos = step_positions[i] if step_positions is not None else first_position + i
+        if isinstance(rec, dict):
+            good.append(rec)
+            positions.append(pos)
+        else:
+            batch.failures.append(
+                {
+                    "origin": batch.origin,
+                    "position": pos,
+                    "raw": orjson.dumps(rec).decode(),
+                    "reason": f"a JSON {type(rec).__name__}, not an object",
+                }
+            )
+    if not good:
+        return pl.DataFrame({POSITION_COLUMN: []}, schema={POSITION_COLUMN: pl.Int64})
+    try:
+        frame = pl.DataFrame(good, infer_schema_length=None)
+    except (pl.exceptions.PolarsError, TypeError, ValueError):  # mixed shapes: every value as text
+        keys = list(dict.fromkeys(k for rec in good for k in rec))
+        frame = pl.DataFrame(
+            {k: [_as_text(rec.get(k)) for rec in good] for k in keys}, schema=dict.fromkeys(keys, pl.String)
+        )
+    return frame.with_columns(pl.Series(POSITION_COLUMN, positions, dtype=pl.Int64))
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
+def _json_frame(path: Path, gz: bool, spec: FileSource, batch: Batch) -> pl.DataFrame:
+    with _open(path, gz) as f:
+        data = f.read()
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise DataError(
+            f"not valid JSON ({exc})", hint="fix or re-export the file; nothing of it was loaded"
+        ) from None
+    records_path = spec.json_options.records
+    if records_path:
+        for part in records_path.split("."):
+            if not isinstance(doc, dict) or part not in doc:
+                raise DataError(
+                    f"no records at json.records {records_path!r} (stopped at {part!r})",
+                    hint="set json.records to the dotted path of the list of records",
+                )
+            doc = doc[part]
+    if isinstance(doc, dict):
+        raise DataError(
+            "the document is a JSON object, not a list of records",
+            hint="set json.records to the dotted path of the list inside it",
+        )
+    if not isinstance(doc, list):
+        raise DataError(f"the document is a JSON {type(doc).__name__}, not a list of records")
+    return _records_frame(doc, 1, None, batch)
+
+
+def _jsonl_chunks(path: Path, gz: bool, spec: FileSource, batch: Batch) -> Iterator[pl.DataFrame]:
+    stream = _open(path, gz)
+    try:
+        line_no = 1
+        pending = b""
+        block_bytes = int(min(max(spec.chunk_rows * 200, 1 << 16), 1 << 28))
+        while True:
+            data = stream.read(block_bytes)
+            eof = not data
+            buffer = pending + data
+            if not eof:
+                cut = buffer.rfind(b"\n")
+                if cut < 0:
+                    pending = buffer
+                    continue
+                block, pending = buffer[: cut + 1], buffer[cut + 1 :]
+            else:
+                block, pending = buffer, b""
+            if block:
+                frame = _jsonl_block(block, line_no, batch)
+                line_no += block.count(b"\n")
+                if frame.height:
+                    yield frame
+            if eof:
+                break
+    finally:
+        stream.close()
+
+
+def _jsonl_block(block: bytes, first_line: int, batch: Batch) -> pl.DataFrame:
+    lines = block.split(b"\n")
+    filled = [i for i, line in enumerate(lines) if line.strip()]
+    try:  # fast path: polars parses the block when every line is a JSON object
+        frame = pl.read_ndjson(io.BytesIO(block), infer_schema_length=None)
+        if frame.height == len(filled):
+            where = pl.Series(POSITION_COLUMN, [first_line + i for i in filled], dtype=pl.Int64)
+            return frame.with_columns(where)
+    except (pl.exceptions.PolarsError, ValueError, TypeError):
+        pass
+    records: list[Any] = []
+    positions: list[int] = []
+    for i in filled:
+        line = lines[i]
+        try:
+            records.append(orjson.loads(line))
+            positions.append(first_line + i)
+        except orjson.JSONDecodeError as exc:
+            batch.failures.append(
+                {
+                    "origin": batch.origin,
+                    "position": first_line + i,
+                    "raw": line.decode("utf-8", errors="backslashreplace")[:10_000],
+                    "reason": f"not valid JSON ({exc})",
+                }
+            )
+    return _records_frame(records, first_line, positions, batch)
+
+
+def _parquet_chunks(path: Path, spec: FileSource) -> Iterator[pl.DataFrame]:
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as exc:
+        raise DataError(f"not a Parquet file ({_short(exc)})") from None
+    offset = 1
+    for record_batch in parquet.iter_batches(batch_size=spec.chunk_rows):
+        frame = pl.from_arrow(record_batch)
+        assert isinstance(frame, pl.DataFrame)
+        n = frame.height
+        yield frame.with_columns(pl.Series(POSITION_COLUMN, np.arange(offset, offset + n, dtype=np.int64)))
+        offset += n
+    parquet.close()

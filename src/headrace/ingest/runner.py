@@ -1,0 +1,534 @@
+"""The one path every source's rows take into a dataset: read, cleanse, check, quarantine, commit.
+
+``ingest(source, spec, store=..., meta=..., source_name=...)`` drives any
+:class:`~headrace.ingest.base.Source`. For each :class:`~headrace.ingest.base.Batch` it yields:
+
+1. every chunk of the batch goes through :func:`headrace.ingest.validate.check` (keys already in the
+   dataset, or earlier in this run, are rejected);
+2. when more than ``spec.max_reject_ratio`` of its rows are bad, the batch fails whole: nothing of it
+   is committed (the failure is recorded with the counts);
+3. otherwise the clean rows are appended to the dataset in one Delta commit (whose metadata records
+   the batch id, origin and fingerprint), then the rejected rows and the records the source could not
+   parse (``Batch.failures``) to ``<dataset>__quarantine``;
+4. only then are the batch's cursor (table ``cursors``), its fingerprint (``ingested_files``) and its
+   quality report (``quality_reports``) stored, and a streaming source's ``ack(batch)`` called.
+
+A batch that cannot be read or checked (``Batch.error``, a missing required column, a read error
+mid-file) is recorded as failed and the run goes on with the next one. A crash part-way through a
+batch commits nothing of it; the fingerprint in the dataset's commit metadata lets a rerun see a batch
+that was committed just before a crash, so it is not loaded twice.
+
+``open_source(name, spec)`` builds the source for a spec from ``SOURCE_FACTORIES`` (kind -> factory,
+or kind -> "module:function" imported on first use); other kinds register with ``register_source``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+from sqlalchemy import delete, insert, select, update
+
+from ..config.sources import IngestSpec
+from ..errors import ConfigError, DataError, HeadraceError, NotFound, UsageError
+from ..metadata import SCHEMA, Metadata, utcnow
+from ..store import BatchMeta, Store, new_batch_id
+from .base import Batch, Deduplicating, Resumable, Source, StreamingSource
+from .validate import QualityReport, check, failures_frame
+
+__all__ = [
+    "SOURCE_FACTORIES",
+    "BatchOutcome",
+    "ProgressFn",
+    "RunResult",
+    "ingest",
+    "loaded_fingerprints",
+    "open_source",
+    "register_source",
+    "stored_cursor",
+]
+
+log = logging.getLogger("headrace.ingest.runner")
+
+ProgressFn = Callable[[str, int], None]
+"""Called as ``progress(origin, rows_read_so_far_in_this_batch)`` after each chunk is checked."""
+
+SourceFactory = Callable[[str, Any], Source]
+SOURCE_FACTORIES: dict[str, SourceFactory | str] = {
+    "file": "headrace.ingest.files:open_file_source",
+    "sql": "headrace.ingest.sql:open_sql_source",
+    "http": "headrace.ingest.http:open_http_source",
+}
+"""kind -> ``factory(name, spec) -> Source``, or ``"module:function"`` naming one (imported lazily)."""
+
+
+def register_source(kind: str, factory: SourceFactory | str) -> None:
+    """Make ``open_source`` build sources of ``kind`` with ``factory(name, spec)``."""
+    SOURCE_FACTORIES[kind] = factory
+
+
+def open_source(name: str, spec: Any) -> Source:
+    """The source that reads ``spec`` (any spec with a ``kind``), named ``name`` in headrace.yaml."""
+    kind = getattr(spec, "kind", None)
+    factory = SOURCE_FACTORIES.get(str(kind))
+    if factory is None:
+        raise ConfigError(
+            f"source {name!r}: no reader for kind {kind!r}",
+            hint=f"known kinds: {', '.join(sorted(SOURCE_FACTORIES))}",
+        )
+    if isinstance(factory, str):
+        module, _, attr = factory.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(
+                f"source {name!r}: the reader for kind {kind!r} is not available ({exc})",
+                hint="install the extra it needs, or check the kind",
+            ) from None
+        assert callable(factory)
+        SOURCE_FACTORIES[str(kind)] = factory
+    return factory(name, spec)
+
+
+@dataclass
+class BatchOutcome:
+    """What happened to one batch (one file, one page, one set of messages)."""
+
+    origin: str
+    status: str  # committed | skipped | failed
+    batch_id: str | None = None
+    rows_read: int = 0
+    rows_committed: int = 0
+    rows_quarantined: int = 0
+    version: int | None = None
+    error: str | None = None
+    report: QualityReport | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "origin": self.origin,
+            "status": self.status,
+            "batch_id": self.batch_id,
+            "rows_read": self.rows_read,
+            "rows_committed": self.rows_committed,
+            "rows_quarantined": self.rows_quarantined,
+            "version": self.version,
+            "error": self.error,
+        }
+
+
+@dataclass
+class RunResult:
+    """One run of one source: its row in ``ingestion_runs`` and what happened to each batch."""
+
+    source: str
+    dataset: str
+    run_id: int
+    status: str  # succeeded | partial | failed
+    rows_read: int = 0
+    rows_committed: int = 0
+    rows_quarantined: int = 0
+    version: int | None = None
+    cursor_before: str | None = None
+    cursor_after: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    batches: list[BatchOutcome] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+    @property
+    def failed(self) -> list[BatchOutcome]:
+        return [b for b in self.batches if b.status == "failed"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "dataset": self.dataset,
+            "run_id": self.run_id,
+            "status": self.status,
+            "rows_read": self.rows_read,
+            "rows_committed": self.rows_committed,
+            "rows_quarantined": self.rows_quarantined,
+            "version": self.version,
+            "cursor_before": self.cursor_before,
+            "cursor_after": self.cursor_after,
+            "error": self.error,
+            "seconds": round(self.seconds, 3),
+            "rows_per_second": round(self.rows_read / self.seconds) if self.seconds > 0 else None,
+            "batches": [b.to_dict() for b in self.batches],
+            "reports": [b.report.to_dict() for b in self.batches if b.report is not None],
+        }
+
+
+def stored_cursor(meta: Metadata, source_name: str) -> str | None:
+    """The cursor stored after the source's last committed batch."""
+    table = SCHEMA.tables["cursors"]
+    with meta.begin() as conn:
+        row = conn.execute(select(table.c.value).where(table.c.source == source_name)).first()
+    return None if row is None else row[0]
+
+
+def loaded_fingerprints(meta: Metadata, store: Store, source_name: str, dataset: str) -> set[str]:
+    """Fingerprints already loaded for the source: from ``ingested_files`` and from the dataset's
+    own commits (a commit whose metadata was not recorded because the run died right after it)."""
+    table = SCHEMA.tables["ingested_files"]
+    with meta.begin() as conn:
+        rows = conn.execute(select(table.c.fingerprint).where(table.c.source == source_name)).scalars()
+        found = set(rows)
+    if store.exists(dataset):
+        for version in store.versions(dataset):
+            fp = (version.extra or {}).get("fingerprint")
+            if fp and version.source == source_name:
+                found.add(fp)
+    return found
+
+
+def ingest(
+    source: Source,
+    spec: IngestSpec,
+    *,
+    store: Store,
+    meta: Metadata,
+    source_name: str,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+) -> RunResult:
+    """Run ``source`` into ``spec.dataset``; never raises for a bad batch (see the module docstring).
+
+    ``force``: load inputs again even when their fingerprint was loaded before. Raises
+    :class:`ConfigError` (after recording the run as failed) when the rules themselves are wrong.
+    """
+    runs = SCHEMA.tables["ingestion_runs"]
+    kind = str(getattr(spec, "kind", "unknown"))
+    cursor_before = stored_cursor(meta, source_name)
+    started = time.perf_counter()
+    with meta.begin() as conn:
+        inserted = conn.execute(
+            insert(runs).values(
+                source=source_name,
+                dataset=spec.dataset,
+                kind=kind,
+                started_at=utcnow(),
+                status="running",
+                cursor_before=cursor_before,
+            )
+        )
+        run_id = int(inserted.inserted_primary_key[0])  # type: ignore[index]
+    result = RunResult(
+        source=source_name, dataset=spec.dataset, run_id=run_id, status="running", cursor_before=cursor_before
+    )
+    result.cursor_after = cursor_before
+    state = _DatasetState.load(store, spec)
+    fatal: BaseException | None = None
+    try:
+        if isinstance(source, Resumable):
+            source.resume(cursor_before)
+        if isinstance(source, Deduplicating):
+            known = set() if force else loaded_fingerprints(meta, store, source_name, spec.dataset)
+            source.skip_loaded(known.__contains__)
+        for batch in source.read():
+            outcome = _one_batch(batch, spec, store, meta, source_name, run_id, state, progress)
+            result.batches.append(outcome)
+            if outcome.status == "committed":
+                if batch.cursor is not None:
+                    result.cursor_after = batch.cursor
+                result.version = outcome.version
+                if isinstance(source, StreamingSource):
+                    source.ack(batch)
+    except ConfigError as exc:
+        result.error = exc.one_line()
+        fatal = exc
+    except HeadraceError as exc:  # the source itself failed (unreachable server, refused query)
+        result.error = exc.one_line()
+        log.warning("source %s failed: %s", source_name, result.error)
+    except BaseException as exc:  # a crash: record it, commit nothing more, let it propagate
+        result.error = f"interrupted: {type(exc).__name__}: {str(exc)[:200]}"
+        fatal = exc
+    finally:
+        result.seconds = time.perf_counter() - started
+        for b in result.batches:
+            result.rows_read += b.rows_read
+            result.rows_committed += b.rows_committed
+            result.rows_quarantined += b.rows_quarantined
+        failed = [b for b in result.batches if b.status == "failed"]
+        committed = [b for b in result.batches if b.status == "committed"]
+        if result.error is not None:
+            result.status = "partial" if committed else "failed"
+        elif failed:
+            result.status = "partial" if committed else "failed"
+            result.error = "; ".join(f"{b.origin}: {b.error}" for b in failed[:5])
+            if len(failed) > 5:
+                result.error += f" (and {len(failed) - 5} more)"
+        else:
+            result.status = "succeeded"
+        last_batch = committed[-1].batch_id if committed else None
+        with meta.begin() as conn:
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(
+                    finished_at=utcnow(),
+                    status=result.status,
+                    batch_id=last_batch,
+                    rows_read=result.rows_read,
+                    rows_committed=result.rows_committed,
+                    rows_quarantined=result.rows_quarantined,
+                    version=result.version,
+                    cursor_after=result.cursor_after,
+                    error=result.error,
+                    details={"batches": [b.to_dict() for b in result.batches], "seconds": result.seconds},
+                )
+            )
+    if fatal is not None:
+        raise fatal
+    return result
+
+
+@dataclass
+class _DatasetState:
+    """What the run knows of the dataset: its columns and the keys it holds (grows with each commit)."""
+
+    columns: list[str]
+    keys: pl.DataFrame | None
+    key_cols: list[str]
+
+    @classmethod
+    def load(cls, store: Store, spec: IngestSpec) -> _DatasetState:
+        key_cols = list(dict.fromkeys([*spec.key_columns, *(c for c, r in spec.columns.items() if r.unique)]))
+        if not store.exists(spec.dataset):
+            return cls([], None, key_cols)
+        columns = store.info(spec.dataset).columns
+        present = [c for c in key_cols if c in columns]
+        keys = store.scan(spec.dataset).select(present).collect() if present else None
+        return cls(columns, keys, key_cols)
+
+
+def _one_batch(
+    batch: Batch,
+    spec: IngestSpec,
+    store: Store,
+    meta: Metadata,
+    source_name: str,
+    run_id: int,
+    state: _DatasetState,
+    progress: ProgressFn | None,
+) -> BatchOutcome:
+    if batch.skipped:
+        return BatchOutcome(origin=batch.origin, status="skipped")
+    batch_id = new_batch_id()
+    outcome = BatchOutcome(origin=batch.origin, status="failed", batch_id=batch_id)
+    if batch.error is not None:
+        outcome.error = batch.error
+        log.warning("%s: %s", batch.origin, batch.error)
+        return outcome
+    staging = _Staging()
+    report: QualityReport | None = None
+    rejected: list[pl.DataFrame] = []
+    keys = state.keys
+    try:
+        chunk: pl.DataFrame | None = batch.frame
+        chunks = iter(batch.chunks) if batch.chunks is not None else iter(())
+        while chunk is not None:
+            if chunk.height or report is None:
+                result = check(
+                    chunk,
+                    spec,
+                    existing_keys=keys,
+                    known_columns=state.columns,
+                    origin=batch.origin,
+                    batch_id=batch_id,
+                )
+                report = result.report if report is None else report.merge(result.report)
+                outcome.rows_read += chunk.height
+                if result.clean.height or staging.empty:
+                    staging.add(result.clean)
+                if result.rejected.height:
+                    rejected.append(result.rejected)
+                present = [c for c in state.key_cols if c in result.clean.columns]
+                if present and result.clean.height:
+                    new_keys = result.clean.select(present)
+                    keys = new_keys if keys is None else pl.concat([keys, new_keys], how="diagonal_relaxed")
+                if progress is not None:
+                    progress(batch.origin, outcome.rows_read)
+            chunk = next(chunks, None)
+        assert report is not None
+        if batch.failures:
+            rejected.append(failures_frame(batch.failures, batch_id=batch_id))
+            report.rows_unparseable = len(batch.failures)
+            outcome.rows_read += len(batch.failures)
+        bad = report.rows_quarantined + report.rows_unparseable
+        total = report.rows_in + report.rows_unparseable
+        if total and bad / total > spec.max_reject_ratio:
+            raise DataError(
+                f"{bad} of {total} rows rejected ({bad / total:.1%}), more than max_reject_ratio "
+                f"{spec.max_reject_ratio:.1%}; nothing of this batch was committed",
+                hint=f"see the failures: {_top_failures(report)}",
+            )
+        clean = staging.table()
+        extra: dict[str, Any] = {"origin": batch.origin, "run_id": run_id}
+        if batch.fingerprint:
+            extra["fingerprint"] = batch.fingerprint
+        if batch.cursor is not None:
+            extra["cursor"] = batch.cursor
+        outcome.version = store.append(spec.dataset, clean, BatchMeta(source_name, batch_id, extra))
+        outcome.rows_committed = clean.num_rows
+        if rejected:
+            qframe = pl.concat(rejected, how="diagonal_relaxed")
+            store.append(store.quarantine_name(spec.dataset), qframe, BatchMeta(source_name, batch_id, extra))
+            outcome.rows_quarantined = qframe.height
+        state.columns = list(dict.fromkeys([*state.columns, *clean.column_names]))
+        state.keys = keys
+        _record(meta, batch, spec, source_name, run_id, batch_id, outcome, report)
+        outcome.status = "committed"
+        outcome.report = report
+        log.info(
+            "%s: %d rows committed to %s (version %s), %d quarantined",
+            batch.origin,
+            outcome.rows_committed,
+            spec.dataset,
+            outcome.version,
+            outcome.rows_quarantined,
+        )
+    except (DataError, NotFound, UsageError, OSError, pl.exceptions.PolarsError, pa.ArrowException) as exc:
+        outcome.error = exc.one_line() if isinstance(exc, HeadraceError) else _one_line(exc)
+        outcome.report = report
+        if report is not None:
+            outcome.rows_quarantined = 0
+            _store_report(meta, spec, run_id, batch_id, report, status="failed", error=outcome.error)
+        log.warning("%s: %s", batch.origin, outcome.error)
+    finally:
+        staging.close()
+    return outcome
+
+
+def _record(
+    meta: Metadata,
+    batch: Batch,
+    spec: IngestSpec,
+    source_name: str,
+    run_id: int,
+    batch_id: str,
+    outcome: BatchOutcome,
+    report: QualityReport,
+) -> None:
+    files = SCHEMA.tables["ingested_files"]
+    cursors = SCHEMA.tables["cursors"]
+    reports = SCHEMA.tables["quality_reports"]
+    now = utcnow()
+    with meta.begin() as conn:
+        if batch.fingerprint:
+            conn.execute(delete(files).where(files.c.fingerprint == batch.fingerprint))
+            conn.execute(
+                insert(files).values(
+                    fingerprint=batch.fingerprint,
+                    source=source_name,
+                    path=batch.origin,
+                    size=_size(batch.origin),
+                    batch_id=batch_id,
+                    version=outcome.version,
+                    loaded_at=now,
+                )
+            )
+        if batch.cursor is not None:
+            conn.execute(delete(cursors).where(cursors.c.source == source_name))
+            conn.execute(insert(cursors).values(source=source_name, value=batch.cursor, updated_at=now))
+        doc = {**report.to_dict(), "status": "committed", "version": outcome.version, "origin": batch.origin}
+        conn.execute(
+            insert(reports).values(
+                run_id=run_id, dataset=spec.dataset, batch_id=batch_id, created_at=now, report=doc
+            )
+        )
+
+
+def _store_report(
+    meta: Metadata,
+    spec: IngestSpec,
+    run_id: int,
+    batch_id: str,
+    report: QualityReport,
+    *,
+    status: str,
+    error: str,
+) -> None:
+    reports = SCHEMA.tables["quality_reports"]
+    with meta.begin() as conn:
+        conn.execute(
+            insert(reports).values(
+                run_id=run_id,
+                dataset=spec.dataset,
+                batch_id=batch_id,
+                created_at=utcnow(),
+                report={**report.to_dict(), "status": status, "error": error},
+            )
+        )
+
+
+class _Staging:
+    """Clean chunks of one batch: the first in memory, later ones spilled to memory-mapped Arrow files
+    so a file larger than memory is committed in one commit with bounded resident memory."""
+
+    def __init__(self) -> None:
+        self.frames: list[pl.DataFrame] = []
+        self.files: list[Path] = []
+        self.folder: Path | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.frames and not self.files
+
+    def add(self, frame: pl.DataFrame) -> None:
+        if not self.frames and not self.files:
+            self.frames.append(frame)
+            return
+        if self.folder is None:
+            self.folder = Path(tempfile.mkdtemp(prefix="headrace-stage-"))
+            for kept in self.frames:
+                self._spill(kept)
+            self.frames = []
+        self._spill(frame)
+
+    def _spill(self, frame: pl.DataFrame) -> None:
+        assert self.folder is not None
+        path = self.folder / f"{len(self.files):06d}.arrow"
+        frame.write_ipc(path, compression="uncompressed", compat_level=pl.CompatLevel.oldest())
+        self.files.append(path)
+
+    def table(self) -> pa.Table:
+        if self.frames:
+            return self.frames[0].to_arrow(compat_level=pl.CompatLevel.oldest())
+        tables = [pa.ipc.open_file(pa.memory_map(str(p))).read_all() for p in self.files]
+        return pa.concat_tables(tables, promote_options="permissive")
+
+    def close(self) -> None:
+        self.frames = []
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _top_failures(report: QualityReport, n: int = 3) -> str:
+    top = sorted(report.failures.items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{rule} ({count})" for rule, count in top) or "unparseable records"
+
+
+def _size(origin: str) -> int | None:
+    try:
+        return Path(origin).stat().st_size
+    except (OSError, ValueError):
+        return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
