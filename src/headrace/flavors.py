@@ -46,6 +46,7 @@ class Flavor(Protocol):
 # flavor name -> "module:Class"; each task's module adds its line here.
 FLAVORS: dict[str, str] = {
     "recommender": "headrace.recommend.flavor:RecommenderModel",
+    "tabular": "headrace.train.tabular:TabularModel",
 }
 
 

@@ -8,13 +8,32 @@ from pydantic import Field
 
 from .base import Spec
 
-__all__ = ["Candidate", "FeatureSpec", "ModelSpec", "PromoteRule", "ValidationSpec"]
+__all__ = ["Candidate", "FeatureSpec", "ModelSpec", "PromoteRule", "ThresholdSpec", "ValidationSpec"]
+
+
+DatePart = Literal["year", "month", "day", "dayofweek", "dayofyear", "hour"]
+_DEFAULT_DATE_PARTS: tuple[DatePart, ...] = ("year", "month", "day", "dayofweek")
 
 
 class FeatureSpec(Spec):
+    """How a dataset's columns become model inputs (a ColumnTransformer built from the schema).
+
+    ``derive`` declares new columns as SQL expressions over the others (``total_rooms / households``),
+    computed before everything else, at training and at prediction. Columns typed as dates or
+    datetimes become ``date_parts``. ``min_frequency`` groups rare categories (a count, or a share of
+    the rows) into one "infrequent" category; categories never seen in training are ignored.
+    """
+
     drop: list[str] = Field(default_factory=list)
+    numeric: list[str] = Field(default_factory=list)  # read as numbers (text that is not a number: missing)
+    categorical: list[str] = Field(default_factory=list)  # numeric codes to treat as categories
+    impute_numeric: Literal["median", "mean", "most_frequent", "zero"] = "median"
+    impute_categorical: Literal["most_frequent", "constant"] = "constant"
     scale: Literal["standard", "robust", "minmax", "none"] = "standard"
+    encode: Literal["onehot", "ordinal"] = "onehot"
+    min_frequency: int | float | None = None
     pca: int | float | None = None
+    date_parts: list[DatePart] = Field(default_factory=lambda: list(_DEFAULT_DATE_PARTS))
     derive: dict[str, str] = Field(default_factory=dict)
 
 
@@ -23,18 +42,45 @@ class Candidate(Spec):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class ThresholdSpec(Spec):
+    """How the decision threshold of a binary classifier is chosen on out-of-fold predictions."""
+
+    rule: Literal["max_f1", "f_beta", "cost", "target_recall", "fixed"] = "max_f1"
+    beta: float = 1.0  # f_beta: > 1 favours recall
+    cost_fp: float = 1.0  # cost: the price of a false positive ...
+    cost_fn: float = 1.0  # ... and of a false negative
+    recall: float | None = None  # target_recall: the highest threshold that keeps recall >= this
+    value: float | None = None  # fixed
+
+
 class ValidationSpec(Spec):
+    """How a model is validated: the outer folds give the estimate; candidates and their parameters
+    are chosen inside each outer training fold (nested), by ``metric``."""
+
     strategy: Literal[
         "holdout", "kfold", "stratified_kfold", "repeated", "group_kfold", "time_series_split"
     ] = "stratified_kfold"
     folds: int = 5
     metric: str | None = None
-    threshold: str | float | None = None
+    threshold: str | float | ThresholdSpec | None = None  # "max_f1", a number, or a ThresholdSpec
+    repeats: int = 3  # repeated: how many times the k folds are redrawn
+    test_size: float = 0.2  # holdout: the share held out
+    group: str | None = None  # group_kfold: the column whose values never straddle folds
+    time_column: str | None = None  # time_series_split: rows are ordered by this column
+    inner_folds: int = 3  # folds of the selection inside each outer training fold
+    search: Literal["grid", "random"] = "grid"
+    n_iter: int = 10  # random search: configurations drawn
+    n_jobs: int = 1  # outer folds in parallel (joblib); -1: every core
+    importance: bool = True  # permutation importance on each held-out fold
 
 
 class PromoteRule(Spec):
+    """The promotion gate: a floor (or, for error metrics, a ceiling) on ``metric`` and a minimum
+    gain over the champion on the same data."""
+
     metric: str | None = None
     at_least: float | None = None
+    at_most: float | None = None
     beat_champion_by: float = 0.0
 
 
@@ -45,6 +91,7 @@ class ModelSpec(Spec):
     features: FeatureSpec = Field(default_factory=FeatureSpec)
     candidates: list[Candidate] = Field(default_factory=list)
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
-    imbalance: str | None = None
+    positive: str | int | bool | None = None  # binary classification: the positive class
+    imbalance: Literal["class_weight", "over", "under", "smote"] | None = None
     promote_if: PromoteRule = Field(default_factory=PromoteRule)
     seed: int = 42
