@@ -188,7 +188,12 @@ def timeline(
 ) -> pl.DataFrame:
     """The metric per version in consecutive ``every`` buckets: ts, version, rows, value."""
     metric = metric or default_metric(task)
-    schema = {"ts": pl.Datetime("us", "UTC"), "version": pl.Int64, "rows": pl.Int64, "value": pl.Float64}
+    schema: dict[str, pl.DataType] = {
+        "ts": pl.Datetime("us", "UTC"),
+        "version": pl.Int64(),
+        "rows": pl.Int64(),
+        "value": pl.Float64(),
+    }
     if frame.height == 0:
         return pl.DataFrame(schema=schema)
     rows = []
