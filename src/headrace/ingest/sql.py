@@ -29,7 +29,9 @@ import datetime as dt
 import io
 import json
 import logging
+import queue
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -533,8 +535,8 @@ class SqlReader:
                     yield from self._frames_fetch(stmt, "postgresql")
                     return
                 self.used_fast_path = True
-                with cur.copy(f"COPY ({sql_text}) TO STDOUT (FORMAT csv)", params) as copy:
-                    yield from _parse_copy(copy, columns)
+                statement = f"COPY ({sql_text}) TO STDOUT (FORMAT csv)"
+                yield from _parse_copy(_CopyPump(cur, statement, params), columns)
             conn.rollback()
         finally:
             if raw is not None:
@@ -546,63 +548,126 @@ def _binds(prefix: str, values: Sequence[Any]) -> list[Any]:
 
 
 # ------------------------------------------------------------------------------------ COPY parsing
-class _CopyStream(io.RawIOBase):
-    """psycopg's COPY blocks as a readable file, for Arrow's streaming CSV reader."""
+_END = object()
 
-    def __init__(self, blocks: Iterator[Any]) -> None:
-        self._blocks = blocks
+
+class _CopyPump(io.RawIOBase):
+    """COPY's output as a readable file, pumped by a thread so the wire and the parser overlap.
+
+    psycopg hands COPY data over one row at a time; joining rows into blocks in a thread of its own
+    lets Arrow parse one block (without the GIL) while the next arrives. The queue is short, so at
+    most a few blocks are held. An error on the wire is raised again from ``read``.
+    """
+
+    block_bytes = 4 << 20
+
+    def __init__(self, cursor: Any, statement: str, params: dict[str, Any]) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=4)
+        self._stop = threading.Event()
         self._view = memoryview(b"")
+        self._done = False
+        self._thread = threading.Thread(
+            target=self._pump, args=(cursor, statement, params), name="headrace-copy", daemon=True
+        )
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _pump(self, cursor: Any, statement: str, params: dict[str, Any]) -> None:
+        try:
+            with cursor.copy(statement, params) as copy:
+                block = bytearray()
+                for row in copy:
+                    block += row
+                    if len(block) >= self.block_bytes:
+                        if not self._put(bytes(block)):
+                            return
+                        block.clear()
+                if block:
+                    self._put(bytes(block))
+            self._put(_END)
+        except BaseException as exc:  # handed to the reading thread, which raises it
+            self._put(exc)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         while not len(self._view):
-            block = next(self._blocks, None)
-            if block is None:
+            if self._done:
                 return 0
-            self._view = memoryview(block).cast("B")
+            item = self._queue.get()
+            if item is _END:
+                self._done = True
+                return 0
+            if isinstance(item, BaseException):
+                self._done = True
+                raise item
+            self._view = memoryview(item)
         n = min(len(buffer), len(self._view))
         buffer[:n] = self._view[:n]
         self._view = self._view[n:]
         return n
 
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        super().close()
 
-def _parse_copy(copy: Any, columns: list[ColumnType]) -> Iterator[pl.DataFrame]:
+
+def _parse_copy(pump: _CopyPump, columns: list[ColumnType]) -> Iterator[pl.DataFrame]:
     names = [c.name for c in columns]
     if len(set(names)) != len(names):
+        pump.close()
         raise ConfigError(
             f"the SQL result has duplicate column names {names}",
             hint="alias the columns in the query so every name is distinct",
         )
-    stream = io.BufferedReader(_CopyStream(iter(copy)), buffer_size=1 << 20)
-    # COPY's CSV: NULL is an unquoted empty field, an empty string is "" (kept as ''), booleans t/f.
-    reader = pacsv.open_csv(
-        stream,
-        read_options=pacsv.ReadOptions(column_names=names, block_size=8 << 20, use_threads=True),
-        parse_options=pacsv.ParseOptions(newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(
-            column_types={c.name: c.arrow for c in columns},
-            null_values=[""],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-            true_values=["t"],
-            false_values=["f"],
-        ),
-    )
+    error: list[BaseException] = []
+
+    class _Recording(io.BufferedReader):
+        def readinto(self, buffer: Any) -> int:  # type: ignore[override]
+            try:
+                return super().readinto(buffer)
+            except BaseException as exc:  # Arrow wraps it; keep the original to raise
+                error.append(exc)
+                raise
+
+    stream = _Recording(pump, buffer_size=1 << 20)
     casts = [pl.col(c.name).cast(c.dtype) for c in columns if c.via_text and c.dtype is not None]
     try:
+        # COPY's CSV: NULL is an unquoted empty field, an empty string is "" (kept as ''), booleans t/f.
+        reader = pacsv.open_csv(
+            stream,
+            read_options=pacsv.ReadOptions(column_names=names, block_size=4 << 20, use_threads=True),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c.name: c.arrow for c in columns},
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+                true_values=["t"],
+                false_values=["f"],
+            ),
+        )
         for record_batch in reader:
             frame: pl.DataFrame = pl.from_arrow(pa.Table.from_batches([record_batch]), rechunk=False)  # type: ignore[assignment]
             yield frame.with_columns(casts) if casts else frame
-    except pa.ArrowInvalid as exc:
-        raise DataError(f"COPY output could not be parsed ({_first(exc)})") from exc
-    except OSError as exc:
-        # A Python error raised while Arrow read the stream (a dropped connection) comes back
-        # wrapped; hand the original up so that it is recognised as transient.
-        if exc.__cause__ is not None:
-            raise exc.__cause__ from exc
+    except (pa.ArrowException, OSError) as exc:
+        if error:  # a dropped connection, raised on the wire side: the original is transient
+            raise error[0] from exc
+        if isinstance(exc, pa.ArrowInvalid):
+            raise DataError(f"COPY output could not be parsed ({_first(exc)})") from exc
         raise
+    finally:
+        pump.close()
 
 
 # ----------------------------------------------------------------------------------------- chunker
