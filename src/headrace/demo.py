@@ -56,8 +56,38 @@ def _stage_status(ctx: DemoContext) -> list[str]:
     return lines
 
 
+def _stage_ingest(ctx: DemoContext) -> list[str]:
+    from .ingest.runner import (
+        ingest,
+        open_source,
+    )  # the ingest stage's own imports stay out of the CLI's path
+
+    lines: list[str] = []
+    for name, spec in ctx.ws.project.sources.items():
+        if spec.kind != "file":
+            continue
+        result = ingest(open_source(name, spec), spec, store=ctx.ws.store, meta=ctx.ws.meta, source_name=name)
+        lines.append(
+            f"{name}: {result.rows_read} rows read from {len(result.batches)} files, "
+            f"{result.rows_committed} committed to '{spec.dataset}', {result.rows_quarantined} quarantined"
+        )
+        for batch in result.batches:
+            for col, rec in (batch.report.imputed if batch.report else {}).items():
+                what = f"{rec['strategy']} {rec['value']}"
+                lines.append(f"  {Path(batch.origin).name}: {col}: {rec['count']} values imputed ({what})")
+        qname = ctx.ws.store.quarantine_name(spec.dataset)
+        if ctx.ws.store.exists(qname):
+            sample = ctx.ws.store.read(qname).head(4)
+            key = next(iter(spec.columns), sample.columns[0])
+            for row in sample.iter_rows(named=True):
+                lines.append(f"  quarantined {key}={row.get(key)} line {row['position']}: {row['reason']}")
+        ctx.facts.setdefault("ingested", {})[name] = result.to_dict()
+    return lines
+
+
 STAGES: list[tuple[str, Callable[[DemoContext], list[str]]]] = [
     ("project", _stage_project),
+    ("ingest", _stage_ingest),
     ("status", _stage_status),
 ]
 

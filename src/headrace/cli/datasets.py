@@ -108,4 +108,7 @@ def quarantine(
         emit_json({"dataset": name, "rows": frame.height, "sample": frame.head(rows).to_dicts()})
         return
     console.print(f"[bold]{name}[/bold]: {frame.height} quarantined rows")
-    console.print(frame.head(rows))
+    meta_cols = [c for c in ("position", "reason", "origin", "batch_id") if c in frame.columns]
+    data_cols = [c for c in frame.columns if c not in (*meta_cols, "raw")][:4]
+    shown = frame.head(rows).select([*meta_cols, *data_cols])
+    console.print(table("quarantine", shown.columns, [list(r) for r in shown.iter_rows()]))
