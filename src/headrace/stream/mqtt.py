@@ -1,0 +1,355 @@
+"""The MQTT source: a persistent paho-mqtt session whose messages are acknowledged after the commit.
+
+How nothing is lost: the session is persistent (fixed client id, no clean start, a session expiry for
+MQTT 5), messages are acknowledged by hand (``manual_ack``) and only once the batch holding them is
+committed, so a worker that dies before the commit gets them again from the broker. How nothing is
+doubled: the worker drops rows whose key it has committed already (see ``headrace.stream.worker``).
+
+Acknowledgements carry the connection they came on: after a reconnect, message ids may be reused by
+the broker for other messages, so ids from an older connection are never acknowledged (the broker
+sends those messages again on the new connection, and the key removes the copy).
+
+QoS 2: paho sends PUBREC as soon as a QoS 2 message arrives and hands the message over only at PUBREL.
+A worker killed between the two would lose it (the broker has forgotten the message after PUBREC). So
+this client holds PUBREC back until the commit, hands the message over on arrival, and completes the
+exchange (PUBCOMP) when PUBREL comes: QoS 2 is then at least once into the dataset, as QoS 1 is.
+
+Backpressure: at most ``max_pending`` messages wait in memory. With QoS 1 and 2 the broker never sends
+more than ``max_inflight`` unacknowledged ones, so a slow store simply stops acknowledgements and the
+broker keeps the rest; with QoS 0 the network thread waits, and TCP pushes back on the broker.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt import _packet
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ..config.sources_stream import MqttSource
+from ..errors import ConfigError, ServiceUnavailable, SourceError
+from ..ingest.base import Batch
+from .payload import Message, PayloadFormat, TopicPattern, parse_messages
+
+__all__ = ["MqttStream", "StreamToken", "payload_format"]
+
+log = logging.getLogger("headrace.stream.mqtt")
+
+
+@dataclass
+class StreamToken:
+    """What a stream batch carries for the worker: what to acknowledge and what may be a redelivery."""
+
+    acks: list[Any]
+    messages: int
+    suspect_keys: set[str] = field(default_factory=set)
+    first_received: float | None = None
+
+
+def payload_format(spec: Any) -> PayloadFormat:
+    p = spec.payload
+    return PayloadFormat(
+        format=p.format,
+        csv_columns=tuple(p.csv_columns),
+        csv_delimiter=p.csv_delimiter,
+        event_time=p.event_time,
+        event_time_unit=p.event_time_unit,
+        key=tuple(spec.key),
+    )
+
+
+_TERMINAL = {
+    "Not authorized",
+    "Bad user name or password",
+    "Client identifier not valid",
+    "Unsupported protocol version",
+    "Banned",
+    "Bad authentication method",
+}
+
+
+class _Client(mqtt.Client):
+    """paho's client with QoS 2 PUBREC deferred until the application acknowledges (see module doc)."""
+
+    _hr_deferred: int | None = None
+
+    def _send_pubrec(self, mid: int) -> MQTTErrorCode:
+        if self._manual_ack:
+            self._hr_deferred = mid  # sent by ack() once the batch is committed
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._send_pubrec(mid)
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        self._hr_deferred = None
+        rc = super()._handle_publish()
+        mid = self._hr_deferred
+        if mid is not None:
+            self._hr_deferred = None
+            with self._in_message_mutex:
+                message = self._in_messages.pop(mid, None)
+            if message is not None:
+                self._handle_on_message(message)
+        return rc
+
+    def _handle_pubrel(self) -> MQTTErrorCode:
+        result = _packet.decode_pubrel(self._in_packet["command"], self._in_packet["packet"], self._protocol)
+        rc = super()._handle_pubrel()
+        if self._manual_ack and rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return self._send_pubcomp(result.mid)  # the message was committed before PUBREC went out
+        return rc
+
+    def ack(self, mid: int, qos: int) -> MQTTErrorCode:
+        if self._manual_ack and qos == 2:
+            return mqtt.Client._send_pubrec(self, mid)
+        return super().ack(mid, qos)
+
+
+class MqttStream:
+    """A ``StreamingSource`` over one MQTT connection. ``read()`` yields micro-batches until ``stop()``."""
+
+    def __init__(
+        self,
+        name: str,
+        spec: MqttSource,
+        *,
+        client_id: str | None = None,
+        shared_group: str | None = None,
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.client_id = client_id or spec.client_id or f"headrace-{name}"
+        group = shared_group or spec.shared_group
+        self.filters = [f"$share/{group}/{t}" if group else t for t in spec.topics]
+        self.format = payload_format(spec)
+        self.pattern = TopicPattern(spec.topic_pattern) if spec.topic_pattern else None
+        self.v5 = spec.protocol == "5"
+        default_inflight = min(65535, max(2 * spec.batch_rows, 100)) if self.v5 else 20
+        self.max_inflight = spec.max_inflight or default_inflight
+        # a batch is cut when this many messages wait: the broker sends no more until they are acked
+        self.flush_at = min(spec.batch_rows, self.max_inflight) if spec.qos > 0 else spec.batch_rows
+        self.max_pending = max(spec.max_pending, self.flush_at)
+        self._cond = threading.Condition()
+        self._pending: collections.deque[Message] = collections.deque()
+        self._stop = threading.Event()
+        self._generation = 0
+        self._connected = False
+        self._subscribed = threading.Event()
+        self._fatal: str | None = None
+        self._client: _Client | None = None
+        self.received = 0
+        self.reconnects = 0
+
+    # -- connection ----------------------------------------------------------------------------
+    def _make_client(self) -> _Client:
+        spec = self.spec
+        if self.v5:
+            client = _Client(
+                mqtt.CallbackAPIVersion.VERSION2,
+                client_id=self.client_id,
+                protocol=mqtt.MQTTv5,
+                manual_ack=True,
+            )
+        else:
+            client = _Client(
+                mqtt.CallbackAPIVersion.VERSION2,
+                client_id=self.client_id,
+                clean_session=False,
+                protocol=mqtt.MQTTv311,
+                manual_ack=True,
+            )
+        client.enable_logger(logging.getLogger("headrace.stream.paho"))
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        if spec.username is not None:
+            password = spec.password.get_secret_value() if spec.password is not None else None
+            client.username_pw_set(spec.username, password)
+        if spec.uses_tls:
+            client.tls_set_context(self._tls_context())
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    def _tls_context(self) -> ssl.SSLContext:
+        tls = self.spec.tls
+        try:
+            context = ssl.create_default_context(cafile=tls.ca_file if tls else None)
+            if tls is not None and tls.cert_file is not None:
+                context.load_cert_chain(tls.cert_file, tls.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"source {self.name!r}: TLS files cannot be loaded ({exc})",
+                hint="check tls.ca_file, tls.cert_file and tls.key_file (PEM files)",
+            ) from None
+        if tls is not None and not tls.check_hostname:
+            context.check_hostname = False
+        return context
+
+    def start(self) -> None:
+        """Connect and subscribe; raise ``ServiceUnavailable`` when the broker cannot be reached."""
+        spec = self.spec
+        self._client = client = self._make_client()
+        properties = None
+        if self.v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = spec.session_expiry_seconds
+            properties.ReceiveMaximum = self.max_inflight
+            client.connect_async(
+                spec.host, spec.port, keepalive=spec.keepalive, clean_start=False, properties=properties
+            )
+        else:
+            client.connect_async(spec.host, spec.port, keepalive=spec.keepalive)
+        client.loop_start()
+        where = f"{spec.host}:{spec.port}"
+        if not self._subscribed.wait(spec.connect_timeout) or self._fatal:
+            fatal = self._fatal
+            self.close(flush=False)
+            if fatal:
+                raise SourceError(f"source {self.name!r}: MQTT broker {where} refused: {fatal}")
+            raise ServiceUnavailable(
+                f"source {self.name!r}: MQTT broker {where} is unreachable "
+                f"(no subscription within {spec.connect_timeout:g} s)",
+                hint="check that the broker runs and the URL, port and TLS settings are right",
+            )
+        log.info(
+            "source %s: connected to %s as %s, subscribed to %s (qos %d)",
+            self.name,
+            where,
+            self.client_id,
+            ", ".join(self.filters),
+            spec.qos,
+        )
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            log.error("source %s: broker refused the connection: %s", self.name, reason)
+            if str(reason) in _TERMINAL:
+                self._fatal = f"connection refused ({reason})"
+                self._subscribed.set()  # wake start(): retrying cannot help
+            return
+        with self._cond:
+            self._generation += 1
+            self._connected = True
+        if self._generation > 1:
+            self.reconnects += 1
+            log.warning(
+                "source %s: reconnected (session present: %s)", self.name, flags.session_present
+            )
+        client.subscribe([(f, self.spec.qos) for f in self.filters])
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        failed = [str(r) for r in reasons if r.is_failure]
+        if failed:
+            self._fatal = f"subscription refused ({', '.join(failed)})"
+            log.error("source %s: %s", self.name, self._fatal)
+        self._subscribed.set()
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        with self._cond:
+            self._connected = False
+        if not self._stop.is_set():
+            log.warning("source %s: disconnected (%s); reconnecting with backoff", self.name, reason)
+
+    def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = msg._topic.decode("utf-8", "replace")
+        message = Message(topic, msg.payload, time.time(), bool(msg.dup), (self._generation, msg.mid, msg.qos))
+        with self._cond:
+            while len(self._pending) >= self.max_pending and not self._stop.is_set():
+                self._cond.wait(0.5)  # backpressure: the reader takes a batch, then we go on
+            self._pending.append(message)
+            self.received += 1
+            if len(self._pending) >= self.flush_at:
+                self._cond.notify_all()
+
+    # -- the StreamingSource protocol ------------------------------------------------------------
+    def read(self) -> Iterator[Batch]:
+        if self._client is None:
+            self.start()
+        spec = self.spec
+        while True:
+            with self._cond:
+                while True:
+                    if self._fatal:
+                        raise SourceError(f"source {self.name!r}: {self._fatal}")
+                    n = len(self._pending)
+                    if n >= self.flush_at or self._stop.is_set():
+                        break
+                    if n:
+                        wait = self._pending[0].received_at + spec.batch_seconds - time.time()
+                        if wait <= 0:
+                            break
+                    else:
+                        wait = spec.batch_seconds
+                    self._cond.wait(min(wait, 0.25))
+                take = min(len(self._pending), self.flush_at)
+                messages = [self._pending.popleft() for _ in range(take)]
+                self._cond.notify_all()
+                stopping = self._stop.is_set()
+            if messages:
+                yield self._batch(messages)
+            if stopping and not messages:
+                return
+
+    def _batch(self, messages: list[Message]) -> Batch:
+        parsed = parse_messages(messages, self.format, self.pattern)
+        acks = [m.token for m in messages if m.token[2] > 0]
+        token = StreamToken(
+            acks=acks,
+            messages=len(messages),
+            suspect_keys=parsed.suspect_keys,
+            first_received=messages[0].received_at,
+        )
+        return Batch(frame=parsed.frame, origin=f"mqtt:{self.name}", failures=parsed.failures, token=token)
+
+    def ack(self, batch: Batch) -> None:
+        """Acknowledge the batch's messages (call only after it is committed), in arrival order."""
+        client = self._client
+        token: StreamToken = batch.token
+        if client is None or not token.acks:
+            return
+        with self._cond:
+            generation = self._generation if self._connected else -1
+        stale = 0
+        for gen, mid, qos in token.acks:
+            if gen == generation:
+                client.ack(mid, qos)
+            else:
+                stale += 1  # from an older connection: the broker redelivers it, the key drops the copy
+        if stale:
+            log.info("source %s: %d messages from an earlier connection left unacknowledged", self.name, stale)
+
+    def stop(self) -> None:
+        """Ask ``read()`` to hand over what it holds as a last batch and end."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def close(self, flush: bool = True) -> None:
+        """Disconnect (the acknowledgements already queued go out first) and stop the network thread."""
+        self._stop.set()
+        client = self._client
+        if client is None:
+            return
+        self._client = None
+        try:
+            if flush and self._connected:
+                # let queued acknowledgements reach the socket before DISCONNECT closes it
+                deadline = time.time() + 5
+                while client.want_write() and time.time() < deadline:
+                    time.sleep(0.01)
+            client.disconnect()
+        finally:
+            client.loop_stop()

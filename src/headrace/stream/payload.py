@@ -1,0 +1,285 @@
+"""From raw messages to rows: payload decoding, topic levels as columns, event time, message keys.
+
+Pure functions over lists of messages, so they can be tested without a broker. A message that cannot be
+turned into rows becomes a *failure* (``Batch.failures``): its topic, its raw bytes in base64 and the
+reason, bound for the quarantine table; one bad payload never stops the others.
+
+Every row gets four columns besides its payload fields and topic levels:
+
+- ``event_time``: the payload's own timestamp (``payload.event_time`` names the field; numbers are
+  epoch seconds, milliseconds or microseconds by magnitude, strings ISO 8601), or the receive time;
+- ``_topic``: the MQTT topic or NATS subject the message came on;
+- ``_received_at``: when the worker received it (UTC);
+- ``_key``: the message key that removes duplicates: a hash of the ``key`` fields when the source
+  names them, else a hash of topic and payload (and the position inside a JSON array).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import polars as pl
+
+__all__ = [
+    "KEY_COLUMN",
+    "RECEIVED_COLUMN",
+    "TOPIC_COLUMN",
+    "Message",
+    "ParsedBatch",
+    "PayloadFormat",
+    "TopicPattern",
+    "parse_messages",
+]
+
+TOPIC_COLUMN = "_topic"
+RECEIVED_COLUMN = "_received_at"
+KEY_COLUMN = "_key"
+EVENT_TIME_COLUMN = "event_time"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message as it came off the wire. ``token`` is what the transport needs to acknowledge it."""
+
+    topic: str
+    payload: bytes
+    received_at: float  # epoch seconds
+    dup: bool = False  # the transport says it may have been delivered before (MQTT DUP, NATS redelivery)
+    token: Any = None
+
+
+@dataclass(frozen=True)
+class PayloadFormat:
+    """How payloads are decoded (built from the source spec's ``payload`` options)."""
+
+    format: str = "auto"  # auto | json | csv
+    csv_columns: tuple[str, ...] = ()
+    csv_delimiter: str = ","
+    event_time: str | None = None
+    event_time_unit: str = "auto"  # auto | s | ms | us | iso
+    key: tuple[str, ...] = ()
+
+
+@dataclass
+class ParsedBatch:
+    frame: pl.DataFrame
+    failures: list[dict[str, Any]]
+    suspect_keys: set[str]  # keys of rows from messages flagged as possible redeliveries
+
+
+class TopicPattern:
+    """``plant/{site}/sensors/{device}``: topic levels to columns.
+
+    ``{name}`` captures one level into column ``name``, ``+`` matches any one level, a final ``#``
+    matches any number of remaining levels; other levels must match literally. The separator is ``/``
+    for MQTT and ``.`` for NATS subjects.
+    """
+
+    _FIELD = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+    def __init__(self, pattern: str, separator: str = "/") -> None:
+        self.pattern = pattern
+        self.separator = separator
+        self.levels: list[tuple[str, str]] = []  # (kind, value): field | any | rest | literal
+        levels = pattern.split(separator)
+        for i, level in enumerate(levels):
+            match = self._FIELD.match(level)
+            if match:
+                self.levels.append(("field", match.group(1)))
+            elif level in ("+", "*"):
+                self.levels.append(("any", level))
+            elif level in ("#", ">"):
+                if i != len(levels) - 1:
+                    raise ValueError(f"{level!r} may only be the last level of a topic pattern")
+                self.levels.append(("rest", level))
+            elif "{" in level or "}" in level:
+                raise ValueError(f"topic pattern level {level!r} is not a {{name}} field")
+            else:
+                self.levels.append(("literal", level))
+        self.fields = [value for kind, value in self.levels if kind == "field"]
+        self._cache: dict[str, dict[str, str] | None] = {}
+
+    def match(self, topic: str) -> dict[str, str] | None:
+        """The captured levels, or None when the topic does not fit the pattern."""
+        cached = self._cache.get(topic, _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]
+        result = self._match(topic)
+        if len(self._cache) < 100_000:  # topics repeat (one per device): cache, with a bound
+            self._cache[topic] = result
+        return result
+
+    def _match(self, topic: str) -> dict[str, str] | None:
+        parts = topic.split(self.separator)
+        out: dict[str, str] = {}
+        for i, (kind, value) in enumerate(self.levels):
+            if kind == "rest":
+                return out
+            if i >= len(parts):
+                return None
+            if kind == "field":
+                out[value] = parts[i]
+            elif kind == "literal" and parts[i] != value:
+                return None
+        return out if len(parts) == len(self.levels) else None
+
+
+_MISSING = object()
+
+
+def message_key(topic: str, payload: bytes, index: int | None = None) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(topic.encode("utf-8", "surrogateescape"))
+    h.update(b"\x00")
+    h.update(payload)
+    if index is not None:
+        h.update(b"\x00%d" % index)
+    return h.hexdigest()
+
+
+def _fields_key(row: dict[str, Any], fields: Sequence[str]) -> str:
+    text = orjson.dumps([row.get(f) for f in fields], option=orjson.OPT_NON_STR_KEYS)
+    return hashlib.blake2b(text, digest_size=16).hexdigest()
+
+
+def _decode(payload: bytes, fmt: PayloadFormat) -> list[dict[str, Any]]:
+    """The rows in one payload; raises ValueError with the reason when there are none to be had."""
+    head = payload.lstrip()[:1]
+    kind = fmt.format
+    if kind == "auto":
+        kind = "json" if head in (b"{", b"[") else "csv"
+    if kind == "json":
+        try:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"invalid JSON ({str(exc).splitlines()[0][:120]})") from None
+        if isinstance(doc, dict):
+            return [doc]
+        if isinstance(doc, list) and doc and all(isinstance(d, dict) for d in doc):
+            return doc
+        raise ValueError("JSON payload is not an object or a non-empty array of objects")
+    if not fmt.csv_columns:
+        raise ValueError("payload is not JSON and the source names no payload.csv_columns")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("payload is neither JSON nor UTF-8 text") from None
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError("empty payload")
+    rows = []
+    for values in csv.reader(lines, delimiter=fmt.csv_delimiter):
+        if len(values) != len(fmt.csv_columns):
+            raise ValueError(f"CSV line has {len(values)} fields, payload.csv_columns names {len(fmt.csv_columns)}")
+        rows.append({name: _scalar(v) for name, v in zip(fmt.csv_columns, values, strict=True)})
+    return rows
+
+
+def _scalar(text: str) -> Any:
+    """A CSV field as int, float or string (rules in ``columns`` coerce further)."""
+    value = text.strip()
+    if value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _event_time(value: Any, unit: str) -> datetime:
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a time")
+    if isinstance(value, int | float):
+        seconds = float(value)
+        if unit == "auto":
+            magnitude = abs(seconds)
+            seconds = seconds / 1e6 if magnitude > 1e14 else seconds / 1e3 if magnitude > 1e11 else seconds
+        elif unit == "ms":
+            seconds /= 1e3
+        elif unit == "us":
+            seconds /= 1e6
+        elif unit == "iso":
+            raise ValueError("a number where an ISO 8601 string was expected")
+        return datetime.fromtimestamp(seconds, UTC)
+    if isinstance(value, str):
+        if unit not in ("auto", "iso"):
+            return _event_time(float(value), unit)
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    raise ValueError(f"a {type(value).__name__} is not a time")
+
+
+def failure(message: Message, reason: str, position: int | None = None) -> dict[str, Any]:
+    """A quarantine record for a message (or one record of it) that could not become a row."""
+    return {
+        "origin": message.topic,
+        "position": position,
+        "raw": base64.b64encode(message.payload).decode("ascii"),
+        "reason": reason,
+        RECEIVED_COLUMN: datetime.fromtimestamp(message.received_at, UTC),
+        KEY_COLUMN: message_key(message.topic, message.payload, position),
+    }
+
+
+def parse_messages(
+    messages: Iterable[Message], fmt: PayloadFormat, pattern: TopicPattern | None = None
+) -> ParsedBatch:
+    """Rows (one frame) and failures from a list of messages, in arrival order."""
+    rows: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    suspects: set[str] = set()
+
+    def fail(msg: Message, reason: str, position: int | None = None) -> None:
+        record = failure(msg, reason, position)
+        failures.append(record)
+        if msg.dup:
+            suspects.add(record[KEY_COLUMN])
+
+    for msg in messages:
+        try:
+            decoded = _decode(msg.payload, fmt)
+        except ValueError as exc:
+            fail(msg, str(exc))
+            continue
+        levels: dict[str, str] | None = {}
+        if pattern is not None:
+            levels = pattern.match(msg.topic)
+            if levels is None:
+                fail(msg, f"topic does not match topic_pattern {pattern.pattern!r}")
+                continue
+        received = datetime.fromtimestamp(msg.received_at, UTC)
+        many = len(decoded) > 1
+        for index, row in enumerate(decoded):
+            position = index if many else None
+            if fmt.event_time is not None and row.get(fmt.event_time) is not None:
+                try:
+                    when = _event_time(row[fmt.event_time], fmt.event_time_unit)
+                except (ValueError, OverflowError, OSError) as exc:
+                    fail(msg, f"event time field {fmt.event_time!r}: {exc}", position)
+                    continue
+            else:
+                when = received
+            for name, value in levels.items():
+                row.setdefault(name, value)
+            key = _fields_key(row, fmt.key) if fmt.key else message_key(msg.topic, msg.payload, position)
+            row[EVENT_TIME_COLUMN] = when
+            row[TOPIC_COLUMN] = msg.topic
+            row[RECEIVED_COLUMN] = received
+            row[KEY_COLUMN] = key
+            if msg.dup:
+                suspects.add(key)
+            rows.append(row)
+    frame = pl.from_dicts(rows, infer_schema_length=None) if rows else pl.DataFrame()
+    return ParsedBatch(frame=frame, failures=failures, suspect_keys=suspects)
