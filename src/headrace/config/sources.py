@@ -248,6 +248,9 @@ class FileSource(IngestSpec):
     chunk_rows: int = Field(default=500_000, ge=1)
 
 
+from .sources_db import HttpSource, SqlSource  # noqa: E402  (they subclass IngestSpec above)
 from .sources_stream import MqttSource, NatsSource  # noqa: E402  (they subclass IngestSpec above)
 
-SourceSpec = Annotated[FileSource | MqttSource | NatsSource, Field(discriminator="kind")]
+SourceSpec = Annotated[
+    FileSource | SqlSource | HttpSource | MqttSource | NatsSource, Field(discriminator="kind")
+]

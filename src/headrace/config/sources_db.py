@@ -12,16 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, model_validator
 
 from .base import Spec
-from .sources import ColumnRule
-
-
-class IngestSpec(Spec):  # TEMPORARY until issue 3's IngestSpec lands in config/sources.py
-    dataset: str
-    columns: dict[str, ColumnRule] = Field(default_factory=dict)
-    cleanse: list[str] = Field(default_factory=list)
-    key: list[str] | None = None
-    max_reject_ratio: float | None = None
-
+from .sources import IngestSpec
 
 __all__ = [
     "ApiKeyAuth",
@@ -47,9 +38,14 @@ class SqlSource(IngestSpec):
     """Rows from a table or a query of a SQL database (PostgreSQL, MariaDB/MySQL, SQLite).
 
     ``cursor`` makes the load incremental: each run reads only rows whose cursor column is past the
-    high-water mark stored after the previous run's last committed batch. With a ``key`` the rows
-    are ordered by (cursor, key) and the mark is that pair, so rows sharing a cursor value are never
-    lost at a batch boundary; without one, batches only end where the cursor value changes.
+    high-water mark stored after the previous run's last committed batch. With ``cursor_key`` (by
+    default the source's ``key``) the rows are ordered by (cursor, cursor_key) and the mark is that
+    pair, so rows sharing a cursor value are never lost at a batch boundary; without one, batches
+    only end where the cursor value changes.
+
+    An updated row (its cursor moved forward) arrives again on the next run: the dataset is then a
+    log of row versions. Leave ``key`` unset for such tables (a key repeated in the dataset is
+    quarantined as a duplicate) and give ``cursor_key`` instead.
     """
 
     kind: Literal["sql"]
@@ -58,6 +54,9 @@ class SqlSource(IngestSpec):
     query: str | None = Field(default=None, description="a SELECT; its rows are the source")
     select: list[str] | None = Field(default=None, description="columns to read (default: all)")
     cursor: str | None = Field(default=None, description="column whose growth marks new/updated rows")
+    cursor_key: list[str] = Field(
+        default_factory=list, description="unique columns ordering rows of one cursor value (default: key)"
+    )
     initial_cursor: str | int | float | None = Field(
         default=None, description="read only rows past this value on the first run"
     )

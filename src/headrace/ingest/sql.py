@@ -63,7 +63,7 @@ from ..errors import ConfigError, DataError, HeadraceError, ServiceUnavailable, 
 from ..log import redact
 from .base import Batch
 
-__all__ = ["SqlReader", "decode_mark", "encode_mark", "engine_url"]
+__all__ = ["Mark", "SqlReader", "decode_mark", "encode_mark", "engine_url", "open_sql_source"]
 
 log = logging.getLogger("headrace.ingest.sql")
 
@@ -341,18 +341,22 @@ class SqlReader:
     ) -> None:
         self.name = name
         self.spec = spec
-        self.cursor_before = cursor
-        self._start = decode_mark(cursor)
-        if self._start is None and spec.cursor and spec.initial_cursor is not None:
-            self._start = Mark(spec.initial_cursor)
-        if self._start is not None and self._start.key is not None and not self._keys:
-            self._start = Mark(self._start.value)  # the key was removed from the spec since
+        self.resume(cursor)
         self._sleep = sleep
         self._engine: Engine | None = None
         self.used_fast_path: bool | None = None
         self.retried = 0
 
     # -- public ---------------------------------------------------------------------------------
+    def resume(self, cursor: str | None) -> None:
+        """Start after ``cursor``, the mark stored once the last run's last batch was committed."""
+        self.cursor_before = cursor
+        self._start = decode_mark(cursor)
+        if self._start is None and self.spec.cursor and self.spec.initial_cursor is not None:
+            self._start = Mark(self.spec.initial_cursor)
+        if self._start is not None and self._start.key is not None and not self._keys:
+            self._start = Mark(self._start.value)  # the key was removed from the spec since
+
     @property
     def display_url(self) -> str:
         return redact(self.spec.url)
@@ -431,10 +435,8 @@ class SqlReader:
     # -- statement ------------------------------------------------------------------------------
     @property
     def _keys(self) -> list[str]:
-        key: Any = getattr(self.spec, "key", None)
-        if key is None:
-            return []
-        return [key] if isinstance(key, str) else list(key)
+        """The unique columns that order rows sharing a cursor value (and make a full load resumable)."""
+        return list(self.spec.cursor_key or self.spec.key)
 
     @property
     def _resumable(self) -> bool:
@@ -633,7 +635,7 @@ def _parse_copy(pump: _CopyPump, columns: list[ColumnType]) -> Iterator[pl.DataF
     error: list[BaseException] = []
 
     class _Recording(io.BufferedReader):
-        def readinto(self, buffer: Any) -> int:  # type: ignore[override]
+        def readinto(self, buffer: Any) -> int:
             try:
                 return super().readinto(buffer)
             except BaseException as exc:  # Arrow wraps it; keep the original to raise
@@ -731,3 +733,8 @@ class _Chunker:
         if self.keys:
             return Mark(None, tuple(frame.get_column(k)[-1] for k in self.keys))
         return None
+
+
+def open_sql_source(name: str, spec: SqlSource) -> SqlReader:
+    """The runner's factory for ``kind: sql``."""
+    return SqlReader(name, spec)
