@@ -56,7 +56,30 @@ _WHERE = {
     "parse_project": "config",
 }
 
-__all__ = sorted([*_WHERE, "__version__"], key=str)
+__all__ = [
+    "ArtifactError",
+    "ArtifactStore",
+    "BatchMeta",
+    "ConfigError",
+    "DataError",
+    "GateRefused",
+    "HeadraceError",
+    "Metadata",
+    "ModelSpec",
+    "NotFound",
+    "Project",
+    "RegistryError",
+    "ServiceUnavailable",
+    "SourceError",
+    "SourceSpec",
+    "Store",
+    "StoreError",
+    "UsageError",
+    "Workspace",
+    "__version__",
+    "load_project",
+    "parse_project",
+]
 
 
 def __getattr__(name: str) -> Any:

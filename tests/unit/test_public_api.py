@@ -21,13 +21,20 @@ def test_names_outside_all_are_refused():
         raise AssertionError("an unknown attribute must raise AttributeError")
 
 
+def test_all_matches_the_lazy_table():
+    assert set(headrace.__all__) == {*headrace._WHERE, "__version__"}
+
+
 def test_public_objects_come_from_their_modules():
     assert headrace.Store is importlib.import_module("headrace.store").Store
     assert headrace.load_project is importlib.import_module("headrace.config").load_project
 
 
 def test_importing_the_package_is_light():
-    code = "import sys, headrace, headrace.errors; print(sorted(m for m in ('polars','deltalake','sqlalchemy') if m in sys.modules))"
+    code = (
+        "import sys, headrace, headrace.errors; "
+        "print(sorted(m for m in ('polars', 'deltalake', 'sqlalchemy') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
