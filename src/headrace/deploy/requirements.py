@@ -1,0 +1,116 @@
+"""The exact packages a bundle needs: the distributions its serving runtime imports, with everything
+they declare as dependencies, each pinned to the version installed in the running environment.
+
+The roots come from a probe: a fresh interpreter loads the bundle's model, builds the serving app and
+answers a prediction, then reports which distributions own the modules it imported. Their declared
+dependencies (``importlib.metadata`` requirements whose markers hold here, with the extras asked for)
+close the set, so ``pip install --no-deps -r requirements.txt`` followed by ``pip check`` is complete
+and reproducible: a lock file of the serving path, not of the whole project.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.markers import default_environment
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from ..errors import HeadraceError
+
+__all__ = ["RUNTIME_ROOTS", "Pin", "pinned_closure", "probe_distributions", "render_requirements"]
+
+log = logging.getLogger("headrace.deploy.requirements")
+
+# What the serving process needs whatever the probe sees: the ASGI server (with its fast loop and
+# HTTP parser, as ``headrace serve`` runs it) and the packages the request parsers import lazily.
+RUNTIME_ROOTS: tuple[str, ...] = ("uvicorn[standard]", "fastapi", "python-multipart", "orjson")
+
+# Distributions never pinned: headrace itself travels as source in the bundle; pip and friends come
+# with the interpreter or the image.
+_NEVER = frozenset({"headrace", "pip", "setuptools", "wheel"})
+
+
+@dataclass(frozen=True, order=True)
+class Pin:
+    name: str
+    version: str
+
+    def line(self) -> str:
+        return f"{self.name}=={self.version}"
+
+
+def pinned_closure(roots: Iterable[str]) -> list[Pin]:
+    """Every installed distribution reachable from ``roots`` through declared dependencies, pinned."""
+    env = {k: str(v) for k, v in default_environment().items()}
+    found: dict[str, tuple[str, frozenset[str]]] = {}
+    todo: list[tuple[str, frozenset[str]]] = []
+    for root in roots:
+        req = Requirement(root)
+        todo.append((req.name, frozenset(req.extras)))
+    while todo:
+        name, extras = todo.pop()
+        key = canonicalize_name(name)
+        if key in _NEVER:
+            continue
+        seen = found.get(key)
+        if seen is not None and extras <= seen[1]:
+            continue
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            log.debug("%s is not installed; left out of the pins", name)
+            continue
+        wanted = extras | (seen[1] if seen else frozenset())
+        found[key] = (dist.version, wanted)
+        for text in dist.requires or []:
+            try:
+                req = Requirement(text)
+            except InvalidRequirement:
+                continue
+            if req.marker is not None and not any(
+                req.marker.evaluate({**env, "extra": extra}) for extra in ("", *sorted(wanted))
+            ):
+                continue
+            todo.append((req.name, frozenset(req.extras)))
+    return sorted(Pin(name, version) for name, (version, _extras) in found.items())
+
+
+def render_requirements(pins: Iterable[Pin], header: str) -> str:
+    lines = [f"# {line}" for line in header.splitlines()]
+    lines += [pin.line() for pin in sorted(pins)]
+    return "\n".join(lines) + "\n"
+
+
+def probe_distributions(app_dir: Path, model_dir: Path, *, timeout: float = 180.0) -> list[str]:
+    """The distributions the bundle's runtime imports while it loads, builds its app and predicts.
+
+    Runs ``python -m headrace.deploy.runtime --probe`` in a fresh interpreter (this process has
+    imported far more than serving needs), with the bundle's own copy of headrace first on the path.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(app_dir), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    proc = subprocess.run(
+        [sys.executable, "-m", "headrace.deploy.runtime", "--probe", "--model-dir", str(model_dir)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise HeadraceError(
+            f"the bundle's runtime failed to load its model while probing its imports ({tail})",
+            hint="check that the model loads with 'headrace models show' and rerun 'headrace build'",
+        )
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    return [str(name) for name in doc["distributions"]]

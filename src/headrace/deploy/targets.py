@@ -1,0 +1,509 @@
+"""``headrace deploy``: one entry point for the four targets, with a dry run and a way back.
+
+Each target builds (or reuses) the model's bundle, then a :class:`Plan`; ``dry_run`` returns the
+plan untouched. A real run carries it out: ``local`` starts the bundle next to the live version and
+switches after the contract checks; ``kubernetes`` runs kubectl when a cluster answers, else records
+the deployment as ``planned`` and prints the commands; ``sagemaker`` and ``azureml`` need boto3 or
+azure-ai-ml and credentials. Every real deployment and rollback is a row of ``deployments`` and an
+entry of the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import ArtifactError, HeadraceError, NotFound, RegistryError, UsageError
+from ..registry import Registry, split_ref
+from ..workspace import Workspace
+from . import azureml, kubernetes, local, records, sagemaker
+from .bundle import Bundle, build_bundle, resolve_version
+from .plan import Plan, Step
+from .runtime import INFO_FILE
+
+__all__ = ["TARGETS", "DeployOptions", "DeployResult", "deploy", "local_status", "rollback", "stop_local"]
+
+log = logging.getLogger("headrace.deploy")
+
+TARGETS = ("local", "kubernetes", "sagemaker", "azureml")
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    env: str = "fresh"  # local: fresh | inherit
+    image: str | None = None
+    rebuild: bool = False
+    canary: bool = False  # kubernetes: apply only the canary Deployment
+    kubernetes: kubernetes.KubernetesOptions = field(default_factory=kubernetes.KubernetesOptions)
+    sagemaker: sagemaker.SageMakerOptions = field(default_factory=sagemaker.SageMakerOptions)
+    azureml: azureml.AzureMLOptions = field(default_factory=azureml.AzureMLOptions)
+
+
+@dataclass
+class DeployResult:
+    model: str
+    version: int
+    target: str
+    action: str  # deploy | rollback | stop
+    status: str  # live | planned | dry-run | stopped
+    endpoint: str | None = None
+    bundle: str | None = None
+    previous_version: int | None = None
+    plan: Plan | None = None
+    contract: local.ContractReport | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "target": self.target,
+            "action": self.action,
+            "status": self.status,
+            "endpoint": self.endpoint,
+            "bundle": self.bundle,
+            "previous_version": self.previous_version,
+            "plan": self.plan.to_dict() if self.plan else None,
+            "contract": self.contract.to_dict() if self.contract else None,
+            "details": self.details,
+        }
+
+    def lines(self) -> list[str]:
+        head = f"{self.action} {self.model}@{self.version} to {self.target}: {self.status}"
+        if self.previous_version is not None:
+            head += f" (previous: v{self.previous_version})"
+        out = [head]
+        if self.endpoint:
+            out.append(f"endpoint: {self.endpoint}")
+        if self.contract is not None:
+            for c in self.contract.checks:
+                out.append(f"  {'ok  ' if c['ok'] else 'FAIL'} {c['name']}: {c['detail']}")
+        if self.plan is not None and self.status in ("dry-run", "planned"):
+            out.extend(self.plan.render())
+        return out
+
+
+def _bundle(ws: Workspace, model_ref: str, options: DeployOptions) -> Bundle:
+    """The bundle of the version asked for: reused when one is built and intact, else built."""
+    name, ref = split_ref(model_ref)
+    mv = resolve_version(Registry(ws.meta, ws.artifacts), name, ref)
+    folder = (
+        ws.root
+        / ".headrace"
+        / "bundles"
+        / f"{''.join(c if c.isalnum() or c in '-_.' else '-' for c in name)}-v{mv.version}"
+    )
+    if not options.rebuild and (folder / "bundle.json").is_file():
+        try:
+            existing = Bundle.open(folder)
+            existing.verify()
+            if existing.info.get("artifact_sha256") == mv.artifact_sha256 and (
+                options.image is None or existing.info.get("image") == options.image
+            ):
+                return existing
+        except (ArtifactError, NotFound, ValueError) as exc:
+            log.info("rebuilding %s: %s", folder, exc)
+    kube = replace(options.kubernetes, image=options.image) if options.image else options.kubernetes
+    return build_bundle(ws, f"{name}@{mv.version}", folder, image=options.image, kubernetes_options=kube)
+
+
+def _columns(bundle: Bundle) -> list[str]:
+    info = json.loads((bundle.model_dir / INFO_FILE).read_text())
+    return [str(c["name"]) for c in (info.get("signature") or {}).get("inputs") or []]
+
+
+def deploy(
+    ws: Workspace,
+    model_ref: str,
+    target: str,
+    *,
+    dry_run: bool = False,
+    options: DeployOptions | None = None,
+) -> DeployResult:
+    """Deploy ``MODEL[@VERSION]`` (default: the champion) to ``target``."""
+    options = options or DeployOptions()
+    if target not in TARGETS:
+        raise UsageError(f"unknown deployment target {target!r}", hint=f"use one of {', '.join(TARGETS)}")
+    bundle = _bundle(ws, model_ref, options)
+    if target == "local":
+        return _deploy_local(ws, bundle, options, dry_run)
+    if target == "kubernetes":
+        plan = kubernetes.kubernetes_plan(
+            bundle.info,
+            options.kubernetes if not options.image else replace(options.kubernetes, image=options.image),
+            canary=options.canary,
+        )
+    elif target == "sagemaker":
+        so = replace(options.sagemaker, image=options.image) if options.image else options.sagemaker
+        plan = sagemaker.sagemaker_plan(bundle.info, so, bundle.example())
+    else:
+        plan = azureml.azureml_plan(bundle.info, options.azureml, bundle.example())
+    plan.settings["bundle"] = str(bundle.path)
+    result = DeployResult(
+        bundle.model, bundle.version, target, "deploy", "dry-run", bundle=str(bundle.path), plan=plan
+    )
+    if dry_run:
+        return result
+    previous = records.latest(ws.meta, bundle.model, target)
+    result.previous_version = previous["version"] if previous else None
+    status, endpoint, details = _execute(target, plan, bundle.path)
+    result.status, result.endpoint, result.details = status, endpoint, details
+    records.record(
+        ws.meta,
+        model=bundle.model,
+        version=bundle.version,
+        target=target,
+        status=status,
+        endpoint=endpoint,
+        details={**details, "plan": plan.to_dict(), "bundle": str(bundle.path)},
+        previous_version=result.previous_version,
+        replace_live=status == "live",
+    )
+    return result
+
+
+def _execute(target: str, plan: Plan, bundle_dir: Path) -> tuple[str, str | None, dict[str, Any]]:
+    if target == "kubernetes":
+        reason = kubernetes.cluster_reachable()
+        if reason is not None:
+            plan.notes.append(f"not applied: {reason}; run the commands above from {bundle_dir}")
+            return "planned", None, {"reason": reason}
+        kubernetes.execute(plan, bundle_dir)
+        return "live", f"service/{plan.settings['deployment']} -n {plan.settings['namespace']}", {}
+    if target == "sagemaker":
+        answer = sagemaker.execute(plan, bundle_dir)
+        return (
+            "live",
+            str(plan.settings["endpoint_name"]),
+            {
+                "endpoint_config": plan.settings.get("endpoint_config_name"),
+                "answer": answer,
+            },
+        )
+    answer = azureml.execute(plan, bundle_dir)
+    return (
+        "live",
+        str(plan.settings["endpoint_name"]),
+        {
+            "deployment": plan.settings.get("deployment_name"),
+            "answer": answer,
+        },
+    )
+
+
+# -- local --------------------------------------------------------------------------------------
+def _local_root(ws: Workspace) -> Path:
+    return ws.root / ".headrace" / "deploy"
+
+
+def local_plan(bundle: Bundle, env_mode: str, root: Path) -> Plan:
+    plan = Plan(
+        target="local",
+        model=bundle.model,
+        version=bundle.version,
+        settings={"env": env_mode, "bundle": str(bundle.path)},
+    )
+    env_dir = str(root / "envs" / f"{env_mode}-<sha256 of requirements.txt>")
+    if env_mode == "fresh":
+        plan.add(
+            Step(
+                "command",
+                "create a fresh virtual environment (reused while the pins are the same)",
+                argv=("python", "-m", "venv", env_dir),
+            )
+        )
+        plan.add(
+            Step(
+                "command",
+                "install the pinned requirements",
+                argv=(
+                    f"{env_dir}/bin/python",
+                    "-m",
+                    "pip",
+                    "install",
+                    "--no-deps",
+                    "--no-compile",
+                    "-r",
+                    "requirements.txt",
+                ),
+            )
+        )
+        plan.add(
+            Step("command", "check the set is complete", argv=(f"{env_dir}/bin/python", "-m", "pip", "check"))
+        )
+    else:
+        plan.add(
+            Step(
+                "command",
+                "create a virtual environment that sees this one's packages",
+                argv=("python", "-m", "venv", "--without-pip", env_dir),
+            )
+        )
+    plan.add(
+        Step(
+            "check",
+            "check every pin of requirements.txt is what the environment imports",
+            call="importlib.metadata.version",
+            params={"requirements": len(bundle.info.get("requirements") or [])},
+        )
+    )
+    plan.add(
+        Step(
+            "command",
+            "start the bundle on a free loopback port",
+            argv=(
+                f"{env_dir}/bin/python",
+                "serve",
+                "--model-dir",
+                "model",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "<FREE_PORT>",
+            ),
+        )
+    )
+    plan.add(
+        Step(
+            "check",
+            "contract: /ping within 2 s, health routes, /invocations in JSON and CSV",
+            call="check_contract",
+            params={"records": len(bundle.example())},
+        )
+    )
+    plan.add(
+        Step(
+            "file",
+            "switch: the new version becomes live, the previous one stands by for rollback",
+            path=str(root / "local" / f"{bundle.model}.json"),
+        )
+    )
+    return plan
+
+
+def _deploy_local(ws: Workspace, bundle: Bundle, options: DeployOptions, dry_run: bool) -> DeployResult:
+    root = _local_root(ws)
+    plan = local_plan(bundle, options.env, root)
+    result = DeployResult(
+        bundle.model, bundle.version, "local", "deploy", "dry-run", bundle=str(bundle.path), plan=plan
+    )
+    if dry_run:
+        return result
+    state = local.LocalState(root / "local", bundle.model)
+    python, env_facts = local.ensure_env(bundle, root / "envs", options.env)
+    slot = local.start_bundle(bundle, python, root / "logs")
+    try:
+        startup = local.wait_ready(slot)
+        report = local.check_contract(slot.url, bundle.example(), _columns(bundle))
+    except BaseException:
+        local.stop_process(slot)
+        raise
+    current = state.read()
+    live, standby = current["live"], current["standby"]
+    details = {
+        "port": slot.port,
+        "pid": slot.pid,
+        "env": env_facts,
+        "startup_seconds": round(startup, 3),
+        "contract": report.to_dict(),
+        "bundle": str(bundle.path),
+    }
+    if not report.ok:
+        local.stop_process(slot)
+        records.record(
+            ws.meta,
+            model=bundle.model,
+            version=bundle.version,
+            target="local",
+            status="failed",
+            endpoint=slot.url,
+            details=details,
+            replace_live=False,
+            reason=f"contract checks failed: {'; '.join(report.failures())}",
+        )
+        raise HeadraceError(
+            f"{bundle.model}@{bundle.version} failed its contract checks: {'; '.join(report.failures())}",
+            hint=f"the live version is unchanged; see the server log {slot.log}",
+        )
+    live_now = live if live is not None and local.alive(live) else None
+    if standby is not None and (live_now is None or standby.pid != live_now.pid):
+        local.stop_process(standby)  # the one before the previous: no longer a rollback target
+    slot.deployment_id = records.record(
+        ws.meta,
+        model=bundle.model,
+        version=bundle.version,
+        target="local",
+        status="live",
+        endpoint=slot.url,
+        details=details,
+        previous_version=live.version if live else None,
+        reason="contract checks passed; traffic switched",
+    )
+    state.write(slot, live_now)
+    result.status, result.endpoint, result.contract = "live", slot.url, report
+    result.previous_version = live.version if live else None
+    result.details = details
+    return result
+
+
+def _restart(ws: Workspace, slot: local.Slot) -> local.Slot:
+    bundle = Bundle.open(slot.bundle)
+    fresh = local.start_bundle(bundle, Path(slot.python), _local_root(ws) / "logs")
+    try:
+        local.wait_ready(fresh)
+    except BaseException:
+        local.stop_process(fresh)
+        raise
+    fresh.deployment_id = slot.deployment_id
+    return fresh
+
+
+def rollback(
+    ws: Workspace, model: str, target: str, *, dry_run: bool = False, options: DeployOptions | None = None
+) -> DeployResult:
+    """Put the previous deployment of ``model`` on ``target`` back live."""
+    options = options or DeployOptions()
+    name, _ = split_ref(model)
+    if target not in TARGETS:
+        raise UsageError(f"unknown deployment target {target!r}", hint=f"use one of {', '.join(TARGETS)}")
+    if target == "local":
+        return _rollback_local(ws, name, dry_run)
+    live = records.latest(ws.meta, name, target)
+    if live is None:
+        raise RegistryError(
+            f"model {name!r} has no live deployment on {target}",
+            hint=f"deploy it with 'headrace deploy {name} --target {target}'",
+        )
+    previous = next(
+        (
+            r
+            for r in records.history(ws.meta, name, target)
+            if r["id"] < live["id"] and r["status"] == "replaced" and r["version"] != live["version"]
+        ),
+        None,
+    )
+    if previous is None:
+        raise RegistryError(
+            f"model {name!r} has no previous deployment on {target} to roll back to",
+            hint="deploy another version first",
+        )
+    back = {"version": previous["version"], **dict(previous["details"] or {})}
+    if target == "kubernetes":
+        plan = kubernetes.rollback_plan(name, live["version"], back, options.kubernetes)
+    elif target == "sagemaker":
+        plan = sagemaker.rollback_plan(name, live["version"], back, options.sagemaker)
+    else:
+        plan = azureml.rollback_plan(name, live["version"], back, options.azureml)
+    result = DeployResult(
+        name, previous["version"], target, "rollback", "dry-run", previous_version=live["version"], plan=plan
+    )
+    if dry_run:
+        return result
+    bundle_dir = Path(str(back.get("bundle") or ws.root))
+    status, endpoint, details = _execute(target, plan, bundle_dir)
+    records.record(
+        ws.meta,
+        model=name,
+        version=previous["version"],
+        target=target,
+        status=status,
+        endpoint=endpoint or previous.get("endpoint"),
+        details={**details, "plan": plan.to_dict(), "rolled_back_from": live["version"]},
+        action=records.ROLLBACK,
+        previous_version=live["version"],
+        replace_live=status == "live",
+    )
+    result.status, result.endpoint, result.details = status, endpoint, details
+    return result
+
+
+def _rollback_local(ws: Workspace, model: str, dry_run: bool) -> DeployResult:
+    state = local.LocalState(_local_root(ws) / "local", model)
+    current = state.read()
+    live, standby = current["live"], current["standby"]
+    if live is None or standby is None:
+        raise local.no_previous(model)
+    plan = Plan(
+        target="local",
+        model=model,
+        version=standby.version,
+        action="rollback",
+        settings={"from_version": live.version},
+    )
+    plan.add(
+        Step(
+            "check",
+            f"v{standby.version} is still running (restarted from its bundle if not)",
+            call="check_contract",
+            params={"url": standby.url},
+        )
+    )
+    plan.add(
+        Step(
+            "file",
+            f"switch: v{standby.version} becomes live; v{live.version} is stopped",
+            path=str(state.path),
+        )
+    )
+    result = DeployResult(
+        model, standby.version, "local", "rollback", "dry-run", previous_version=live.version, plan=plan
+    )
+    if dry_run:
+        return result
+    restored = standby if local.alive(standby) else _restart(ws, standby)
+    bundle = Bundle.open(restored.bundle)
+    report = local.check_contract(restored.url, bundle.example(), _columns(bundle))
+    if not report.ok:
+        raise HeadraceError(
+            f"v{restored.version} of {model} fails its contract checks, so it was not restored: "
+            + "; ".join(report.failures()),
+            hint=f"v{live.version} stays live; see {restored.log}",
+        )
+    restored.deployment_id = records.record(
+        ws.meta,
+        model=model,
+        version=restored.version,
+        target="local",
+        status="live",
+        endpoint=restored.url,
+        details={
+            "port": restored.port,
+            "pid": restored.pid,
+            "bundle": restored.bundle,
+            "contract": report.to_dict(),
+            "rolled_back_from": live.version,
+        },
+        action=records.ROLLBACK,
+        previous_version=live.version,
+        reason=f"rolled back from v{live.version}",
+    )
+    local.stop_process(live)
+    state.write(restored, None)
+    result.status, result.endpoint, result.contract = "live", restored.url, report
+    result.details = {"port": restored.port, "pid": restored.pid}
+    return result
+
+
+def local_status(ws: Workspace, model: str) -> dict[str, Any]:
+    """The local switch of ``model``: its live and standby slots, and whether each still runs."""
+    state = local.LocalState(_local_root(ws) / "local", model).read()
+    return {k: None if s is None else {**s.to_dict(), "running": local.alive(s)} for k, s in state.items()}
+
+
+def stop_local(ws: Workspace, model: str) -> DeployResult:
+    """Stop the local live and standby processes of ``model`` (by their process ids)."""
+    state = local.LocalState(_local_root(ws) / "local", model)
+    current = state.read()
+    live = current["live"]
+    stopped = [
+        s.version for s in (current["live"], current["standby"]) if s is not None and local.stop_process(s)
+    ]
+    if live is not None and live.deployment_id is not None:
+        records.set_status(ws.meta, live.deployment_id, "stopped")
+    state.write(None, None)
+    return DeployResult(
+        model, live.version if live else 0, "local", "stop", "stopped", details={"stopped_versions": stopped}
+    )
