@@ -341,7 +341,9 @@ def _one_batch(
         chunk: pl.DataFrame | None = batch.frame
         chunks = iter(batch.chunks) if batch.chunks is not None else iter(())
         while chunk is not None:
-            if chunk.height or report is None:
+            if chunk.width == 0 and report is None:  # nothing parsed (only failures, or an empty page)
+                report = QualityReport(dataset=spec.dataset, batch_id=batch_id, origins=[batch.origin])
+            elif chunk.height or report is None:
                 result = check(
                     chunk,
                     spec,
@@ -382,8 +384,9 @@ def _one_batch(
             extra["fingerprint"] = batch.fingerprint
         if batch.cursor is not None:
             extra["cursor"] = batch.cursor
-        outcome.version = store.append(spec.dataset, clean, BatchMeta(source_name, batch_id, extra))
-        outcome.rows_committed = clean.num_rows
+        if clean.num_columns:
+            outcome.version = store.append(spec.dataset, clean, BatchMeta(source_name, batch_id, extra))
+            outcome.rows_committed = clean.num_rows
         if rejected:
             qframe = pl.concat(rejected, how="diagonal_relaxed")
             store.append(store.quarantine_name(spec.dataset), qframe, BatchMeta(source_name, batch_id, extra))
@@ -506,6 +509,8 @@ class _Staging:
         self.files.append(path)
 
     def table(self) -> pa.Table:
+        if not self.frames and not self.files:
+            return pa.table({})
         if self.frames:
             return self.frames[0].to_arrow(compat_level=pl.CompatLevel.oldest())
         tables = [pa.ipc.open_file(pa.memory_map(str(p))).read_all() for p in self.files]

@@ -42,6 +42,7 @@ QUARANTINE_META = (REASON, ORIGIN, POSITION, BATCH_ID, RAW)
 """The columns a quarantine table adds to the original ones. A data column with one of these names is
 kept in the quarantine as ``<name>__data``."""
 _COLLISION_SUFFIX = "__data"
+_REASON_TMP = "__hr_reason"
 
 _TYPES: dict[str, pl.DataType] = {
     "string": pl.String(),
@@ -214,7 +215,7 @@ def check(
 
     # empty rows (a blank line): dropped and counted
     if out_cols and work.height:
-        empty = work.select(pl.all_horizontal(pl.col(data_cols).is_null()) if data_cols else pl.lit(False))
+        empty = work.select(pl.all_horizontal(pl.col(kept).is_null()) if kept else pl.lit(False))
         empty_mask = empty.to_series()
         n_empty = int(empty_mask.sum())
         if n_empty:
@@ -367,13 +368,13 @@ def check(
                 [pl.when(pl.col(n)).then(pl.lit(label)) for label, n in zip(labels, names, strict=True)],
                 separator="; ",
                 ignore_nulls=True,
-            ).alias(REASON)
+            ).alias(_REASON_TMP)
         ).to_series()
         clean = work.filter(~bad)
         rejected_raw = raw.filter(bad).with_columns(reasons.filter(bad))
     else:
         clean = work
-        rejected_raw = raw.clear().with_columns(pl.lit(None, dtype=pl.String).alias(REASON))
+        rejected_raw = raw.clear().with_columns(pl.lit(None, dtype=pl.String).alias(_REASON_TMP))
     clean = clean.select([*out_cols, *outlier_flags])
     rejected = _quarantine_rows(rejected_raw, origin=origin, batch_id=batch_id)
     report.rows_clean = clean.height
@@ -597,14 +598,14 @@ def _outlier_bounds(frame: pl.DataFrame, c: str, rule: ColumnRule) -> tuple[floa
 
 def _quarantine_rows(rows: pl.DataFrame, *, origin: str, batch_id: str) -> pl.DataFrame:
     """Rejected rows as text: every original column, then reason, origin, position, batch id, raw."""
-    data = [c for c in rows.columns if c not in (POSITION_COLUMN, REASON)]
+    data = [c for c in rows.columns if c not in (POSITION_COLUMN, _REASON_TMP)]
     renamed = {c: c + _COLLISION_SUFFIX for c in data if c in QUARANTINE_META}
     exprs = [_as_text(c, rows.schema[c]).alias(renamed.get(c, c)) for c in data]
     position = pl.col(POSITION_COLUMN) if POSITION_COLUMN in rows.columns else pl.lit(None, dtype=pl.Int64)
     return rows.select(
         [
             *exprs,
-            pl.col(REASON).cast(pl.String),
+            pl.col(_REASON_TMP).cast(pl.String).alias(REASON),
             pl.lit(origin, dtype=pl.String).alias(ORIGIN),
             position.cast(pl.Int64).alias(POSITION),
             pl.lit(batch_id, dtype=pl.String).alias(BATCH_ID),

@@ -1,0 +1,251 @@
+"""File sources through the runner: formats, failures, idempotency, atomic chunks, replay, reports."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from sqlalchemy import select
+
+from headrace.config.sources import FileSource
+from headrace.datagen import churn_with_defects
+from headrace.errors import ConfigError
+from headrace.ingest.base import Batch, Source
+from headrace.ingest.replay import replay_quarantine
+from headrace.ingest.report import latest_reports, report_html
+from headrace.ingest.runner import SOURCE_FACTORIES, ingest, open_source, register_source
+from headrace.metadata import SCHEMA, Metadata
+from headrace.store import Store
+
+RULES = {
+    "id": {"type": "string", "required": True, "unique": True},
+    "n": {"type": "int", "required": True, "min": 0},
+}
+
+
+@pytest.fixture
+def env(tmp_path: Path):
+    store = Store(tmp_path / "lake")
+    meta = Metadata(f"sqlite:///{tmp_path / 'meta.db'}")
+    yield tmp_path, store, meta
+    meta.dispose()
+
+
+def file_spec(path: Path | str, **kw) -> FileSource:
+    return FileSource.model_validate(
+        {"kind": "file", "path": str(path), "dataset": "d", "columns": RULES, **kw}
+    )
+
+
+def run(env, spec: FileSource, **kw):
+    _, store, meta = env
+    return ingest(open_source("src", spec), spec, store=store, meta=meta, source_name="src", **kw)
+
+
+def test_formats_gzip_and_glob(env):
+    tmp, store, _ = env
+    data = tmp / "in"
+    data.mkdir()
+    (data / "a.csv").write_text("id,n\na1,1\na2,-1\n")
+    with gzip.open(data / "b.csv.gz", "wt") as f:
+        f.write("id,n\nb1,2\n")
+    (data / "c.json").write_text(
+        json.dumps({"data": {"items": [{"id": "c1", "n": 3}, {"id": "c2", "n": "x"}]}})
+    )
+    (data / "d.jsonl").write_text('{"id": "d1", "n": 4}\n\n{"id": "d2", "n": 5}\n')
+    pl.DataFrame({"id": ["e1"], "n": [6]}).write_parquet(data / "e.parquet")
+    result = run(env, file_spec(data / "*", json={"records": "data.items"}))
+    assert result.status == "succeeded", result.error
+    assert sorted(store.read("d")["id"].to_list()) == ["a1", "b1", "c1", "d1", "d2", "e1"]
+    q = store.read("d__quarantine")
+    assert sorted(q["reason"].to_list()) == ["n: min 0", "n: type int"]
+    assert dict(zip(q["id"], q["position"], strict=True)) == {"a2": 3, "c2": 2}
+    positions = store.read("d")  # JSONL line numbers skip the blank line
+    assert store.read("d").schema["n"] == pl.Int64 and positions.height == 6
+
+
+def test_csv_options_delimiter_quote_encoding_no_header(env):
+    tmp, store, _ = env
+    path = tmp / "x.csv"
+    path.write_bytes("a1;'caf\xe9; ok';1\na2;'b';2\n".encode("latin-1"))
+    spec = FileSource.model_validate(
+        {
+            "kind": "file",
+            "path": str(path),
+            "dataset": "d",
+            "csv": {"delimiter": ";", "quote": "'", "encoding": "latin-1", "header": False},
+            "columns": {"column_3": {"type": "int"}},
+        }
+    )
+    assert run(env, spec).ok
+    assert store.read("d").rows() == [("a1", "café; ok", 1), ("a2", "b", 2)]
+
+
+def test_unreadable_files_fail_alone_with_reasons(env):
+    tmp, store, meta = env
+    data = tmp / "in"
+    data.mkdir()
+    (data / "1good.csv").write_text("id,n\ng1,1\n")
+    (data / "2truncated.json").write_text('[{"id": "t1", "n": 1}, {"id": ')
+    (data / "3binary.csv").write_bytes(b"\xff\xfe\x00\x81garbage\x00\n\x93")
+    (data / "4nocol.csv").write_text("x,y\n1,2\n")
+    (data / "5empty.csv").write_text("")
+    (data / "6.parquet").write_text("not parquet")
+    result = run(env, file_spec(data / "*"))
+    assert result.status == "partial"
+    status = {Path(b.origin).name: b.status for b in result.batches}
+    assert status == {
+        "1good.csv": "committed",
+        "2truncated.json": "failed",
+        "3binary.csv": "failed",
+        "4nocol.csv": "failed",
+        "5empty.csv": "failed",
+        "6.parquet": "failed",
+    }
+    errors = {Path(b.origin).name: b.error for b in result.failed}
+    assert "not valid JSON" in errors["2truncated.json"]
+    assert "required columns 'id', 'n' missing" in errors["4nocol.csv"]
+    assert "empty file" in errors["5empty.csv"]
+    assert store.read("d")["id"].to_list() == ["g1"]
+    with meta.begin() as conn:
+        row = conn.execute(select(SCHEMA.tables["ingestion_runs"])).mappings().one()
+    assert row["status"] == "partial" and row["rows_committed"] == 1 and "2truncated.json" in row["error"]
+
+
+def test_ragged_lines_and_invalid_utf8_go_to_quarantine_with_lines(env):
+    tmp, store, _ = env
+    path = tmp / "x.csv"
+    path.write_bytes(b'id,n\nr1,1\nr2\nr3,3,extra\nr4,\xff4\n"r5\nstill r5",5\nr6,6\nr7,"7\n')
+    result = run(env, file_spec(path))
+    assert result.ok
+    assert store.read("d")["id"].to_list() == ["r1", "r5\nstill r5", "r6"]
+    q = store.read("d__quarantine").sort("position")
+    assert q["position"].to_list() == [3, 4, 5, 9]
+    reasons = q["reason"].to_list()
+    assert reasons[0] == "expected 2 fields, found 1" and reasons[1] == "expected 2 fields, found 3"
+    assert reasons[2].startswith("invalid utf-8") and reasons[3] == "unterminated quote"
+    assert q["raw"].to_list()[1] == "r3,3,extra"
+
+
+def test_rerun_skips_force_reloads_and_keys_hold_across_runs(env):
+    tmp, store, meta = env
+    path = tmp / "x.csv"
+    path.write_text("id,n\nk1,1\nk2,2\n")
+    assert run(env, file_spec(path)).rows_committed == 2
+    again = run(env, file_spec(path))
+    assert [b.status for b in again.batches] == ["skipped"] and store.read("d").height == 2
+    forced = run(env, file_spec(path), force=True)
+    assert forced.rows_committed == 0 and forced.rows_quarantined == 2  # keys already in the dataset
+    assert set(store.read("d__quarantine")["reason"]) == {"id: already in dataset"}
+    with meta.begin() as conn:
+        files = conn.execute(select(SCHEMA.tables["ingested_files"])).mappings().all()
+    assert len(files) == 1 and files[0]["path"] == str(path)
+
+
+def test_chunks_commit_once_and_a_crash_mid_file_commits_nothing(env):
+    tmp, store, meta = env
+    frame, planted = churn_with_defects(3000, seed=2)
+    path = tmp / "big.csv"
+    frame.write_csv(path)
+    spec = file_spec(
+        path, chunk_rows=200, columns={"customerID": {"unique": True}, "tenure": {"type": "int", "min": 0}}
+    )
+
+    def boom(origin: str, rows: int) -> None:
+        if rows > 1000:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(env, spec, progress=boom)
+    assert not store.exists("d")
+    with meta.begin() as conn:
+        runs = conn.execute(select(SCHEMA.tables["ingestion_runs"])).mappings().all()
+    assert runs[0]["status"] == "failed" and "interrupted" in runs[0]["error"]
+    result = run(env, spec)
+    assert result.ok and len(result.batches) == 1
+    assert result.batches[0].report is not None and result.batches[0].report.chunks >= 3
+    assert store.version("d") == 0  # one commit for the whole file
+    assert store.read("d").height == 3000 - len(set(planted.negative_tenure) | set(planted.duplicate_id))
+    assert result.rows_quarantined == len(set(planted.negative_tenure) | set(planted.duplicate_id))
+
+
+def test_commit_recorded_in_dataset_counts_as_loaded_after_a_crash(env):
+    tmp, store, meta = env
+    path = tmp / "x.csv"
+    path.write_text("id,n\nk1,1\n")
+    run(env, file_spec(path))
+    with meta.begin() as conn:  # as if the run died right after the Delta commit
+        conn.execute(SCHEMA.tables["ingested_files"].delete())
+    assert [b.status for b in run(env, file_spec(path)).batches] == ["skipped"]
+
+
+def test_max_reject_ratio_fails_the_batch_whole(env):
+    tmp, store, _ = env
+    (tmp / "a.csv").write_text("id,n\na,1\nb,-1\nc,-2\n")
+    (tmp / "b.csv").write_text("id,n\nd,1\ne,2\nf,-3\n")
+    result = run(env, file_spec(tmp / "*.csv", max_reject_ratio=0.5))
+    assert [b.status for b in result.batches] == ["failed", "committed"]
+    assert "more than max_reject_ratio" in (result.batches[0].error or "")
+    assert sorted(store.read("d")["id"].to_list()) == ["d", "e"]
+    assert store.read("d__quarantine")["id"].to_list() == ["f"]
+
+
+def test_replay_after_rules_change(env):
+    tmp, store, meta = env
+    path = tmp / "x.csv"
+    path.write_text("id,n\na,1\nb,-1\nc,x\nd\n")
+    run(env, file_spec(path))
+    assert store.read("d__quarantine").height == 3
+    relaxed = file_spec(path, columns={**RULES, "n": {"type": "int", "required": True, "min": -5}})
+    result, unparsed = replay_quarantine(relaxed, store=store, meta=meta, source_name="src")
+    assert result is not None and result.rows_committed == 1 and unparsed == 1
+    assert sorted(store.read("d")["id"].to_list()) == ["a", "b"]
+    q = store.read("d__quarantine").sort("position")
+    assert q["reason"].to_list() == ["n: type int", "expected 2 fields, found 1"]
+    assert q["position"].to_list() == [4, 5]
+
+
+def test_reports_stored_and_html(env):
+    tmp, _, meta = env
+    path = tmp / "x.csv"
+    path.write_text("id,n\na,1\nb,-1\n")
+    run(env, file_spec(path))
+    reports = latest_reports(meta, "d")
+    assert reports[0]["failures"] == {"n: min 0": 1} and reports[0]["columns"]["n"]["max"] == 1
+    page = report_html(reports, title="d")
+    assert "n: min 0" in page and "<table>" in page
+
+
+def test_open_source_dispatch_and_custom_kind(env):
+    _, store, meta = env
+    with pytest.raises(ConfigError, match="no reader for kind"):
+        open_source("x", type("S", (), {"kind": "carrier-pigeon"})())
+
+    class Listy:
+        name = "listy"
+
+        def __init__(self, _name, _spec) -> None:
+            self.acked: list[str] = []
+
+        def read(self):
+            yield Batch(pl.DataFrame({"id": ["z1"], "n": ["1"]}), origin="page-1", cursor="10")
+            yield Batch(
+                pl.DataFrame(), origin="page-2", failures=[{"position": 1, "raw": "??", "reason": "bad"}]
+            )
+
+        def ack(self, batch: Batch) -> None:
+            self.acked.append(batch.origin)
+
+    register_source("listy", Listy)
+    try:
+        source = open_source("x", type("S", (), {"kind": "listy"})())
+        assert isinstance(source, Source)
+        spec = file_spec("unused")
+        result = ingest(source, spec, store=store, meta=meta, source_name="listy")
+        assert result.ok and result.cursor_after == "10" and source.acked == ["page-1", "page-2"]  # type: ignore[attr-defined]
+        assert store.read("d__quarantine")["raw"].to_list() == ["??"]
+    finally:
+        SOURCE_FACTORIES.pop("listy")

@@ -1,0 +1,225 @@
+"""The rule engine and cleansing steps of headrace.ingest.validate, on small frames."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from headrace.config.sources import FileSource, IngestSpec
+from headrace.datagen import churn_with_defects
+from headrace.errors import ConfigError, DataError
+from headrace.ingest.validate import QualityReport, check
+
+
+def spec(**kw) -> IngestSpec:
+    return IngestSpec.model_validate({"dataset": "d", **kw})
+
+
+def test_every_failed_rule_is_in_the_reason_and_originals_are_kept():
+    frame = pl.DataFrame({"id": ["a", "b", "c"], "n": ["5", "-1", "x"], "c": ["A", "Z", "A"]})
+    s = spec(
+        columns={
+            "id": {"type": "string", "required": True},
+            "n": {"type": "int", "min": 0, "max": 3},
+            "c": {"type": "string", "allowed": ["A", "B"]},
+        }
+    )
+    r = check(frame, s, origin="f.csv", batch_id="b1")
+    assert r.clean.height == 0
+    reasons = dict(zip(r.rejected["id"], r.rejected["reason"], strict=True))
+    assert reasons == {"a": "n: max 3", "b": "n: min 0; c: not allowed", "c": "n: type int"}
+    assert r.rejected["n"].to_list() == ["5", "-1", "x"]  # original text, not the coerced value
+    assert set(r.rejected["origin"]) == {"f.csv"} and set(r.rejected["batch_id"]) == {"b1"}
+    assert r.rejected["position"].to_list() == [1, 2, 3]
+    assert r.report.failures == {"n: max 3": 1, "n: min 0": 1, "c: not allowed": 1, "n: type int": 1}
+
+
+def test_regex_length_required_and_types():
+    frame = pl.DataFrame(
+        {
+            "code": ["AB12", "ab12", "AB1234", None],
+            "flag": ["yes", "N", "maybe", "1"],
+            "day": ["2024-01-31", "31/01/2024", "2024-02-30", "2024-03-01"],
+            "x": ["1.0", "2.5", "3", ""],
+        }
+    )
+    s = spec(
+        columns={
+            "code": {"type": "string", "regex": "[A-Z]{2}[0-9]+", "max_length": 5, "required": True},
+            "flag": {"type": "bool"},
+            "day": {"type": "date", "format": "%Y-%m-%d", "min": "2024-01-01"},
+            "x": {"type": "int"},
+        }
+    )
+    r = check(frame, s)
+    reasons = r.rejected["reason"].to_list()
+    assert reasons == [
+        "day: type date; x: type int; code: regex [A-Z]{2}[0-9]+",
+        "flag: type bool; day: type date; code: max_length 5",
+        "x: type int; code: required",  # "" is a value until null_tokens says otherwise
+    ]
+    assert r.clean.height == 1
+    row = r.clean.row(0, named=True)
+    assert row["code"] == "AB12" and row["flag"] is True and str(row["day"]) == "2024-01-31" and row["x"] == 1
+    assert r.clean.schema["day"] == pl.Date and r.clean.schema["x"] == pl.Int64
+
+
+def test_trim_null_tokens_impute_records_values():
+    frame = pl.DataFrame({"a": [" 1 ", "NA", "3", "?", "5"], "s": [" x", "y ", None, "z", "null"]})
+    s = spec(
+        columns={
+            "a": {"type": "float", "impute": "median"},
+            "s": {"type": "string", "impute": {"constant": "u"}},
+        },
+        cleanse=["trim_strings", "null_tokens"],
+    )
+    r = check(frame, s)
+    assert r.rejected.height == 0
+    assert r.clean["a"].to_list() == [1.0, 3.0, 3.0, 3.0, 5.0]
+    assert r.clean["s"].to_list() == ["x", "y", "u", "z", "u"]
+    assert r.report.imputed == {
+        "a": {"strategy": "median", "value": 3.0, "count": 2},
+        "s": {"strategy": "constant", "value": "u", "count": 2},
+    }
+
+
+def test_impute_mean_and_mode():
+    frame = pl.DataFrame({"a": ["1", "2", None, "6"], "m": ["x", "y", "y", None]})
+    r = check(frame, spec(columns={"a": {"type": "float", "impute": "mean"}, "m": {"impute": "mode"}}))
+    assert r.clean["a"].to_list() == [1.0, 2.0, 3.0, 6.0]
+    assert r.clean["m"].to_list() == ["x", "y", "y", "y"]
+
+
+def test_without_null_tokens_a_blank_number_is_a_type_failure():
+    frame = pl.DataFrame({"t": ["1.5", " ", "2"]})
+    r = check(frame, spec(columns={"t": {"type": "float"}}))
+    assert r.rejected["reason"].to_list() == ["t: type float"]
+
+
+def test_drop_duplicates_counts_rows_and_keeps_first():
+    frame = pl.DataFrame({"a": ["1", "1", "2", "1"], "b": ["x", "x", "y", "z"]})
+    r = check(frame, spec(cleanse=["drop_duplicates"]))
+    assert r.report.duplicates_dropped == 1
+    assert r.clean.rows() == [("1", "x"), ("2", "y"), ("1", "z")]
+
+
+def test_unique_in_batch_against_dataset_and_bad_first_copy():
+    frame = pl.DataFrame({"id": ["k1", "k2", "k2", "k3", "k3", "k0"], "n": ["1", "1", "2", "-5", "3", "1"]})
+    existing = pl.DataFrame({"id": ["k0"]})
+    s = spec(columns={"id": {"unique": True, "required": True}, "n": {"type": "int", "min": 0}})
+    r = check(frame, s, existing_keys=existing)
+    assert r.clean["id"].to_list() == ["k1", "k2", "k3"]  # the good second k3 gets in
+    reasons = dict(zip(r.rejected["position"], r.rejected["reason"], strict=True))
+    assert reasons == {3: "id: duplicate in batch", 4: "n: min 0", 6: "id: already in dataset"}
+
+
+def test_composite_key_and_drop_duplicate_keys():
+    frame = pl.DataFrame({"a": ["1", "1", "1"], "b": ["x", "y", "x"], "v": ["p", "q", "r"]})
+    r = check(frame, spec(key=["a", "b"], cleanse=["drop_duplicate_keys"]))
+    assert r.rejected["reason"].to_list() == ["key (a, b): duplicate in batch"]
+    assert r.rejected["v"].to_list() == ["r"]
+
+
+def test_row_rules_sql_and_polars_null_passes():
+    frame = pl.DataFrame({"lo": ["1", "5", None], "hi": ["2", "3", "1"]})
+    s = spec(
+        columns={"lo": {"type": "int"}, "hi": {"type": "int"}},
+        row_rules=[{"name": "ordered", "sql": "lo <= hi"}, {"name": "small", "polars": "pl.col('hi') < 3"}],
+    )
+    r = check(frame, s)
+    assert r.rejected["reason"].to_list() == ["ordered; small"]
+    assert r.clean.height == 2
+
+
+def test_row_rule_with_unknown_column_is_a_config_error():
+    s = spec(row_rules=[{"name": "r", "sql": "nope > 1"}])
+    with pytest.raises(ConfigError, match="row rule 'r'"):
+        check(pl.DataFrame({"a": ["1"]}), s)
+
+
+@pytest.mark.parametrize("text", ["__import__('os')", "pl.col('a').__class__", "(lambda: 1)()"])
+def test_polars_text_is_restricted(text):
+    with pytest.raises(ValueError):
+        spec(row_rules=[{"name": "r", "polars": text}])
+
+
+def test_outliers_clip_flag_quarantine():
+    values = [str(v) for v in [10, 11, 12, 10, 11, 12, 10, 11, 500]]
+    frame = pl.DataFrame({"v": values})
+    clip = check(
+        frame, spec(columns={"v": {"type": "float", "outliers": {"method": "iqr", "action": "clip"}}})
+    )
+    assert clip.clean["v"].max() < 20 and clip.report.outliers["v"]["count"] == 1
+    flag = check(frame, spec(columns={"v": {"type": "float", "outliers": {"action": "flag"}}}))
+    assert flag.clean["v_outlier"].to_list() == [False] * 8 + [True]
+    z = check(
+        frame,
+        spec(
+            columns={
+                "v": {"type": "int", "outliers": {"method": "zscore", "threshold": 2, "action": "quarantine"}}
+            }
+        ),
+    )
+    assert z.rejected["reason"].to_list() == ["v: outlier (zscore)"]
+
+
+def test_missing_required_column_names_it_and_drift():
+    with pytest.raises(DataError, match="required column 'b' missing"):
+        check(pl.DataFrame({"a": ["1"]}), spec(columns={"b": {"required": True}}))
+    frame = pl.DataFrame({"a": ["1"], "new": ["x"]})
+    with pytest.raises(DataError, match="new column 'new'"):
+        check(frame, spec(columns={"a": {}}, schema_drift="refuse"))
+    assert check(frame, spec(columns={"a": {}}, schema_drift="drop")).clean.columns == ["a"]
+    added = check(frame, spec(columns={"a": {}}, schema_drift="add"))
+    assert added.clean.columns == ["a", "new"] and added.report.columns_added == ["new"]
+    known = check(frame, spec(columns={"a": {}}, schema_drift="refuse"), known_columns=["new"])
+    assert known.clean.columns == ["a", "new"]
+    absent = check(pl.DataFrame({"a": ["1"]}), spec(columns={"a": {}, "z": {"type": "float"}}))
+    assert absent.clean.schema["z"] == pl.Float64
+
+
+def test_quarantine_meta_name_collision_is_renamed():
+    frame = pl.DataFrame({"reason": ["x"], "n": ["bad"]})
+    r = check(frame, spec(columns={"n": {"type": "int"}}))
+    assert r.rejected["reason__data"].to_list() == ["x"] and r.rejected["reason"].to_list() == ["n: type int"]
+
+
+def test_yaml_booleans_in_allowed_are_refused():
+    with pytest.raises(ValueError, match="quote them"):
+        spec(columns={"c": {"type": "string", "allowed": [True, False]}})
+
+
+def test_planted_defects_exact_counts_and_stats():
+    frame, planted = churn_with_defects(3000, seed=5)
+    s = FileSource.model_validate(
+        {
+            "kind": "file",
+            "path": "x",
+            "dataset": "c",
+            "cleanse": ["trim_strings", "null_tokens"],
+            "columns": {
+                "customerID": {"type": "string", "required": True, "unique": True},
+                "tenure": {"type": "int", "required": True, "min": 0, "max": 120},
+                "MonthlyCharges": {"type": "float", "required": True, "min": 0},
+                "TotalCharges": {"type": "float", "min": 0, "impute": "median"},
+                "Contract": {"type": "string", "allowed": ["Month-to-month", "One year", "Two year"]},
+            },
+        }
+    )
+    r = check(frame, s)
+    assert set((r.rejected["position"] - 1).to_list()) == planted.rejected_rows()
+    assert r.report.failures == {
+        k: v
+        for k, v in {
+            "tenure: min 0": len(planted.negative_tenure),
+            "Contract: not allowed": len(planted.unknown_contract),
+            "MonthlyCharges: type float": len(planted.text_in_number),
+            "customerID: duplicate in batch": len(planted.duplicate_id),
+        }.items()
+        if v
+    }
+    assert r.report.imputed["TotalCharges"]["count"] == len(planted.blank_total)
+    assert r.report.rows_clean + r.report.rows_quarantined == 3000
+    assert r.report.columns["tenure"].min == 0 and r.report.columns["customerID"].distinct == r.clean.height
+    again = QualityReport.from_dict(r.report.to_dict())
+    assert again.merge(r.report).rows_in == 6000
