@@ -11,7 +11,7 @@ monitoring:
   retrain_on: [drift, performance, schedule]
   schedule: 7d                  # retrain at least this often (with 'schedule' in retrain_on)
   rollback_on: {error_rate: 0.02, metric_drop: 0.05, p99_latency_ms: 250}
-  canary: {mode: canary, share: 0.1, window: 10m, min_requests: 200, sticky_by: user_id}
+  canary: {mode: canary, share: 0.1, window: 10m, min_requests: 200, sticky_by: x-user-id}
   retention: {keep_last: 5, unused_days: 30}
 ```
 """
@@ -69,8 +69,8 @@ class RollbackRule(Spec):
 class CanarySpec(Spec):
     """How a retrained candidate meets live traffic before it is promoted.
 
-    ``canary``: ``share`` of the requests (sticky by ``sticky_by``, a record field or the request id)
-    are answered by the candidate. ``shadow``: the candidate sees ``share`` of the requests too, but
+    ``canary``: ``share`` of the requests (sticky by ``sticky_by``: a request header such as
+    ``X-User-ID``, or a record field; else the ``X-Request-ID`` header) are answered by the candidate. ``shadow``: the candidate sees ``share`` of the requests too, but
     its answers are only logged, never returned. Either way it must stay healthy for ``window``
     and serve at least ``min_requests`` before it is promoted.
     """
@@ -79,7 +79,7 @@ class CanarySpec(Spec):
     share: float = Field(0.1, gt=0, lt=1)
     window: Duration = 600.0
     min_requests: int = Field(100, ge=1)
-    sticky_by: str | None = "customerID"
+    sticky_by: str | None = "x-user-id"
 
 
 class RetentionSpec(Spec):

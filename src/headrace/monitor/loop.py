@@ -1,0 +1,615 @@
+"""The closed loop: measure, decide, act. ``check`` measures and stores; ``cycle`` also acts.
+
+One cycle for one model:
+
+1. **Measure** (``check``): the live window of the prediction log (the champion's answers of the last
+   ``monitoring.window``) against the training reference (the champion's recorded dataset at its
+   recorded data version), feature by feature, and its predictions against its predictions on the
+   reference (drift); feedback joined to the prediction log (live performance); the challenger's
+   health since its canary started. Reports go to ``monitor_reports`` (and so to the gauges).
+2. **Decide** (``decide``, pure, in ``headrace.monitor.policy``).
+3. **Act**: *retrain* on the newest data version (``headrace.train.run.train_model``), put the new
+   version through the gate against the champion on the same data, and make it the ``challenger``
+   (the serving app then routes the canary share to it, or shadows it); *promote* a healthy canary
+   to champion (through the gate again); *roll back* a failing canary (its alias removed) or a
+   failing new champion (``Registry.rollback``); then *retire* versions by the retention policy.
+   Every change goes through the registry, so the ledger holds it with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+from sqlalchemy import desc, select
+
+from ..config.models import ModelSpec
+from ..config.monitoring import MonitoringSpec
+from ..errors import DataError, HeadraceError, NotFound
+from ..metadata import SCHEMA, utcnow
+from ..registry import CHALLENGER, CHAMPION, ModelVersion, Registry
+from ..workspace import Workspace
+from .drift import DriftReport, DriftThresholds, drift
+from .performance import PerformanceReport, default_metric, live_performance
+from .policy import Decision, Signals, VersionHealth, decide, retention_plan
+from .routing import CANARY_ERROR, SHADOW, SHADOW_ERROR
+
+__all__ = [
+    "CheckResult",
+    "CycleResult",
+    "Decision",
+    "Signals",
+    "apply_retention",
+    "check",
+    "cycle",
+    "decide",
+    "live_frame",
+    "watch",
+]
+
+log = logging.getLogger("headrace.monitor")
+
+_ERROR_ROUTES = (CANARY_ERROR, SHADOW_ERROR)
+_REFERENCE_SAMPLE = 20_000
+
+
+@dataclass
+class CheckResult:
+    """What the monitor measured for one model, and what the policy makes of it."""
+
+    model: str
+    champion: ModelVersion | None
+    signals: Signals
+    decision: Decision
+    drift: DriftReport | None = None
+    drift_error: str | None = None
+    performance: PerformanceReport | None = None
+    canary: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "champion": None if self.champion is None else self.champion.version,
+            "challenger": self.signals.challenger,
+            "decision": self.decision.to_dict(),
+            "drift": None if self.drift is None else self.drift.to_dict(),
+            "drift_error": self.drift_error,
+            "performance": None if self.performance is None else self.performance.to_dict(),
+            "canary": self.canary,
+        }
+
+
+@dataclass
+class CycleResult:
+    check: CheckResult
+    events: list[dict[str, Any]] = field(default_factory=list)  # what was done, each with its reason
+
+    @property
+    def decision(self) -> Decision:
+        return self.check.decision
+
+    def lines(self) -> list[str]:
+        return [f"{e['action']}: {e['reason']}" for e in self.events]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.check.to_dict(), "events": self.events}
+
+
+# -- reading the prediction log -----------------------------------------------------------------
+
+
+def live_frame(
+    ws: Workspace, model: str, since: datetime, *, routes: tuple[str, ...] | None = None
+) -> pl.DataFrame:
+    """The prediction log's rows of ``model`` since ``since`` (empty when there is no log yet)."""
+    dataset = ws.project.serving.prediction_log.dataset
+    if not ws.store.exists(dataset):
+        return pl.DataFrame()
+    lazy = ws.store.scan(dataset).filter((pl.col("model") == model) & (pl.col("ts") >= since))
+    if routes is not None:
+        lazy = lazy.filter(pl.col("route").is_in(list(routes)))
+    return lazy.collect()
+
+
+def _feedback(ws: Workspace, model: str, since: datetime) -> pl.DataFrame:
+    dataset = ws.project.serving.prediction_log.feedback_dataset
+    if not ws.store.exists(dataset):
+        return pl.DataFrame()
+    # feedback may arrive long after the prediction: read all that came since the window opened
+    frame = ws.store.scan(dataset).filter(pl.col("ts") >= since).collect()
+    if frame.height and "model" in frame.columns:
+        frame = frame.filter(pl.col("model").is_null() | (pl.col("model") == model))
+    return frame
+
+
+def _decode_json(values: list[str | None]) -> list[Any]:
+    out: list[Any] = []
+    for text in values:
+        try:
+            out.append(json.loads(text) if text is not None else None)
+        except (TypeError, ValueError):
+            out.append(text)
+    return out
+
+
+def _outputs(frame: pl.DataFrame) -> list[Any]:
+    decoded = _decode_json(frame["output"].to_list())
+    return [d.get("prediction") if isinstance(d, dict) else None for d in decoded]
+
+
+def _joined(log_rows: pl.DataFrame, feedback: pl.DataFrame) -> pl.DataFrame:
+    """The canonical frame of ``headrace.monitor.performance``: ts, version, prediction, actual, score."""
+    if log_rows.height == 0 or feedback.height == 0:
+        return pl.DataFrame(
+            schema={
+                "ts": pl.Datetime("us", "UTC"),
+                "version": pl.Int64(),
+                "prediction": pl.String(),
+                "actual": pl.String(),
+                "score": pl.Float64(),
+            }
+        )
+    fb = feedback.select(pl.col("prediction_id").alias("id"), pl.col("actual").alias("_actual")).unique(
+        subset="id", keep="last"
+    )
+    rows = log_rows.join(fb, on="id", how="inner")
+    predictions = _outputs(rows)
+    actual = _decode_json(rows["_actual"].to_list())
+    return pl.DataFrame(
+        {
+            "ts": rows["ts"],
+            "version": rows["version"],
+            "prediction": [None if p is None else str(p) for p in predictions],
+            "actual": [None if a is None else str(a) for a in actual],
+            "score": rows["score"],
+        }
+    ).drop_nulls(["prediction", "actual"])
+
+
+def _inputs(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    decoded = _decode_json(frame["inputs"].to_list())
+    records = [d if isinstance(d, dict) else {} for d in decoded]
+    return pl.DataFrame({c: [r.get(c) for r in records] for c in columns}, strict=False)
+
+
+# -- measuring ------------------------------------------------------------------------------------
+
+
+def _features(mv: ModelVersion, reference: pl.DataFrame) -> list[str]:
+    inputs = (mv.signature or {}).get("inputs")
+    if isinstance(inputs, list):
+        return [str(i["name"]) for i in inputs if str(i["name"]) in reference.columns]
+    if isinstance(inputs, dict):
+        return [str(k) for k in inputs if str(k) in reference.columns]
+    return [c for c in reference.columns if c != (mv.details.get("spec") or {}).get("target")]
+
+
+def _reference_scores(registry: Registry, mv: ModelVersion, frame: pl.DataFrame) -> pl.Series | None:
+    """The champion's scores on its own training data (positive-class probability, or values)."""
+    try:
+        _, model = registry.load(mv.name, mv.version)
+        if mv.task == "classification" and hasattr(model, "predict_proba"):
+            proba = np.asarray(model.predict_proba(frame))
+            if proba.shape[1] != 2:
+                return None
+            return pl.Series("score", proba[:, 1])
+        if mv.task == "regression":
+            return pl.Series("score", [float(v) for v in model.predict(frame).predictions])
+    except HeadraceError as exc:
+        log.warning("prediction drift of %s skipped: %s", mv.ref, exc)
+    return None
+
+
+def measure_drift(
+    ws: Workspace, registry: Registry, mv: ModelVersion, live: pl.DataFrame, policy: MonitoringSpec
+) -> DriftReport:
+    """Drift of the champion's live inputs (and scores) against its training data."""
+    if mv.dataset is None:
+        raise DataError(f"{mv.ref} records no training dataset", hint="retrain it with 'headrace train'")
+    reference = ws.store.read(mv.dataset, mv.data_version)
+    if reference.height > _REFERENCE_SAMPLE:
+        reference = reference.sample(_REFERENCE_SAMPLE, seed=0)
+    features = _features(mv, reference)
+    current = _inputs(live, features)
+    prediction = None
+    ref_scores = _reference_scores(registry, mv, reference)
+    if ref_scores is not None and live["score"].drop_nulls().len() > 0:
+        prediction = (ref_scores, live["score"].drop_nulls())
+    return drift(
+        reference.select(features),
+        current,
+        DriftThresholds.from_spec(policy),
+        features=features,
+        prediction=prediction,
+    )
+
+
+def _health(rows: pl.DataFrame, version: int, joined: pl.DataFrame, metric: str, task: str) -> VersionHealth:
+    mine = rows.filter(pl.col("version") == version) if rows.height else rows
+    if mine.height == 0:
+        return VersionHealth(version)
+    errors = mine.filter(pl.col("route").is_in(list(_ERROR_ROUTES)))
+    ok = mine.filter(~pl.col("route").is_in(list(_ERROR_ROUTES)))
+    latency = ok["latency_ms"].drop_nulls().to_numpy()
+    classes: dict[str, int] = {}
+    if task == "classification" and ok.height:
+        for label in _outputs(ok):
+            classes[str(label)] = classes.get(str(label), 0) + 1
+    value = None
+    feedback_rows = 0
+    if joined.height:
+        perf = live_performance(
+            joined, task, metric=metric, windows=[10 * 365 * 86400.0], version=version, min_rows=1
+        )
+        value, feedback_rows = perf.value, perf.rows
+    return VersionHealth(
+        version=version,
+        requests=mine.height,
+        errors=errors.height,
+        p99_ms=float(np.percentile(latency, 99)) if latency.size else None,
+        metric=value,
+        feedback_rows=feedback_rows,
+        classes=classes,
+    )
+
+
+def _metric_for(spec: ModelSpec | None, mv: ModelVersion, policy: MonitoringSpec) -> str:
+    if policy.metric:
+        return policy.metric
+    if spec is not None and spec.promote_if.metric:
+        return spec.promote_if.metric
+    if spec is not None and spec.validation.metric:
+        return spec.validation.metric
+    return default_metric(mv.task)
+
+
+def _reference_metric(mv: ModelVersion, metric: str) -> float | None:
+    value = mv.metrics.get(metric)
+    if isinstance(value, dict):
+        value = value.get("mean")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _canary_start(registry: Registry, model: str, version: int) -> datetime | None:
+    for entry in reversed(registry.history(model)):
+        if (
+            entry.alias == CHALLENGER
+            and entry.action in ("set_alias", "promote")
+            and entry.version == version
+        ):
+            return entry.ts
+    return None
+
+
+def _champion_since(registry: Registry, model: str, version: int) -> tuple[datetime | None, int | None]:
+    for entry in reversed(registry.history(model)):
+        if entry.alias == CHAMPION and entry.version == version and entry.action in ("promote", "set_alias"):
+            return entry.ts, entry.previous_version
+        if entry.alias == CHAMPION and entry.action == "rollback" and entry.version == version:
+            return entry.ts, None  # a rollback target is never rolled back automatically
+    return None, None
+
+
+def _last_retrain(ws: Workspace, model: str) -> datetime | None:
+    table = SCHEMA.tables["monitor_reports"]
+    with ws.meta.begin() as conn:
+        row = conn.execute(
+            select(table.c.created_at)
+            .where((table.c.model == model) & (table.c.kind == "decision") & (table.c.status == "retrain"))
+            .order_by(desc(table.c.id))
+            .limit(1)
+        ).first()
+    if row is None:
+        return None
+    ts = row[0]
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def _store_report(ws: Workspace, model: str, version: int | None, kind: str, status: str, doc: Any) -> None:
+    table = SCHEMA.tables["monitor_reports"]
+    with ws.meta.begin() as conn:
+        conn.execute(
+            table.insert().values(
+                created_at=utcnow(),
+                model=model,
+                version=version,
+                kind=kind,
+                status=status,
+                report=json.loads(json.dumps(doc, default=str)),
+            )
+        )
+
+
+def check(
+    ws: Workspace,
+    model: str,
+    *,
+    registry: Registry | None = None,
+    now: datetime | None = None,
+    policy: MonitoringSpec | None = None,
+    store: bool = True,
+) -> CheckResult:
+    """Measure one model (drift, live performance, canary health), store the reports, and decide."""
+    registry = registry or Registry(ws.meta, ws.artifacts, actor="monitor")
+    policy = policy or ws.project.monitoring
+    now = now or datetime.now(UTC)
+    spec = ws.project.models.get(model)
+    aliases = registry.aliases(model)
+    champion_version = aliases.get(CHAMPION)
+    challenger_version = aliases.get(CHALLENGER)
+    if challenger_version == champion_version:
+        challenger_version = None
+    try:
+        newest = registry.get(model, "latest")
+    except NotFound:
+        newest = None
+    data_version = None
+    dataset = spec.dataset if spec is not None else (newest.dataset if newest is not None else None)
+    if dataset is not None and ws.store.exists(dataset):
+        data_version = ws.store.version(dataset)
+    if champion_version is None:
+        signals = Signals(model=model, now=now, challenger=challenger_version)
+        return CheckResult(model, None, signals, decide(signals, policy))
+    champion = registry.get(model, champion_version)
+    metric = _metric_for(spec, champion, policy)
+    canary_started = (
+        _canary_start(registry, model, challenger_version) if challenger_version is not None else None
+    )
+    since = now - timedelta(seconds=policy.window)
+    earliest = min(since, canary_started) if canary_started is not None else since
+    rows = live_frame(ws, model, earliest)
+    served = rows.filter(~pl.col("route").is_in([*_ERROR_ROUTES, SHADOW])) if rows.height else rows
+    window_rows = served.filter(pl.col("ts") >= since) if served.height else served
+    champion_rows = (
+        window_rows.filter(pl.col("version") == champion.version) if window_rows.height else window_rows
+    )
+    feedback_since = now - timedelta(seconds=max(policy.performance_windows))
+    feedback = _feedback(ws, model, min(feedback_since, earliest))
+    perf_rows = live_frame(ws, model, feedback_since) if feedback.height else pl.DataFrame()
+    joined = _joined(perf_rows, feedback)
+    result_drift: DriftReport | None = None
+    drift_error: str | None = None
+    if champion_rows.height >= policy.min_rows:
+        try:
+            result_drift = measure_drift(ws, registry, champion, champion_rows, policy)
+        except HeadraceError as exc:
+            drift_error = exc.one_line()
+    else:
+        drift_error = (
+            f"{champion_rows.height} predictions by v{champion.version} in the last {policy.window:.0f} s; "
+            f"drift needs {policy.min_rows}"
+        )
+    reference = _reference_metric(champion, metric)
+    positive = _positive(champion)
+    performance = live_performance(
+        joined,
+        champion.task,
+        metric=metric,
+        windows=policy.performance_windows,
+        now=now,
+        version=champion.version,
+        reference=reference,
+        positive=positive,
+    )
+    canary_doc = None
+    canary_health = baseline = None
+    if challenger_version is not None and canary_started is not None:
+        period = rows.filter(pl.col("ts") >= canary_started) if rows.height else rows
+        joined_period = _joined(period, feedback) if feedback.height else _joined(pl.DataFrame(), feedback)
+        canary_health = _health(period, challenger_version, joined_period, metric, champion.task)
+        baseline = _health(period, champion.version, joined_period, metric, champion.task)
+        canary_doc = {
+            "state": "running",
+            "version": challenger_version,
+            "mode": policy.canary.mode,
+            "share": policy.canary.share,
+            "started": canary_started.isoformat(),
+            "canary": canary_health.to_dict(),
+            "champion": baseline.to_dict(),
+        }
+    since_champion, previous = _champion_since(registry, model, champion.version)
+    champion_health = None
+    if since_champion is not None and previous is not None and served.height:
+        recent = rows.filter(pl.col("ts") >= max(since_champion, since))
+        champion_health = _health(
+            recent, champion.version, _joined(pl.DataFrame(), feedback), metric, champion.task
+        )
+    signals = Signals(
+        model=model,
+        now=now,
+        metric=metric,
+        champion=champion.version,
+        challenger=challenger_version,
+        canary_started=canary_started,
+        canary=canary_health,
+        baseline=baseline,
+        drift_status=None if result_drift is None else result_drift.status,
+        dataset_drift=bool(result_drift and result_drift.dataset_drift),
+        drifted=tuple(result_drift.drifted) if result_drift else (),
+        share_drifted=None if result_drift is None else result_drift.share_drifted,
+        prediction_drift=bool(result_drift and result_drift.prediction and result_drift.prediction.drifted),
+        live_metric=performance.value,
+        reference_metric=reference,
+        live_drop=performance.drop,
+        feedback_rows=performance.rows,
+        last_trained_at=newest.created_at if newest is not None else None,
+        last_retrain_at=_last_retrain(ws, model),
+        data_version=data_version,
+        trained_on=newest.data_version if newest is not None else None,
+        champion_health=champion_health,
+        champion_since=since_champion,
+        previous_champion=previous,
+    )
+    decision = decide(signals, policy)
+    result = CheckResult(
+        model, champion, signals, decision, result_drift, drift_error, performance, canary_doc
+    )
+    if store:
+        if result_drift is not None:
+            _store_report(ws, model, champion.version, "drift", result_drift.status, result_drift.to_dict())
+        status = (
+            "ok"
+            if not performance.enough or (performance.drop or 0) <= policy.rollback_on.metric_drop
+            else "alert"
+        )
+        _store_report(ws, model, champion.version, "performance", status, performance.to_dict())
+        if canary_doc is not None:
+            _store_report(ws, model, challenger_version, "canary", "running", canary_doc)
+    return result
+
+
+def _positive(mv: ModelVersion) -> Any:
+    classes = ((mv.signature or {}).get("output") or {}).get("classes")
+    return classes[1] if isinstance(classes, list) and len(classes) == 2 else None
+
+
+# -- acting ---------------------------------------------------------------------------------------
+
+Trainer = Callable[..., Any]
+
+
+def _default_trainer(ws: Workspace, registry: Registry, model: str, reason: str) -> ModelVersion:
+    from ..train.run import train_model
+
+    spec = ws.project.model(model)
+    result = train_model(model, spec, store=ws.store, registry=registry, reason=reason, project_root=ws.root)
+    assert result.version is not None
+    return result.version
+
+
+def cycle(
+    ws: Workspace,
+    model: str,
+    *,
+    registry: Registry | None = None,
+    now: datetime | None = None,
+    policy: MonitoringSpec | None = None,
+    trainer: Trainer | None = None,
+) -> CycleResult:
+    """One turn of the loop for one model: measure, decide, act, retire."""
+    registry = registry or Registry(ws.meta, ws.artifacts, actor="monitor")
+    policy = policy or ws.project.monitoring
+    result = check(ws, model, registry=registry, now=now, policy=policy)
+    decision = result.decision
+    out = CycleResult(result)
+    spec = ws.project.models.get(model)
+    gate = spec.promote_if if spec is not None else None
+    _store_report(ws, model, result.signals.champion, "decision", decision.action, decision.to_dict())
+    if decision.action == "retrain":
+        reason = f"retrain: {decision.reason}"
+        out.events.append(
+            {"action": "drift" if "drift" in decision.triggers else "trigger", "reason": decision.reason}
+        )
+        started = time.perf_counter()
+        train = trainer or _default_trainer
+        mv = train(ws, registry, model, reason)
+        out.events.append(
+            {
+                "action": "retrain",
+                "version": mv.version,
+                "reason": f"v{mv.version} trained on {mv.dataset}@{mv.data_version} in "
+                f"{time.perf_counter() - started:.1f} s ({', '.join(decision.triggers)})",
+            }
+        )
+        verdict = registry.check_gate(model, mv.version, gate)
+        if not verdict.passed:
+            text = "; ".join(verdict.reasons)
+            out.events.append({"action": "gate_refused", "version": mv.version, "reason": text})
+            _store_report(ws, model, mv.version, "gate", "refused", verdict.to_dict())
+        else:
+            summary = _gate_summary(verdict)
+            canary = policy.canary
+            reason = (
+                f"{canary.mode} at {canary.share:.0%} for {canary.window:.0f} s: {summary}; "
+                f"retrained because {decision.reason}"
+            )
+            registry.set_alias(model, CHALLENGER, mv.version, reason=reason)
+            _store_report(ws, model, mv.version, "gate", "passed", verdict.to_dict())
+            _store_report(
+                ws, model, mv.version, "canary", "running",
+                {"state": "running", "version": mv.version, "mode": canary.mode, "share": canary.share},
+            )  # fmt: skip
+            out.events.append({"action": canary.mode, "version": mv.version, "reason": reason})
+    elif decision.action == "promote" and decision.version is not None:
+        mv = registry.promote(model, decision.version, reason=f"promoted: {decision.reason}", gate=gate)
+        _store_report(
+            ws, model, mv.version, "canary", "promoted", {"state": "promoted", **(result.canary or {})}
+        )
+        out.events.append({"action": "promote", "version": mv.version, "reason": decision.reason})
+    elif decision.action == "rollback" and decision.version is not None:
+        if decision.version == result.signals.challenger:
+            registry.remove_alias(model, CHALLENGER, reason=f"rolled back: {decision.reason}")
+            doc = {**(result.canary or {}), "state": "rolled_back", "version": decision.version}
+            _store_report(ws, model, decision.version, "canary", "rolled_back", doc)
+        else:
+            registry.rollback(model, reason=f"rolled back: {decision.reason}")
+        out.events.append({"action": "rollback", "version": decision.version, "reason": decision.reason})
+    for version, why in apply_retention(ws, registry, model, policy, now=now):
+        out.events.append({"action": "retire", "version": version, "reason": why})
+    for event in out.events:
+        log.warning("%s %s: %s", model, event["action"], event["reason"])
+    return out
+
+
+def _gate_summary(verdict: Any) -> str:
+    if verdict.metric is None or verdict.candidate is None:
+        return "no gate configured"
+    text = f"gate passed with {verdict.metric} {verdict.candidate:.4f}"
+    if verdict.champion is not None:
+        text += f" against champion v{verdict.champion_version}'s {verdict.champion:.4f} on the same data"
+    return text
+
+
+def apply_retention(
+    ws: Workspace, registry: Registry, model: str, policy: MonitoringSpec, *, now: datetime | None = None
+) -> list[tuple[int, str]]:
+    """Retire what the retention policy says (artifacts removed, ledger kept); returns what it did."""
+    plan = retention_plan(
+        registry.list(model),
+        registry.aliases(model),
+        registry.history(model),
+        policy.retention,
+        now or datetime.now(UTC),
+    )
+    for version, why in plan:
+        registry.retire(model, version, reason=why)
+    return plan
+
+
+def watch(
+    ws: Workspace,
+    models: list[str],
+    *,
+    interval: float | None = None,
+    cycles: int | None = None,
+    on_cycle: Callable[[CycleResult], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> int:
+    """Run cycles every ``interval`` seconds (``monitoring.interval``) until ``stop()`` or ``cycles``."""
+    registry = Registry(ws.meta, ws.artifacts, actor="monitor")
+    every = interval if interval is not None else ws.project.monitoring.interval
+    done = 0
+    while cycles is None or done < cycles:
+        started = time.monotonic()
+        for model in models:
+            try:
+                result = cycle(ws, model, registry=registry)
+            except HeadraceError as exc:
+                log.error("monitor cycle for %s failed: %s", model, exc.one_line())
+                continue
+            if on_cycle is not None:
+                on_cycle(result)
+        done += 1
+        if stop is not None and stop():
+            break
+        if cycles is not None and done >= cycles:
+            break
+        time.sleep(max(0.0, every - (time.monotonic() - started)))
+    return done
