@@ -78,6 +78,17 @@ _TERMINAL = {
 }
 
 
+class _QuietShutdown(logging.Filter):
+    """paho logs an error when its network thread polls once more after a clean disconnect: not one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Client is not connected")
+
+
+_PAHO_LOG = logging.getLogger("headrace.stream.paho")
+_PAHO_LOG.addFilter(_QuietShutdown())
+
+
 class _Client(mqtt.Client):
     """paho's client with QoS 2 PUBREC deferred until the application acknowledges (see module doc)."""
 
@@ -167,7 +178,7 @@ class MqttStream:
                 protocol=mqtt.MQTTv311,
                 manual_ack=True,
             )
-        client.enable_logger(logging.getLogger("headrace.stream.paho"))
+        client.enable_logger(_PAHO_LOG)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         if spec.username is not None:
             password = spec.password.get_secret_value() if spec.password is not None else None
@@ -196,7 +207,9 @@ class MqttStream:
         return context
 
     def start(self) -> None:
-        """Connect and subscribe; raise ``ServiceUnavailable`` when the broker cannot be reached."""
+        """Connect and subscribe (once); raise ``ServiceUnavailable`` when the broker cannot be reached."""
+        if self._client is not None:
+            return
         spec = self.spec
         self._client = client = self._make_client()
         properties = None

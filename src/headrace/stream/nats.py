@@ -51,6 +51,9 @@ class NatsStream:
         return self._loop.run_until_complete(coro)
 
     def start(self) -> None:
+        """Connect and bind the durable consumer (once)."""
+        if self._loop is not None:
+            return
         self._loop = asyncio.new_event_loop()
         try:
             self._run(self._connect())

@@ -159,6 +159,9 @@ class StreamWorker:
         """Process batches until ``stop()``; or until ``max_rows`` rows are committed or quarantined;
         or, with ``idle_exit``, once nothing has arrived for that many seconds."""
         started = time.perf_counter()
+        start = getattr(self.source, "start", None)
+        if start is not None:
+            start()  # connected and subscribed before the run is recorded as running
         self._begin_run()
         watchdog = None
         if idle_exit is not None:
@@ -330,7 +333,7 @@ class StreamWorker:
                 continue
             if recent and RECEIVED_COLUMN in names:
                 scan = scan.filter(pl.col(RECEIVED_COLUMN) >= cutoff)
-            hits = scan.filter(pl.col(KEY_COLUMN).is_in(wanted)).select(KEY_COLUMN).collect()
+            hits = scan.filter(pl.col(KEY_COLUMN).is_in(wanted.implode())).select(KEY_COLUMN).collect()
             found.update(hits.get_column(KEY_COLUMN).to_list())
         if found:
             log.info("source %s: %d redelivered rows were committed already", self.name, len(found))
