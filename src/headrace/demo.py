@@ -85,9 +85,16 @@ def _stage_ingest(ctx: DemoContext) -> list[str]:
     return lines
 
 
+def _stage_mqtt(ctx: DemoContext) -> list[str]:
+    from .stream.demo import demo_stage  # paho and the broker stay out of the CLI's import path
+
+    return demo_stage(ctx)
+
+
 STAGES: list[tuple[str, Callable[[DemoContext], list[str]]]] = [
     ("project", _stage_project),
     ("ingest", _stage_ingest),
+    ("mqtt", _stage_mqtt),
     ("status", _stage_status),
 ]
 
