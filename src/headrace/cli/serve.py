@@ -1,0 +1,69 @@
+"""``headrace serve``: the REST API (predictions, Open Inference Protocol v2, recommendations, metrics)."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from ..serve.project import PROJECT_ENV, app_from_workspace
+from ._app import app, console, workspace
+
+
+@app.command("serve")
+def serve_command(
+    ctx: typer.Context,
+    models: list[str] = typer.Argument(
+        None, help="models to serve (default: serving.models in headrace.yaml)"
+    ),
+    host: str | None = typer.Option(None, "--host", help="address to listen on (default: serving.host)"),
+    port: int | None = typer.Option(None, "--port", min=0, max=65535, help="port (default: serving.port)"),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="worker processes (default: serving.workers)"
+    ),
+    log_level: str = typer.Option("warning", "--log-level", help="uvicorn's access/error log level"),
+) -> None:
+    """Serve the champions of the project's models until stopped (Ctrl-C or SIGTERM).
+
+    Every route is described at /docs. Admin routes (reload, promote, rollback) need
+    'Authorization: Bearer <token>' with the token from $HEADRACE_ADMIN_TOKEN (or serving.admin_token).
+    """
+    import uvicorn
+
+    ws = workspace(ctx)
+    spec = ws.project.serving
+    bind = host or spec.host
+    listen = spec.port if port is None else port
+    n = workers or spec.workers
+    console.print(
+        f"serving {', '.join(models or spec.models or list(ws.project.models)) or 'nothing'} "
+        f"on http://{bind}:{listen} ({n} worker{'s' if n > 1 else ''}); docs at /docs"
+    )
+    if n == 1:
+        application = app_from_workspace(ws, models=list(models or []) or None)
+        uvicorn.run(
+            application,
+            host=bind,
+            port=listen,
+            loop="uvloop",
+            http="httptools",
+            log_level=log_level,
+            access_log=False,
+        )
+        return
+    # several workers: each process builds its own app from the project file
+    os.environ[PROJECT_ENV] = str(ws.root / "headrace.yaml")
+    if models:
+        os.environ["HEADRACE_SERVE_MODELS"] = ",".join(models)
+    ws.close()
+    uvicorn.run(
+        "headrace.serve.project:app_from_env",
+        factory=True,
+        host=bind,
+        port=listen,
+        workers=n,
+        loop="uvloop",
+        http="httptools",
+        log_level=log_level,
+        access_log=False,
+    )

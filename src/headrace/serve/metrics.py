@@ -1,0 +1,99 @@
+"""The serving metrics, all under ``headrace_``, with the shared labels ``model``, ``version``, ``route``.
+
+Each app gets its own ``CollectorRegistry`` (two apps in one process, as tests do, never collide).
+Labelled children are cached: ``labels()`` takes a lock and builds a tuple, and a one-row prediction
+should not pay that twice per request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["LATENCY_BUCKETS", "ServeMetrics"]
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+SCORE_BUCKETS = tuple(i / 10 for i in range(1, 10))
+
+
+class ServeMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "headrace_requests",
+            "Requests by route, model, version and status code",
+            ["route", "model", "version", "status"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "headrace_request_duration_seconds",
+            "Request latency",
+            ["route", "model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.errors = Counter(
+            "headrace_request_errors",
+            "Requests that failed, by route, model and error kind",
+            ["route", "model", "error"],
+            registry=r,
+        )
+        self.in_flight = Gauge("headrace_requests_in_flight", "Requests being handled", ["route"], registry=r)
+        self.predictions = Counter(
+            "headrace_predictions",
+            "Predicted labels (classification) or rows (regression) by model and version",
+            ["model", "version", "label"],
+            registry=r,
+        )
+        self.scores = Histogram(
+            "headrace_prediction_score",
+            "Distribution of the positive-class probability (binary) or of predicted values",
+            ["model", "version"],
+            buckets=SCORE_BUCKETS,
+            registry=r,
+        )
+        self.load_seconds = Gauge(
+            "headrace_model_load_seconds",
+            "Seconds to load (and compile) a model version",
+            ["model", "version"],
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "headrace_model_info",
+            "1 for the version being served, with its path",
+            ["model", "version", "path"],
+            registry=r,
+        )
+        self.swaps = Counter("headrace_model_swaps", "Hot swaps to a new champion", ["model"], registry=r)
+        self.log_rows = Counter(
+            "headrace_prediction_log_rows",
+            "Rows written to the prediction log datasets",
+            ["dataset"],
+            registry=r,
+        )
+        self.log_dropped = Counter(
+            "headrace_prediction_log_dropped",
+            "Rows dropped (queue full or write failed)",
+            ["dataset"],
+            registry=r,
+        )
+        self.interactions = Counter(
+            "headrace_interactions", "Interactions received for live recommendations", ["model"], registry=r
+        )
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def observe(self, route: str, model: str, version: str, status: int, seconds: float) -> None:
+        self.child(self.requests, route, model, version, str(status)).inc()
+        self.child(self.duration, route, model, version).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
