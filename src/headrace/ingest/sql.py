@@ -353,7 +353,7 @@ class SqlReader:
         self.cursor_before = cursor
         self._start = decode_mark(cursor)
         if self._start is None and self.spec.cursor and self.spec.initial_cursor is not None:
-            self._start = Mark(self.spec.initial_cursor)
+            self._start = Mark(_typed(self.spec.initial_cursor))
         if self._start is not None and self._start.key is not None and not self._keys:
             self._start = Mark(self._start.value)  # the key was removed from the spec since
 
@@ -447,6 +447,8 @@ class SqlReader:
 
     def statement(self, mark: Mark | None) -> Select[Any]:
         spec = self.spec
+        if mark is not None and self.engine.dialect.name == "sqlite":
+            mark = Mark(_sqlite_value(mark.value), mark.key)
         cols: list[Any] = [column(c) for c in spec.select] if spec.select else [literal_column("*")]
         if spec.table is not None:
             schema, _, name = spec.table.rpartition(".")
@@ -543,6 +545,29 @@ class SqlReader:
         finally:
             if raw is not None:
                 raw.close()
+
+
+def _typed(value: str | int | float) -> Any:
+    """A hand-written initial cursor as the value it denotes: an ISO timestamp or date, or as is.
+
+    (Bound as text, PostgreSQL would refuse to compare it with a timestamp column.)
+    """
+    if isinstance(value, str):
+        for parse in (dt.datetime.fromisoformat, dt.date.fromisoformat):
+            try:
+                return parse(value)
+            except ValueError:
+                continue
+    return value
+
+
+def _sqlite_value(value: Any) -> Any:
+    """SQLite keeps dates and times as ISO text: compare with text, not a Python datetime."""
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
 
 
 def _binds(prefix: str, values: Sequence[Any]) -> list[Any]:
@@ -645,6 +670,8 @@ def _parse_copy(pump: _CopyPump, columns: list[ColumnType]) -> Iterator[pl.DataF
     stream = _Recording(pump, buffer_size=1 << 20)
     casts = [pl.col(c.name).cast(c.dtype) for c in columns if c.via_text and c.dtype is not None]
     try:
+        if not stream.peek(1):  # no rows at all (Arrow refuses an empty CSV)
+            return
         # COPY's CSV: NULL is an unquoted empty field, an empty string is "" (kept as ''), booleans t/f.
         reader = pacsv.open_csv(
             stream,
