@@ -81,11 +81,15 @@ def engine_url(url: str) -> str:
     return url
 
 
-def _engine(url: str, connect_timeout: float) -> Engine:
+def _engine(url: str, connect_timeout: float, application_name: str = "headrace") -> Engine:
     full = engine_url(url)
     connect_args: dict[str, Any] = {}
     if full.startswith("postgresql+psycopg"):
-        connect_args = {"connect_timeout": max(1, int(connect_timeout)), "options": "-c TimeZone=UTC"}
+        connect_args = {
+            "connect_timeout": max(1, int(connect_timeout)),
+            "options": "-c TimeZone=UTC",
+            "application_name": application_name[:63],  # shows in pg_stat_activity
+        }
     elif full.startswith(("mysql+pymysql", "mariadb+pymysql")):
         # TIMESTAMP columns are instants: have the server give them in UTC.
         connect_args = {
@@ -364,7 +368,7 @@ class SqlReader:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = _engine(self.spec.url, self.spec.connect_timeout)
+            self._engine = _engine(self.spec.url, self.spec.connect_timeout, f"headrace {self.name}")
         return self._engine
 
     def close(self) -> None:
