@@ -173,7 +173,7 @@ def test_chunks_commit_once_and_a_crash_mid_file_commits_nothing(env):
 
 
 def test_commit_recorded_in_dataset_counts_as_loaded_after_a_crash(env):
-    tmp, store, meta = env
+    tmp, _store, meta = env
     path = tmp / "x.csv"
     path.write_text("id,n\nk1,1\n")
     run(env, file_spec(path))

@@ -1,0 +1,107 @@
+"""Malformed inputs never crash a run and never lose a good row (hypothesis)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from headrace.config.sources import FileSource
+from headrace.ingest.runner import ingest, open_source
+from headrace.metadata import Metadata
+from headrace.store import Store
+
+COLUMNS = {"id": {"type": "string", "required": True}, "n": {"type": "int", "required": True}}
+GOOD_IDS = st.lists(st.integers(0, 10**6), min_size=1, max_size=12, unique=True)
+JUNK = st.one_of(
+    st.binary(min_size=1, max_size=40).filter(lambda b: b"\n" not in b and b"\r" not in b),
+    st.sampled_from(
+        [b"g9;1", b"x,1,2,3", b'"unterminated,1', b"\xff\xfe,1", b"onlyonefield", b"7,seven", b",", b"   "]
+    ),
+)
+
+
+def _run(tmp: Path, name: str, body: bytes, fmt: str):
+    path = tmp / name
+    path.write_bytes(body)
+    spec = FileSource.model_validate(
+        {"kind": "file", "path": str(path), "dataset": "d", "format": fmt, "columns": COLUMNS}
+    )
+    store = Store(tmp / "lake")
+    meta = Metadata(f"sqlite:///{tmp / 'm.db'}")
+    try:
+        result = ingest(open_source("s", spec), spec, store=store, meta=meta, source_name="s", force=True)
+    finally:
+        meta.dispose()
+    clean = set(store.read("d")["id"].to_list()) if store.exists("d") else set()
+    return result, clean
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ids=GOOD_IDS, junk=st.lists(st.tuples(st.integers(0, 20), JUNK), max_size=6))
+def test_csv_with_junk_lines_keeps_every_good_row(tmp_path_factory, ids, junk):
+    tmp = tmp_path_factory.mktemp("csv")
+    lines = [f"g{i},{i}".encode() for i in ids]
+    for at, bad in junk:
+        lines.insert(min(at, len(lines)), bad)
+    result, clean = _run(tmp, "x.csv", b"id,n\n" + b"\n".join(lines) + b"\n", "csv")
+    assert result.status == "succeeded", result.error
+    good = {f"g{i}" for i in ids}
+    # an unterminated quote may join the next line into one record: that pair is quarantined, not lost
+    swallowed = {
+        lines[k + 1].split(b",")[0].decode("utf-8", "replace")
+        for k, line in enumerate(lines[:-1])
+        if line.count(b'"') % 2 == 1
+    }
+    assert good - swallowed <= clean
+    report = result.batches[0].report
+    assert report is not None
+    # every record read is accounted for: committed, quarantined, or a blank line dropped and counted
+    assert result.rows_read == result.rows_committed + result.rows_quarantined + report.empty_rows_dropped
+    from_junk = {bad.split(b",")[0].decode("utf-8", "replace").strip() for _, bad in junk}
+    assert clean <= good | from_junk
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=300))
+def test_random_bytes_never_crash(tmp_path_factory, data):
+    tmp = tmp_path_factory.mktemp("bytes")
+    for fmt in ("csv", "json", "jsonl", "parquet"):
+        result, _clean = _run(tmp, f"x.{fmt}", data, fmt)
+        assert result.status in ("succeeded", "failed", "partial")
+        assert all(b.status in ("committed", "failed") for b in result.batches)
+        assert all(b.error for b in result.batches if b.status == "failed")
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    ids=GOOD_IDS,
+    cut=st.integers(1, 400),
+    bad=st.lists(st.one_of(st.integers(), st.text(max_size=5)), max_size=4),
+)
+def test_json_truncated_or_mixed_types(tmp_path_factory, ids, cut, bad):
+    tmp = tmp_path_factory.mktemp("json")
+    records = [{"id": f"g{i}", "n": i} for i in ids] + [{"id": f"b{k}", "n": v} for k, v in enumerate(bad)]
+    body = json.dumps(records).encode()
+    truncated = body[: min(cut, len(body) - 1)]
+    result, clean = _run(tmp, "t.json", truncated, "json")
+    assert result.status == "failed" and clean == set()  # the whole file is refused, loudly
+    assert "not valid JSON" in (result.batches[0].error or "")
+    result, clean = _run(tmp, "m.json", body, "json")
+    assert result.ok and {f"g{i}" for i in ids} <= clean
+    good_bad = {f"b{k}" for k, v in enumerate(bad) if isinstance(v, int) or v.strip().lstrip("+-").isdigit()}
+    assert clean - {f"g{i}" for i in ids} <= good_bad
+    lines = b"\n".join(json.dumps(r).encode() for r in records) + b"\n{broken\n"
+    result, clean = _run(tmp, "m.jsonl", lines, "jsonl")
+    assert result.ok and {f"g{i}" for i in ids} <= clean and result.batches[0].report.rows_unparseable == 1
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t"])
+def test_wrong_delimiter_is_a_failed_file_not_a_crash(tmp_path, delimiter):
+    body = f"id{delimiter}n\ng1{delimiter}1\n".encode()
+    result, clean = _run(tmp_path, "x.csv", body, "csv")
+    assert result.status == "failed" and clean == set()
+    assert "required columns 'id', 'n' missing" in (result.batches[0].error or "")
