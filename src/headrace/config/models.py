@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from .base import Spec
+from .vision import ImageSpec
 
 __all__ = ["Candidate", "FeatureSpec", "ModelSpec", "PromoteRule", "ThresholdSpec", "ValidationSpec"]
 
@@ -95,3 +96,4 @@ class ModelSpec(Spec):
     imbalance: Literal["class_weight", "over", "under", "smote"] | None = None
     promote_if: PromoteRule = Field(default_factory=PromoteRule)
     seed: int = 42
+    image: ImageSpec | None = None  # task: image_classification (headrace.config.vision)
