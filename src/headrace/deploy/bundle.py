@@ -44,10 +44,17 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from ..artifacts import sha256_bytes, sha256_file
 from ..errors import ArtifactError, NotFound, UsageError
+from ..flavors import load_flavor
 from ..registry import CHAMPION, ModelVersion, Registry, split_ref
 from ..workspace import Workspace
 from . import azureml, kubernetes
-from .requirements import RUNTIME_ROOTS, pinned_closure, probe_distributions, render_requirements
+from .requirements import (
+    RUNTIME_ROOTS,
+    cached_probe,
+    model_distributions,
+    pinned_closure,
+    render_requirements,
+)
 from .runtime import ARTIFACT_FILE, EXAMPLE_FILE, INFO_FILE, SUMS_FILE, verify_sums
 
 __all__ = ["BUNDLE_FORMAT", "Bundle", "build_bundle", "lint_dockerfile", "resolve_version", "write_bundle"]
@@ -320,8 +327,10 @@ def _write_into(
     (stage / "serve").chmod(0o755)
 
     # requirements.txt: what the runtime imports (probed), closed over declared dependencies, pinned
-    probed = probe_distributions(app_dir, model_dir)
-    pins = pinned_closure([*probed, *RUNTIME_ROOTS])
+    probed = cached_probe(app_dir, model_dir, record, stage.parent / ".probe-cache.json")
+    pins = pinned_closure(
+        [*probed, *model_distributions(load_flavor(str(mv.flavor), artifact)), *RUNTIME_ROOTS]
+    )
     requirements = [p.line() for p in pins]
     header = (
         f"exact packages for serving {mv.ref} ({mv.flavor}) on Python {python}, {platform.system()} "

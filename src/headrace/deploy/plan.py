@@ -53,7 +53,7 @@ class Step:
     def render(self) -> str:
         """The step as a line a person can read (and, for commands, paste into a shell)."""
         prefix = f"[{self.when}] " if self.when else ""
-        if self.kind == "command":
+        if self.argv:
             return f"{prefix}$ {shlex.join(self.argv)}"
         if self.kind in ("request", "check") and self.call is not None:
             args = json.dumps(self.params, sort_keys=True, default=str)

@@ -10,6 +10,7 @@ and reproducible: a lock file of the serving path, not of the whole project.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata as md
 import json
 import logging
@@ -26,7 +27,16 @@ from packaging.utils import canonicalize_name
 
 from ..errors import HeadraceError
 
-__all__ = ["RUNTIME_ROOTS", "Pin", "pinned_closure", "probe_distributions", "render_requirements"]
+__all__ = [
+    "RUNTIME_ROOTS",
+    "Pin",
+    "cached_probe",
+    "model_distributions",
+    "pinned_closure",
+    "probe_distributions",
+    "probe_key",
+    "render_requirements",
+]
 
 log = logging.getLogger("headrace.deploy.requirements")
 
@@ -84,10 +94,51 @@ def pinned_closure(roots: Iterable[str]) -> list[Pin]:
     return sorted(Pin(name, version) for name, (version, _extras) in found.items())
 
 
+def model_distributions(model: object) -> list[str]:
+    """The distributions the model object's types come from (its estimators, arrays, ...)."""
+    from .runtime import _model_modules
+
+    owners = md.packages_distributions()
+    return sorted({d for m in _model_modules(model) for d in owners.get(m, []) if m != "headrace"})
+
+
 def render_requirements(pins: Iterable[Pin], header: str) -> str:
     lines = [f"# {line}" for line in header.splitlines()]
     lines += [pin.line() for pin in sorted(pins)]
     return "\n".join(lines) + "\n"
+
+
+def probe_key(app_dir: Path, model_info: dict[str, object]) -> str:
+    """What a probe's answer depends on: headrace's code, the model's flavor and task, and this
+    environment (interpreter and installed packages)."""
+    digest = hashlib.sha256()
+    for path in sorted(app_dir.rglob("*.py")):
+        digest.update(path.relative_to(app_dir).as_posix().encode())
+        digest.update(path.read_bytes())
+    for key in ("flavor", "task"):
+        digest.update(f"{key}={model_info.get(key)}".encode())
+    digest.update(f"{sys.version} {sys.prefix}".encode())
+    for dist in sorted(md.distributions(), key=lambda d: str(d.metadata["Name"])):
+        digest.update(f"{dist.metadata['Name']}=={dist.version}".encode())
+    return digest.hexdigest()
+
+
+def cached_probe(app_dir: Path, model_dir: Path, model_info: dict[str, object], cache: Path) -> list[str]:
+    """``probe_distributions``, remembered in ``cache`` (a JSON file) for the same ``probe_key``:
+    the second bundle of a model (or of another model of the same flavor) skips the subprocess.
+    The model's own types are read in process each time (they differ between versions)."""
+    key = probe_key(app_dir, model_info)
+    known: dict[str, list[str]] = {}
+    if cache.is_file():
+        try:
+            known = dict(json.loads(cache.read_text()))
+        except ValueError:
+            known = {}
+    if key not in known:
+        known[key] = probe_distributions(app_dir, model_dir)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(known, indent=1, sort_keys=True))
+    return known[key]
 
 
 def probe_distributions(app_dir: Path, model_dir: Path, *, timeout: float = 180.0) -> list[str]:

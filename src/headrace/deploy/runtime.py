@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import builtins
 import hashlib
 import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ArtifactError, DataError, NotFound
+from ..errors import ArtifactError, NotFound, RegistryError
 
 __all__ = [
     "ARTIFACT_FILE",
@@ -31,6 +32,8 @@ __all__ = [
     "INFO_FILE",
     "SUMS_FILE",
     "BundleModel",
+    "BundleRegistry",
+    "answer_records",
     "create_bundle_app",
     "find_model_dir",
     "load_model_dir",
@@ -101,6 +104,7 @@ class BundleModel:
     info: dict[str, Any]
     model: Any
     folder: Path
+    _host: Any = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -129,25 +133,89 @@ class BundleModel:
             return list(json.loads(path.read_text()))
         return []
 
-    def answer(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """Predictions for raw records, as the REST API answers them."""
-        import polars as pl
+    def registry(self) -> BundleRegistry:
+        return BundleRegistry(self)
 
-        if not hasattr(self.model, "predict"):
-            raise DataError(
-                f"model {self.name} ({self.info.get('task')}) does not predict from records",
-                hint="use the serving API's recommendation routes for this model",
+    def answer(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Predictions for raw records, by the serving app's own path (for Azure's score.py, which
+        has no HTTP app of ours around it)."""
+        if self._host is None:
+            from ..serve import ModelHost
+
+            host = ModelHost(self.registry(), [self.name])
+            host.check_all()
+            self._host = host
+        return answer_records(self._host, self.name, list(records))
+
+
+class BundleRegistry:
+    """The read-only registry surface the serving app uses, over one bundled model version.
+
+    The bundle's version is its champion and its latest; there is nothing to promote or roll back
+    inside a bundle (a deployment does that by switching bundles), so those raise RegistryError.
+    """
+
+    def __init__(self, bundle: BundleModel) -> None:
+        self.bundle = bundle
+
+    def _check(self, name: str) -> None:
+        if name != self.bundle.name:
+            raise NotFound(f"this bundle serves {self.bundle.name!r}, not {name!r}", hint="call its own name")
+
+    def aliases(self, name: str) -> dict[str, int]:
+        self._check(name)
+        return {"champion": self.bundle.version}
+
+    def get(self, name: str, ref: int | str | None = None) -> Any:
+        from dataclasses import fields
+        from datetime import datetime
+
+        from ..registry import ModelVersion
+
+        self._check(name)
+        if ref not in (None, "latest", "champion", self.bundle.version, str(self.bundle.version)):
+            raise NotFound(
+                f"this bundle holds {name}@{self.bundle.version}, not {ref}",
+                hint="deploy the bundle of that version",
             )
-        frame = pl.DataFrame(list(records), infer_schema_length=None) if records else pl.DataFrame()
-        prediction = self.model.predict(frame)
-        doc: dict[str, Any] = {
-            "model": self.name,
-            "version": self.version,
-            "predictions": _plain(prediction.predictions),
-        }
-        if prediction.probabilities is not None:
-            doc["probabilities"] = _plain(prediction.probabilities)
-        return doc
+        known = {f.name for f in fields(ModelVersion)}
+        doc = {k: v for k, v in self.bundle.info.items() if k in known}
+        doc["created_at"] = datetime.fromisoformat(str(doc["created_at"]))
+        doc["aliases"] = ("champion",)
+        return ModelVersion(**doc)
+
+    def load(self, name: str, ref: int | str | None = None) -> tuple[Any, Any]:
+        return self.get(name, ref), self.bundle.model
+
+    def list(self, name: str | None = None, **_: Any) -> list[Any]:
+        return [self.get(self.bundle.name)] if name in (None, self.bundle.name) else []
+
+    def models(self) -> builtins.list[str]:
+        return [self.bundle.name]
+
+    def _refuse(self, *_: Any, **__: Any) -> Any:
+        raise RegistryError(
+            f"a bundle serves one fixed version ({self.bundle.name}@{self.bundle.version})",
+            hint="promote or roll back in the project, then deploy: 'headrace deploy MODEL' / '--rollback'",
+        )
+
+    promote = rollback = set_alias = remove_alias = retire = register = _refuse
+
+
+def answer_records(host: Any, name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """What ``POST /models/{name}/predict`` answers, without the request ids: the records checked
+    against the signature, then the fast path (a few rows) or the pipeline."""
+    served = host.get(name)
+    checked = served.schema.check(records) if served.schema is not None else records
+    answer = served.predict_records(checked)
+    doc: dict[str, Any] = {
+        "model": served.name,
+        "version": served.version,
+        "predictions": _plain(answer.predictions),
+    }
+    if answer.probabilities is not None:
+        doc["probabilities"] = _plain(answer.probabilities)
+    return doc
 
 
 def _plain(value: Any) -> Any:
@@ -182,25 +250,21 @@ def load_model_dir(folder: str | Path | None = None) -> BundleModel:
 
 
 def create_bundle_app(bundle: BundleModel) -> Any:
-    """The serving app for one bundled model, with the SageMaker routes (/ping, /invocations)."""
-    from fastapi import FastAPI
-    from fastapi.responses import JSONResponse
-
+    """The app ``headrace serve`` runs, over the bundle's model, plus the SageMaker routes."""
+    from ..config.serving import ServingSpec
+    from ..serve import create_app
     from .sagemaker import invocations_router
 
-    app = FastAPI(title=f"headrace {bundle.name}@{bundle.version}", version=str(bundle.version))
-
-    @app.get("/health/live")
-    def live() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/health/ready")
-    def ready() -> Any:
-        return JSONResponse({"status": "ready", "models": {bundle.name: bundle.version}})
-
+    # the bundle's version never moves: no reason to poll for a new champion often
+    spec = ServingSpec(models=[bundle.name], reload_seconds=3600.0)
+    app = create_app(bundle.registry(), spec, models=[bundle.name], title=f"headrace: {bundle.name}")
+    host = app.state.host
     app.include_router(
         invocations_router(
-            bundle.answer, columns=lambda: bundle.columns, kinds=lambda: bundle.kinds, ready=lambda: True
+            lambda records: answer_records(host, bundle.name, records),
+            columns=lambda: bundle.columns,
+            kinds=lambda: bundle.kinds,
+            ready=host.ready,
         )
     )
     return app
@@ -249,30 +313,78 @@ async def _call(app: Any, method: str, path: str, body: bytes, content_type: str
     return status
 
 
+def _model_modules(obj: Any, depth: int = 8) -> set[str]:
+    """Top-level modules of the types in a model's object graph (a pipeline's estimators and
+    transformers, their arrays): the packages the artifact needs to be read back."""
+    seen: set[int] = set()
+    found: set[str] = set()
+
+    def walk(value: Any, level: int) -> None:
+        if level > depth or id(value) in seen:
+            return
+        seen.add(id(value))
+        found.add(type(value).__module__.partition(".")[0])
+        if isinstance(value, dict):
+            for item in value.values():
+                walk(item, level + 1)
+        elif isinstance(value, list | tuple | set):
+            for item in list(value)[:200]:
+                walk(item, level + 1)
+        elif hasattr(value, "__dict__") and not isinstance(value, type):
+            for item in vars(value).values():
+                walk(item, level + 1)
+
+    walk(obj, 0)
+    return found
+
+
 def _probe(model_dir: str | None) -> int:
-    """Load, build the app, answer the example in JSON and CSV; print the distributions imported."""
+    """Load, build the app, answer the example in JSON and CSV; print the distributions that
+    headrace's own code imported and those the model's types come from.
+
+    Libraries import optional packages when they happen to be installed (skops imports torch and
+    pytest through scikit-learn's test helpers when present); those are not needs. So the roots are
+    only the imports made *by headrace modules* plus the model's own types; ``pinned_closure`` then
+    adds what those declare.
+    """
+    import builtins as _builtins
     import importlib.metadata as md
 
-    bundle = load_model_dir(model_dir)
-    app = create_bundle_app(bundle)
-    example = bundle.example()
-    import uvicorn  # noqa: F401  (the server is part of what serving needs)
+    direct: set[str] = set()
+    original = _builtins.__import__
 
-    statuses = [asyncio.run(_call(app, "GET", "/ping", b"", "application/json"))]
-    if example:
-        body = json.dumps({"records": example}).encode()
-        statuses.append(asyncio.run(_call(app, "POST", "/invocations", body, "application/json")))
-        header = ",".join(bundle.columns)
-        rows = [",".join("" if r.get(c) is None else str(r.get(c)) for c in bundle.columns) for r in example]
-        csv_body = "\n".join([header, *rows]).encode()
-        statuses.append(asyncio.run(_call(app, "POST", "/invocations", csv_body, "text/csv")))
+    def recording(
+        name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
+    ) -> Any:
+        importer = (globals or {}).get("__name__", "") if isinstance(globals, dict) else ""
+        if level == 0 and (importer == "headrace" or importer.startswith("headrace.")):
+            direct.add(name.partition(".")[0])
+        return original(name, globals, locals, fromlist, level)
+
+    _builtins.__import__ = recording
+    try:
+        bundle = load_model_dir(model_dir)
+        app = create_bundle_app(bundle)
+        app.state.host.check_all()  # what the app's lifespan does when a server starts it
+        import uvicorn  # noqa: F401  (the server is part of what serving needs)
+
+        statuses = [asyncio.run(_call(app, "GET", "/ping", b"", "application/json"))]
+        example = bundle.example()
+        if example:
+            body = json.dumps({"records": example}).encode()
+            statuses.append(asyncio.run(_call(app, "POST", "/invocations", body, "application/json")))
+            header = ",".join(bundle.columns)
+            rows = [
+                ",".join("" if r.get(c) is None else str(r.get(c)) for c in bundle.columns) for r in example
+            ]
+            csv_body = "\n".join([header, *rows]).encode()
+            statuses.append(asyncio.run(_call(app, "POST", "/invocations", csv_body, "text/csv")))
+    finally:
+        _builtins.__import__ = original
     owners = md.packages_distributions()
-    dists: set[str] = set()
-    for module in list(sys.modules):
-        top = module.partition(".")[0]
-        for dist in owners.get(top, []):
-            dists.add(dist)
-    print(json.dumps({"distributions": sorted(dists), "statuses": statuses}))
+    modules = direct | _model_modules(bundle.model)
+    dists = sorted({d for m in modules for d in owners.get(m, []) if m != "headrace"})
+    print(json.dumps({"distributions": dists, "modules": sorted(modules), "statuses": statuses}))
     return 0 if all(s == 200 for s in statuses) else 1
 
 
