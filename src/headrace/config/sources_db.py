@@ -170,8 +170,8 @@ class HttpIncremental(Spec):
     """Ask only for records past the last run's high-water mark (``updated_since``, ``since_id``).
 
     ``field`` is the record field (dotted path) whose largest value becomes the mark; ``param`` is
-    the request parameter that carries it. With a ``key`` on the source, records re-sent at exactly
-    the mark (APIs whose ``since`` is inclusive) are recognised and skipped. ``ordered`` says the API
+    the request parameter that carries it. Records re-sent at exactly the mark (APIs whose ``since``
+    is inclusive) are recognised by the source's ``key`` (or a digest of the record) and skipped. ``ordered`` says the API
     returns records in ascending ``field`` order, so the mark can move after every batch; otherwise
     it moves only when the whole run has been read.
     """

@@ -12,8 +12,8 @@
   pagination allows it (page number, offset); where the next page's address was in that body
   (cursor, next URL) the run stops there, reported, with everything before it kept.
 - Incremental: the largest value of ``incremental.field`` becomes the mark, sent as
-  ``incremental.param`` on the next run. With a ``key``, records re-sent at exactly the mark are
-  skipped (an inclusive ``since``). After a bad page the mark stops moving for the rest of the run,
+  ``incremental.param`` on the next run. Records re-sent at exactly the mark (an inclusive
+  ``since``) are recognised by their key (or, without one, a digest of the record) and skipped. After a bad page the mark stops moving for the rest of the run,
   so what the bad page held is asked for again next time rather than lost.
 - Secrets never reach a log line or a message: they are ``SecretStr`` in the spec, and an API key
   sent in the query is masked in every URL shown (including httpx's own request log).
@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import email.utils
+import hashlib
 import json
 import logging
 import random
@@ -658,8 +659,11 @@ def _failure(shown: str, number: int, response: httpx.Response, reason: str) -> 
 
 
 def _key_text(record: Any, keys: list[str]) -> str | None:
+    """What identifies a record at the mark: its key, or (no key) a digest of the whole record, so
+    a record re-sent unchanged is recognised and a changed one is not."""
     if not keys or not isinstance(record, dict):
-        return None
+        text = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
+        return "#" + hashlib.sha256(text.encode()).hexdigest()[:24]
     values = [_path(record, k) for k in keys]
     if any(v is None for v in values):
         return None
