@@ -113,7 +113,7 @@ def _prepare(frame: pl.DataFrame) -> pl.DataFrame:
     for name, dtype in frame.schema.items():
         col = pl.col(name)
         if isinstance(dtype, pl.Struct | pl.List | pl.Array):
-            exprs.append(col.map_elements(lambda v: json.dumps(v, default=str), return_dtype=pl.String))
+            exprs.append(col.map_elements(_json_text, return_dtype=pl.String))
         elif isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
             exprs.append(col.dt.convert_time_zone("UTC"))
         elif isinstance(dtype, pl.Duration | pl.Time | pl.Categorical | pl.Enum) or dtype == pl.Null:
@@ -121,6 +121,12 @@ def _prepare(frame: pl.DataFrame) -> pl.DataFrame:
         else:
             exprs.append(col)
     return frame.select(exprs)
+
+
+def _json_text(value: Any) -> str:
+    if isinstance(value, pl.Series):
+        value = value.to_list()
+    return json.dumps(value, default=str, separators=(",", ":"), ensure_ascii=False)
 
 
 def export_dataset(
@@ -246,8 +252,8 @@ def _to_mysql(
 ) -> int:
     staging_name = f"{name}__hr_{uuid.uuid4().hex[:8]}"
     meta = MetaData()
-    staging = Table(staging_name, meta, *[c.copy() for c in columns], schema=schema)
-    target = Table(name, MetaData(), *[c.copy() for c in columns], schema=schema)
+    staging = Table(staging_name, meta, *[c._copy() for c in columns], schema=schema)
+    target = Table(name, MetaData(), *[c._copy() for c in columns], schema=schema)
     preparer = engine.dialect.identifier_preparer
     rows = 0
     with engine.connect() as conn:
