@@ -52,6 +52,7 @@ def stream_command(
             ]
         else:
             st = state(ctx)
+            ws.meta.migrate()  # once, here: worker processes opening a new database at once would race
             project_file = ws.root / "headrace.yaml"
             results = run_workers(
                 project_file,

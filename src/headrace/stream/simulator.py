@@ -165,7 +165,9 @@ def simulate_sensors(
         client_id=f"headrace-sim-{uuid.uuid4().hex[:10]}",
         protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311,
     )
-    client.max_inflight_messages_set(100)
+    # Mosquitto takes at most max_inflight_messages (20 by default) incoming QoS 2 messages at a time
+    # and drops the excess; QoS 1 is not limited that way
+    client.max_inflight_messages_set(20 if qos == 2 else 100)
     client.max_queued_messages_set(0)
     if username is not None:
         client.username_pw_set(username, password)
