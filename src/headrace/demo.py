@@ -85,6 +85,18 @@ def _stage_ingest(ctx: DemoContext) -> list[str]:
     return lines
 
 
+def _stage_http(ctx: DemoContext) -> list[str]:
+    from .ingest.demo_api import demo_http_stage  # uvicorn stays out of the CLI's import path
+
+    return demo_http_stage(ctx)
+
+
+def _stage_sql(ctx: DemoContext) -> list[str]:
+    from .ingest.demo_api import demo_sql_stage
+
+    return demo_sql_stage(ctx)
+
+
 def _stage_mqtt(ctx: DemoContext) -> list[str]:
     from .stream.demo import demo_stage  # paho and the broker stay out of the CLI's import path
 
@@ -94,6 +106,8 @@ def _stage_mqtt(ctx: DemoContext) -> list[str]:
 STAGES: list[tuple[str, Callable[[DemoContext], list[str]]]] = [
     ("project", _stage_project),
     ("ingest", _stage_ingest),
+    ("http", _stage_http),
+    ("sql", _stage_sql),
     ("mqtt", _stage_mqtt),
     ("status", _stage_status),
 ]
