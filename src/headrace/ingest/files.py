@@ -234,6 +234,7 @@ class _CsvReader:
         sample = max(len(first), 16)
         block_bytes = int(min(max(self.spec.chunk_rows * sample * 1.2, 1 << 16), 1 << 28))
         next_line = line_no + 1  # the line number of the first line in ``pending``
+        yielded = False
         while True:
             data = stream.read(block_bytes)
             eof = not data
@@ -255,9 +256,12 @@ class _CsvReader:
                         block = block[: len(block) - len(carry)]
                 next_line += block.count(b"\n")
                 if frame.height:
+                    yielded = True
                     yield frame
             if eof:
                 break
+        if not yielded:  # no rows: the header alone still goes through the schema checks
+            yield pl.DataFrame(schema={**dict.fromkeys(self.names, pl.String), POSITION_COLUMN: pl.Int64})
 
     def _fast(self, block: bytes, first_line: int) -> pl.DataFrame | None:
         """polars on a block, after checking every line has the right number of fields; None if not."""
