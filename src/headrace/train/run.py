@@ -1,0 +1,720 @@
+"""Training a tabular model: a dataset version in, a validated and registered model version out.
+
+:func:`fit_and_validate` is the pure part (a frame and a spec to a model and its scorecard);
+:func:`train_model` adds the store (which data version), the registry (the new version, with its
+lineage) and the training-run log; :func:`reproduce` retrains a registered version from its recorded
+data version, spec and seed and compares the metrics.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import math
+import platform
+import subprocess
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
+from sqlalchemy import update
+from threadpoolctl import threadpool_limits
+
+from ..config.models import ModelSpec
+from ..errors import ConfigError, DataError, NotFound
+from ..metadata import SCHEMA, Metadata, utcnow
+from ..registry import ModelVersion, Registry
+from ..store import Store
+from . import metrics as M
+from .estimators import make_estimator, validate_candidate
+from .features import build_features, build_pca, plan_features, prepare
+from .imbalance import class_ratio, make_sampler
+from .tabular import TabularModel
+from .thresholds import ThresholdChoice, choose_threshold, threshold_spec
+from .validation import (
+    CandidateConfig,
+    FoldResult,
+    Selector,
+    build_selector,
+    check_validation,
+    outer_splitter,
+    run_folds,
+    strip_resampling,
+)
+
+__all__ = [
+    "Reproduction",
+    "TrainResult",
+    "check_spec",
+    "code_version",
+    "fit_and_validate",
+    "package_versions",
+    "reproduce",
+    "train_model",
+]
+
+log = logging.getLogger("headrace.train")
+
+TABULAR_TASKS = ("classification", "regression")
+_POSITIVE_NAMES = ("yes", "y", "true", "1", "positive", "pos")
+
+
+@dataclass
+class TrainResult:
+    name: str
+    model: TabularModel
+    scorecard: dict[str, Any]
+    oof: pl.DataFrame
+    data_version: int | None = None
+    version: ModelVersion | None = None
+    seconds: float = 0.0
+    promoted: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return flat_metrics(self.scorecard)
+
+
+def flat_metrics(scorecard: dict[str, Any]) -> dict[str, float]:
+    """``{metric: mean, metric_std: std}`` across folds: what the registry records."""
+    out: dict[str, float] = {}
+    for name, stats in scorecard["summary"].items():
+        out[name] = stats["mean"]
+        out[f"{name}_std"] = stats["std"]
+    return out
+
+
+def check_spec(name: str, spec: ModelSpec) -> list[CandidateConfig]:
+    """Every check that needs no data: the task, target, validation parameters, candidates and
+    their parameters. Returns the candidates, built."""
+    where = f"models.{name}"
+    if spec.task not in TABULAR_TASKS:
+        raise ConfigError(
+            f"{where}: task {spec.task!r} is not trained by the tabular trainer",
+            hint="use classification or regression here",
+        )
+    if not spec.target:
+        raise ConfigError(f"{where}.target: required for {spec.task}", hint="name the column to predict")
+    if not spec.candidates:
+        raise ConfigError(
+            f"{where}.candidates: no candidate estimator",
+            hint="add e.g. - {estimator: hist_gradient_boosting}",
+        )
+    check_validation(spec.validation, spec.task)
+    if spec.validation.metric is not None:
+        M.scorer(spec.validation.metric, spec.task)
+    if spec.task == "classification":
+        threshold_spec(spec.validation.threshold)
+    if spec.imbalance is not None and spec.task != "classification":
+        raise ConfigError(f"{where}.imbalance: only for classification", hint="remove it")
+    out = []
+    for i, candidate in enumerate(spec.candidates):
+        cwhere = f"{where}.candidates[{i}]"
+        fixed, searched = validate_candidate(
+            candidate.estimator, spec.task, candidate.params, search=spec.validation.search, where=cwhere
+        )
+        estimator = make_estimator(
+            candidate.estimator,
+            spec.task,
+            fixed,
+            seed=spec.seed,
+            class_weight=spec.imbalance == "class_weight",
+            where=cwhere,
+        )
+        out.append(CandidateConfig(candidate.estimator, estimator, fixed, searched))
+    return out
+
+
+def _positive(classes: list[Any], counts: dict[Any, int], spec: ModelSpec) -> Any:
+    if spec.positive is not None:
+        for c in classes:
+            if c == spec.positive or str(c) == str(spec.positive):
+                return c
+        raise ConfigError(
+            f"positive: {spec.positive!r} is not a class of {spec.target}",
+            hint=f"its classes: {', '.join(map(str, classes))}",
+        )
+    for c in classes:
+        if str(c).lower() in _POSITIVE_NAMES:
+            return c
+    return min(classes, key=lambda c: (counts[c], str(c)))  # the minority class
+
+
+def _target(frame: pl.DataFrame, spec: ModelSpec) -> tuple[pl.DataFrame, np.ndarray, list[Any] | None]:
+    target = spec.target
+    assert target is not None
+    if target not in frame.columns:
+        raise DataError(
+            f"dataset {spec.dataset!r} has no target column {target!r}",
+            hint=f"its columns: {', '.join(frame.columns)}",
+        )
+    missing = frame[target].null_count()
+    if missing:
+        log.warning("%s: %d rows without a target value left out", spec.dataset, missing)
+        frame = frame.filter(pl.col(target).is_not_null())
+    if frame.height < 2 * max(spec.validation.folds, 2):
+        raise DataError(
+            f"dataset {spec.dataset!r} has {frame.height} labelled rows: too few to validate",
+            hint="ingest more data or use fewer folds",
+        )
+    if spec.task == "regression":
+        try:
+            y = frame[target].cast(pl.Float64).to_numpy()
+        except pl.exceptions.InvalidOperationError:
+            raise DataError(
+                f"regression target {target!r} is not numeric", hint="use classification"
+            ) from None
+        return frame, y, None
+    values = frame[target].to_list()
+    counts: dict[Any, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    try:
+        classes = sorted(counts)
+    except TypeError:
+        classes = sorted(counts, key=str)
+    if len(classes) < 2:
+        raise DataError(f"target {target!r} has one class only ({classes[0]!r})", hint="check the data")
+    if len(classes) == 2:
+        positive = _positive(classes, counts, spec)
+        classes = [c for c in classes if c != positive] + [positive]
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.fromiter((index[v] for v in values), dtype=np.int64, count=len(values))
+    return frame, y, classes
+
+
+def _candidates_table(fitted: Any, selector: Selector) -> list[dict[str, Any]]:
+    if not isinstance(fitted, GridSearchCV | RandomizedSearchCV):
+        return []
+    res = fitted.cv_results_
+    rows = []
+    for i, params in enumerate(res["params"]):
+        model = params["model"]
+        name = next(
+            (c.name for c in selector.candidates if type(c.estimator) is type(model)),
+            type(model).__name__,
+        )
+        shown = {k.removeprefix("model__"): _plain(v) for k, v in params.items() if k != "model"}
+        rows.append(
+            {
+                "estimator": name,
+                "params": shown,
+                "inner_mean": float(res["mean_test_score"][i]),
+                "inner_std": float(res["std_test_score"][i]),
+                "rank": int(res["rank_test_score"][i]),
+            }
+        )
+    return sorted(rows, key=lambda r: r["rank"])
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def score_folds(
+    results: Sequence[FoldResult],
+    y: np.ndarray,
+    task: str,
+    n_classes: int,
+    threshold: float | None,
+) -> list[dict[str, float]]:
+    scores = []
+    for r in results:
+        y_test = y[r.test_index]
+        if task == "regression":
+            scores.append(M.regression_scores(y_test, r.prediction))
+            continue
+        labels = _decide(r.prediction, n_classes, threshold)
+        scores.append(M.classification_scores(y_test, r.prediction, labels, n_classes))
+    return scores
+
+
+def _decide(prediction: np.ndarray, n_classes: int, threshold: float | None) -> np.ndarray:
+    if n_classes == 2:
+        return (prediction >= (0.5 if threshold is None else threshold)).astype(np.int64)
+    return np.asarray(prediction.argmax(axis=1), dtype=np.int64)
+
+
+def _oof(results: Sequence[FoldResult], y: np.ndarray, task: str, n_classes: int) -> pl.DataFrame:
+    rows = np.concatenate([r.test_index for r in results])
+    folds = np.concatenate([np.full(len(r.test_index), r.fold) for r in results])
+    columns: dict[str, Any] = {"row": rows, "fold": folds, "y": y[rows]}
+    if task == "classification" and n_classes > 2:
+        stacked = np.vstack([r.prediction for r in results])
+        for k in range(n_classes):
+            columns[f"p_{k}"] = stacked[:, k]
+    else:
+        columns["prediction"] = np.concatenate([r.prediction for r in results])
+    return pl.DataFrame(columns)
+
+
+def _importance(results: Sequence[FoldResult]) -> list[dict[str, Any]]:
+    found = [r.importance for r in results if r.importance]
+    if not found:
+        return []
+    names = list(found[0])
+    table = np.array([[f[n] for n in names] for f in found])
+    order = np.argsort(-table.mean(axis=0))
+    return [
+        {"feature": names[i], "mean": float(table[:, i].mean()), "std": float(table[:, i].std())}
+        for i in order
+    ]
+
+
+def fit_and_validate(
+    name: str,
+    spec: ModelSpec,
+    frame: pl.DataFrame,
+    *,
+    n_jobs: int | None = None,
+    scheduler: Any = None,
+    importance: bool | None = None,
+) -> TrainResult:
+    """Validate the spec's candidates on ``frame`` by nested cross-validation, choose the threshold on
+    the out-of-fold predictions, and fit the chosen configuration on all rows."""
+    started = time.perf_counter()
+    candidates = check_spec(name, spec)
+    vspec = spec.validation
+    if vspec.strategy == "time_series_split":
+        if vspec.time_column is None:
+            log.info("time_series_split without validation.time_column: rows are taken in stored order")
+        elif vspec.time_column not in frame.columns:
+            raise DataError(f"validation.time_column {vspec.time_column!r} is not in the dataset")
+        else:
+            frame = frame.sort(vspec.time_column)
+    frame, y, classes = _target(frame, spec)
+    task = spec.task
+    n_classes = len(classes) if classes is not None else 0
+    groups = None
+    exclude = [spec.target or ""]
+    if vspec.group:
+        if vspec.group not in frame.columns:
+            raise DataError(f"validation.group {vspec.group!r} is not in the dataset")
+        groups = frame[vspec.group].cast(pl.String).to_numpy()
+        exclude.append(vspec.group)
+    plan = plan_features(spec.features, frame.schema, exclude=exclude)
+    X = prepare(frame, plan)
+    metric = vspec.metric or M.default_metric(task)
+    scoring = M.scorer(metric, task, max(n_classes, 2))
+    minority = None
+    if classes is not None:
+        counts = np.bincount(y, minlength=n_classes)
+        shrink = (1 - 1 / vspec.folds) * (1 - 1 / vspec.inner_folds)
+        minority = int(counts.min() * shrink)
+    sampler = make_sampler(spec.imbalance, spec.seed, minority=minority)
+    steps: list[tuple[str, Any]] = [("features", build_features(plan))]
+    pca = build_pca(plan, spec.seed)
+    if pca is not None:
+        steps.append(("pca", pca))
+    selector = build_selector(
+        steps, candidates, resampler=sampler, spec=vspec, scoring=scoring, task=task, seed=spec.seed
+    )
+    splitter = outer_splitter(vspec, task, spec.seed)
+    splits = list(splitter.split(X, y, groups))
+    jobs = vspec.n_jobs if n_jobs is None else n_jobs
+    do_importance = vspec.importance if importance is None else importance
+    log.info(
+        "%s: %d rows, %d features, %d configurations, %s with %d folds",
+        name,
+        len(X),
+        len(plan.feature_columns),
+        int(selector.configurations),
+        vspec.strategy,
+        len(splits),
+    )
+    results = run_folds(
+        selector,
+        X,
+        y,
+        splits,
+        task=task,
+        n_classes=n_classes,
+        groups=groups,
+        importance=do_importance,
+        seed=spec.seed,
+        n_jobs=jobs,
+        scheduler=scheduler,
+    )
+    oof = _oof(results, y, task, n_classes)
+    choice: ThresholdChoice | None = None
+    if task == "classification" and n_classes == 2:
+        choice = choose_threshold(
+            oof["y"].to_numpy(), oof["prediction"].to_numpy(), threshold_spec(vspec.threshold)
+        )
+    threshold = choice.value if choice is not None else None
+    fold_scores = score_folds(results, y, task, n_classes, threshold)
+
+    final = clone(selector.estimator)
+    with threadpool_limits(max(1, jobs)), warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        if groups is not None and isinstance(final, GridSearchCV | RandomizedSearchCV):
+            final.fit(X, y, groups=groups)
+        else:
+            final.fit(X, y)
+    chosen, inner = selector.describe(final)
+    pipeline = strip_resampling(final)
+    model = TabularModel(
+        pipeline, task=task, plan=plan, classes=classes, threshold=threshold, target=spec.target
+    )
+    scorecard: dict[str, Any] = {
+        "model": name,
+        "task": task,
+        "metric": metric,
+        "strategy": vspec.strategy,
+        "rows": len(X),
+        "features": plan.feature_columns,
+        "inputs": plan.input_names,
+        "classes": [_plain(c) for c in classes] if classes is not None else None,
+        "folds": [
+            {
+                "fold": r.fold,
+                "n_train": len(r.train_index),
+                "n_test": len(r.test_index),
+                "scores": s,
+                "chosen": r.chosen,
+                "inner_score": r.inner_score,
+                "seconds": round(r.seconds, 3),
+                "train_ratio": class_ratio(y[r.train_index], classes)["shares"] if classes else None,
+                "test_ratio": class_ratio(y[r.test_index], classes)["shares"] if classes else None,
+            }
+            for r, s in zip(results, fold_scores, strict=True)
+        ],
+        "summary": M.summarize(fold_scores),
+        "threshold": choice.to_dict() if choice is not None else None,
+        "chosen": chosen,
+        "chosen_inner_score": inner,
+        "configurations": int(selector.configurations),
+        "candidates": _candidates_table(final, selector),
+        "importance": _importance(results),
+        "imbalance": spec.imbalance,
+        "seed": spec.seed,
+    }
+    if classes is not None:
+        labels = _decide(_oof_scores(oof, n_classes), n_classes, threshold)
+        scorecard["class_ratio"] = class_ratio(y, classes)
+        scorecard["confusion"] = M.confusion(oof["y"].to_numpy(), labels, n_classes)
+        scorecard["per_class"] = M.per_class_report(oof["y"].to_numpy(), labels, classes)
+        scorecard["oof_scores"] = M.classification_scores(
+            oof["y"].to_numpy(), _oof_scores(oof, n_classes), labels, n_classes
+        )
+    else:
+        scorecard["oof_scores"] = M.regression_scores(oof["y"].to_numpy(), oof["prediction"].to_numpy())
+    seconds = time.perf_counter() - started
+    scorecard["seconds"] = round(seconds, 3)
+    return TrainResult(name, model, scorecard, oof, seconds=seconds)
+
+
+def _oof_scores(oof: pl.DataFrame, n_classes: int) -> np.ndarray:
+    if n_classes > 2:
+        return oof.select([f"p_{k}" for k in range(n_classes)]).to_numpy()
+    return oof["prediction"].to_numpy()
+
+
+def rescore(
+    champion: TabularModel,
+    spec: ModelSpec | None,
+    frame: pl.DataFrame,
+    candidate: TrainResult,
+    *,
+    n_jobs: int = 1,
+) -> dict[str, float] | None:
+    """The champion's configuration cross-validated on the candidate's data and folds."""
+    if champion.task != candidate.model.task or champion.classes_ != candidate.model.classes_:
+        return None
+    target = candidate.model.target
+    assert target is not None
+    frame = frame.filter(pl.col(target).is_not_null())
+    if spec is not None and spec.validation.time_column and spec.validation.time_column in frame.columns:
+        frame = frame.sort(spec.validation.time_column)
+    try:
+        X = prepare(frame, champion.plan)
+    except DataError as exc:
+        log.warning("the champion cannot read the new data (%s): not re-scored", exc)
+        return None
+    y = _encode(frame[target].to_list(), champion.classes_) if champion.classes_ else frame[target].to_numpy()
+    pipe: Any = clone(champion.pipeline)
+    sampler = make_sampler(spec.imbalance if spec else None, spec.seed if spec else 0)
+    if sampler is not None:
+        from imblearn.pipeline import Pipeline as ImbPipeline
+
+        pipe = ImbPipeline([*pipe.steps[:-1], ("resample", sampler), pipe.steps[-1]])
+    metric = candidate.scorecard["metric"]
+    n_classes = len(champion.classes_ or [])
+    selector = Selector(
+        pipe, [CandidateConfig("champion", pipe.steps[-1][1], {}, {})], 1, M.scorer(metric, champion.task)
+    )
+    splits = _splits_of(candidate)
+    results = run_folds(
+        selector, X, y, splits, task=champion.task, n_classes=n_classes, importance=False, n_jobs=n_jobs
+    )
+    scores = score_folds(results, y, champion.task, n_classes, champion.threshold)
+    return {k: v["mean"] for k, v in M.summarize(scores).items()}
+
+
+def _splits_of(result: TrainResult) -> list[tuple[np.ndarray, np.ndarray]]:
+    oof = result.oof
+    n = result.scorecard["rows"]
+    out = []
+    for fold in sorted(set(oof["fold"].to_list())):
+        test = np.sort(oof.filter(pl.col("fold") == fold)["row"].to_numpy())
+        mask = np.ones(n, dtype=bool)
+        mask[test] = False
+        if result.scorecard["strategy"] == "time_series_split":
+            mask[test.min() :] = False
+        out.append((np.flatnonzero(mask), test))
+    return out
+
+
+def _encode(values: list[Any], classes: list[Any]) -> np.ndarray:
+    index = {c: i for i, c in enumerate(classes)}
+    index.update({str(c): i for i, c in enumerate(classes)})
+    return np.fromiter((index.get(v, index.get(str(v), -1)) for v in values), dtype=np.int64)
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in (
+        "headrace",
+        "scikit-learn",
+        "numpy",
+        "scipy",
+        "pandas",
+        "polars",
+        "imbalanced-learn",
+        "skops",
+        "joblib",
+        "lightgbm",
+        "xgboost",
+    ):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _git_describe(folder: Path) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    text = done.stdout.strip()
+    return text if done.returncode == 0 and text else None
+
+
+def code_version(project_root: Path | None = None) -> tuple[str, dict[str, str | None]]:
+    """``git describe`` of the headrace source (an editable checkout), else the package version;
+    with the project folder's own ``git describe`` when it is a repository."""
+    here = Path(__file__).resolve().parents[3]
+    own = _git_describe(here) if (here / ".git").exists() else None
+    version = importlib.metadata.version("headrace")
+    project = _git_describe(project_root) if project_root is not None else None
+    return (f"git:{own}" if own else f"headrace {version}"), {"headrace": version, "project_git": project}
+
+
+def _start_run(meta: Metadata | None, name: str, spec: ModelSpec) -> int | None:
+    if meta is None:
+        return None
+    with meta.begin() as conn:
+        result = conn.execute(
+            SCHEMA.tables["training_runs"]
+            .insert()
+            .values(model=name, started_at=utcnow(), status="running", dataset=spec.dataset)
+        )
+        key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+
+def _finish_run(meta: Metadata | None, run_id: int | None, **values: Any) -> None:
+    if meta is None or run_id is None:
+        return
+    table = SCHEMA.tables["training_runs"]
+    with meta.begin() as conn:
+        conn.execute(update(table).where(table.c.id == run_id).values(finished_at=utcnow(), **values))
+
+
+def train_model(
+    name: str,
+    spec: ModelSpec,
+    *,
+    store: Store,
+    registry: Registry | None = None,
+    data_version: int | None = None,
+    n_jobs: int | None = None,
+    scheduler: Any = None,
+    register: bool = True,
+    promote: bool = False,
+    reason: str | None = None,
+    project_root: Path | None = None,
+) -> TrainResult:
+    """Read ``spec.dataset`` at ``data_version`` (the latest when None), validate and fit, register
+    a new version with its lineage, and (``promote``) put it through the gate to champion."""
+    check_spec(name, spec)  # before reading any data
+    version = store.version(spec.dataset) if data_version is None else data_version
+    meta = registry.meta if registry is not None else None
+    run_id = _start_run(meta, name, spec)
+    try:
+        frame = store.read(spec.dataset, version)
+        result = fit_and_validate(name, spec, frame, n_jobs=n_jobs, scheduler=scheduler)
+        result.data_version = version
+        if registry is None or not register:
+            _finish_run(meta, run_id, status="succeeded", data_version=version, metrics=result.metrics)
+            return result
+        details: dict[str, Any] = {
+            "spec": spec.model_dump(mode="json"),
+            "seed": spec.seed,
+            "scorecard": result.scorecard,
+            "rows": result.scorecard["rows"],
+        }
+        champion = _champion(registry, name)
+        if champion is not None and (champion.dataset, champion.data_version) != (spec.dataset, version):
+            details["champion_rescored"] = _rescore_champion(registry, champion, frame, result, n_jobs)
+        oof_sha = registry.artifacts.put_bytes(_parquet(result.oof))
+        details["oof_sha256"] = oof_sha
+        code, versions = code_version(project_root)
+        details["versions"] = versions
+        mv = registry.register(
+            name,
+            task=spec.task,
+            flavor=TabularModel.flavor,
+            artifact=result.model.to_bytes(),
+            artifact_format="skops",
+            metrics=result.metrics,
+            params=result.scorecard["chosen"],
+            dataset=spec.dataset,
+            data_version=version,
+            signature=result.model.signature,
+            threshold=result.model.threshold,
+            details=details,
+            code_version=code,
+            packages=package_versions(),
+            run_id=run_id,
+            reason=reason or "trained",
+        )
+        result.version = mv
+        _finish_run(
+            meta,
+            run_id,
+            status="succeeded",
+            version=mv.version,
+            data_version=version,
+            metrics=result.metrics,
+            params=result.scorecard["chosen"],
+            details={"seconds": round(result.seconds, 3)},
+        )
+    except Exception as exc:
+        _finish_run(meta, run_id, status="failed", data_version=version, error=str(exc)[:2000])
+        raise
+    if promote:
+        registry.promote(
+            name, mv.version, reason=reason or "trained and passed the gate", gate=spec.promote_if
+        )
+        result.promoted = True
+        result.version = registry.get(name, mv.version)
+    return result
+
+
+def _champion(registry: Registry, name: str) -> ModelVersion | None:
+    try:
+        mv = registry.get(name, "champion")
+    except NotFound:
+        return None
+    return mv if mv.status != "retired" and mv.flavor == TabularModel.flavor else None
+
+
+def _rescore_champion(
+    registry: Registry, champion: ModelVersion, frame: pl.DataFrame, result: TrainResult, n_jobs: int | None
+) -> dict[str, Any] | None:
+    _, model = registry.load(champion.name, champion.version)
+    champion_spec = champion.details.get("spec")
+    spec = ModelSpec.model_validate(champion_spec) if champion_spec else None
+    scores = rescore(model, spec, frame, result, n_jobs=n_jobs or 1)
+    if scores is None:
+        return None
+    return {"version": champion.version, "metrics": {k: v for k, v in scores.items() if not math.isnan(v)}}
+
+
+def _parquet(frame: pl.DataFrame) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+@dataclass
+class Reproduction:
+    name: str
+    version: int
+    data_version: int | None
+    rows: list[dict[str, Any]]  # metric, recorded, reproduced, same
+
+    @property
+    def same(self) -> bool:
+        return all(r["same"] for r in self.rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.name,
+            "version": self.version,
+            "data_version": self.data_version,
+            "same": self.same,
+            "metrics": self.rows,
+        }
+
+
+def reproduce(
+    name: str,
+    version: int | str,
+    *,
+    store: Store,
+    registry: Registry,
+    n_jobs: int | None = None,
+    scheduler: Any = None,
+    tolerance: float = 1e-9,
+) -> tuple[Reproduction, TrainResult]:
+    """Retrain ``name@version`` from its recorded data version, spec and seed; compare the metrics."""
+    mv = registry.get(name, version)
+    recorded = mv.details.get("spec")
+    if not recorded:
+        raise NotFound(f"{mv.ref} records no training spec", hint="it was not trained by 'headrace train'")
+    spec = ModelSpec.model_validate(recorded)
+    result = train_model(
+        name,
+        spec,
+        store=store,
+        registry=registry,
+        data_version=mv.data_version,
+        n_jobs=n_jobs,
+        scheduler=scheduler,
+        register=False,
+    )
+    rows = []
+    for metric, value in mv.metrics.items():
+        new = result.metrics.get(metric)
+        same = (
+            new is not None
+            and value is not None
+            and (
+                (math.isnan(new) and math.isnan(value))
+                or abs(new - value) <= tolerance * max(1.0, abs(value))
+            )
+        )
+        rows.append({"metric": metric, "recorded": value, "reproduced": new, "same": bool(same)})
+    return Reproduction(name, mv.version, mv.data_version, rows), result
