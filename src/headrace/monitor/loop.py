@@ -105,10 +105,16 @@ class CycleResult:
 # -- reading the prediction log -----------------------------------------------------------------
 
 
+def _utc(ts: datetime) -> datetime:
+    """UTC as polars compares it: PostgreSQL hands back zones named 'Etc/UTC', SQLite none at all."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
 def live_frame(
     ws: Workspace, model: str, since: datetime, *, routes: tuple[str, ...] | None = None
 ) -> pl.DataFrame:
     """The prediction log's rows of ``model`` since ``since`` (empty when there is no log yet)."""
+    since = _utc(since)
     dataset = ws.project.serving.prediction_log.dataset
     if not ws.store.exists(dataset):
         return pl.DataFrame()
@@ -123,7 +129,7 @@ def _feedback(ws: Workspace, model: str, since: datetime) -> pl.DataFrame:
     if not ws.store.exists(dataset):
         return pl.DataFrame()
     # feedback may arrive long after the prediction: read all that came since the window opened
-    frame = ws.store.scan(dataset).filter(pl.col("ts") >= since).collect()
+    frame = ws.store.scan(dataset).filter(pl.col("ts") >= _utc(since)).collect()
     if frame.height and "model" in frame.columns:
         frame = frame.filter(pl.col("model").is_null() | (pl.col("model") == model))
     return frame
@@ -284,16 +290,16 @@ def _canary_start(registry: Registry, model: str, version: int) -> datetime | No
             and entry.action in ("set_alias", "promote")
             and entry.version == version
         ):
-            return entry.ts
+            return _utc(entry.ts)
     return None
 
 
 def _champion_since(registry: Registry, model: str, version: int) -> tuple[datetime | None, int | None]:
     for entry in reversed(registry.history(model)):
         if entry.alias == CHAMPION and entry.version == version and entry.action in ("promote", "set_alias"):
-            return entry.ts, entry.previous_version
+            return _utc(entry.ts), entry.previous_version
         if entry.alias == CHAMPION and entry.action == "rollback" and entry.version == version:
-            return entry.ts, None  # a rollback target is never rolled back automatically
+            return _utc(entry.ts), None  # a rollback target is never rolled back automatically
     return None, None
 
 
@@ -339,7 +345,7 @@ def check(
     """Measure one model (drift, live performance, canary health), store the reports, and decide."""
     registry = registry or Registry(ws.meta, ws.artifacts, actor="monitor")
     policy = policy or ws.project.monitoring
-    now = now or datetime.now(UTC)
+    now = _utc(now or datetime.now(UTC))
     spec = ws.project.models.get(model)
     aliases = registry.aliases(model)
     champion_version = aliases.get(CHAMPION)
