@@ -105,9 +105,15 @@ class Server:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            app_from_workspace(ws), host="127.0.0.1", port=self.port, log_level="error",
-            loop="asyncio", http="h11", ws="none", lifespan="on",
-        )  # fmt: skip
+            app_from_workspace(ws),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="error",
+            loop="asyncio",
+            http="h11",
+            ws="none",
+            lifespan="on",
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -243,14 +249,27 @@ def _broken_version(registry: Registry, ws: Workspace, champion: int) -> Any:
         pipeline = good.pipeline
         steps = [*pipeline.steps[:-1], ("model", LogisticRegression())]
         broken = type(pipeline)(steps)
-        bad = TabularModel(broken, task=good.task, plan=good.plan, classes=good.classes_, threshold=good.threshold,
-                           target=good.target)  # fmt: skip
+        bad = TabularModel(
+            broken,
+            task=good.task,
+            plan=good.plan,
+            classes=good.classes_,
+            threshold=good.threshold,
+            target=good.target,
+        )
         return reg.register(
-            model, task=mv.task, flavor="tabular", artifact=bad.to_bytes(), metrics=mv.metrics,
-            dataset=mv.dataset, data_version=ws_.store.version("customers"), signature=mv.signature,
-            threshold=mv.threshold, details={"champion_rescored": {"version": champion, "metrics": mv.metrics}},
+            model,
+            task=mv.task,
+            flavor="tabular",
+            artifact=bad.to_bytes(),
+            metrics=mv.metrics,
+            dataset=mv.dataset,
+            data_version=ws_.store.version("customers"),
+            signature=mv.signature,
+            threshold=mv.threshold,
+            details={"champion_rescored": {"version": champion, "metrics": mv.metrics}},
             reason=reason,
-        )  # fmt: skip
+        )
 
     return trainer
 
@@ -305,8 +324,14 @@ def test_retention_retires_old_versions_and_keeps_the_ledger(tmp_path: Path, pg_
     base = registry.get("churn", v1)
     made = []
     for i in range(4):  # four more versions, each a distinct artifact (another threshold)
-        variant = TabularModel(model.pipeline, task=model.task, plan=model.plan, classes=model.classes_,
-                               threshold=0.3 + i / 10, target=model.target)  # fmt: skip
+        variant = TabularModel(
+            model.pipeline,
+            task=model.task,
+            plan=model.plan,
+            classes=model.classes_,
+            threshold=0.3 + i / 10,
+            target=model.target,
+        )
         made.append(
             registry.register(
                 "churn",
@@ -318,7 +343,7 @@ def test_retention_retires_old_versions_and_keeps_the_ledger(tmp_path: Path, pg_
                 data_version=base.data_version,
                 signature=base.signature,
                 reason=f"variant {i}",
-            ).version  # fmt: skip
+            ).version
         )
     registry.promote("churn", made[1], reason="test: v3 to champion")
     before = registry.history("churn")
