@@ -421,7 +421,8 @@ def create_app(
         if served.kind != "tabular":
             raise UsageError(
                 f"model {name!r} is a {served.task} model",
-                hint="image models take files or base64 images; recommenders answer /users/{id}/recommendations",
+                hint="image models take files or base64 images; "
+                "recommenders answer /users/{id}/recommendations",
             )
         if served.schema is None:
             raise UsageError(
@@ -727,7 +728,8 @@ def create_app(
             )
         tensors = {}
         for i, tensor in enumerate(doc["inputs"]):
-            tensors[_tensor_name(tensor, i)] = _tensor_values(tensor, i)
+            tensor_name = _tensor_name(tensor, i)  # checked before the values are read
+            tensors[tensor_name] = _tensor_values(tensor, i)
         request_id = doc.get("id") if isinstance(doc.get("id"), str) else None
         wanted = _requested_outputs(doc.get("outputs"))
         if served.kind == "image":

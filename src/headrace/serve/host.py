@@ -71,6 +71,9 @@ class Served:
     # -- tabular --------------------------------------------------------------------------------
     def predict_records(self, records: list[dict[str, Any]], *, allow_fast: bool = True) -> TabularAnswer:
         """Records already checked by ``schema``: the fast path for a few rows, the pipeline otherwise."""
+        if not records:
+            empty = [] if self.task == "classification" else None
+            return TabularAnswer([], empty, [], True)
         if allow_fast and self.compiled is not None and len(records) <= FAST_PATH_MAX_ROWS:
             return self._fast(records)
         return self._pipeline(records)
