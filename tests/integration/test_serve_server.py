@@ -88,7 +88,7 @@ def test_predictions_over_http_equal_the_in_process_model(project):
 
 
 def test_validation_names_the_field_and_limits_the_body(project):
-    registry, store = project
+    registry, _ = project
     record = churn_records(1, seed=2)[0]
     app = create_app(registry, _spec(max_body_bytes=4096), store=None)
     with serve_in_thread(app) as url, httpx.Client(base_url=url) as client:

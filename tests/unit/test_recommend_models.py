@@ -29,7 +29,7 @@ def _interactions(users: int = 60, items: int = 40, seed: int = 0) -> pl.DataFra
     rows = []
     for u in range(users):
         liked = [i for i in range(1, items) if i % 2 == u % 2]
-        chosen = rng.choice(liked, size=8, replace=False).tolist() + [0]
+        chosen = [*rng.choice(liked, size=8, replace=False).tolist(), 0]
         for t, item in enumerate(chosen):
             rows.append({"user_id": u, "item_id": int(item), "rating": 4.0, "ts": 1000 * u + t})
     return pl.DataFrame(rows)
