@@ -118,7 +118,15 @@ class BatchWriter:
                 target = schema.get(name)
                 if target is not None and target.is_integer() and isinstance(frame.schema[name], pl.Datetime):
                     frame = frame.with_columns(pl.col(name).dt.epoch("s"))  # unix-seconds timestamps
-            frame = frame.cast({c: schema[c] for c in frame.columns if c in schema}, strict=False)
+            cast = frame.cast({c: schema[c] for c in frame.columns if c in schema}, strict=False)
+            lost = [c for c in frame.columns if cast[c].null_count() > frame[c].null_count()]
+            if lost:
+                log.warning(
+                    "dataset %r: values of %s do not fit the dataset's types and are stored as null",
+                    dataset,
+                    ", ".join(lost),
+                )
+            frame = cast
         return frame
 
     def close(self, timeout: float = 10.0) -> None:
