@@ -103,12 +103,19 @@ def _stage_mqtt(ctx: DemoContext) -> list[str]:
     return demo_stage(ctx)
 
 
+def _stage_serve(ctx: DemoContext) -> list[str]:
+    from .serve.demo import demo_stage  # the churn champion and a recommender on a local server
+
+    return demo_stage(ctx)
+
+
 STAGES: list[tuple[str, Callable[[DemoContext], list[str]]]] = [
     ("project", _stage_project),
     ("ingest", _stage_ingest),
     ("http", _stage_http),
     ("sql", _stage_sql),
     ("mqtt", _stage_mqtt),
+    ("serve", _stage_serve),
     ("status", _stage_status),
 ]
 

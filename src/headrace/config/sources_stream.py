@@ -86,14 +86,14 @@ class StreamSpec(IngestSpec):
     username: str | None = None
     password: SecretStr | None = None
 
-    @field_validator("topic_pattern")
-    @classmethod
-    def _pattern(cls, value: str | None) -> str | None:
-        if value is not None:
+    @model_validator(mode="after")
+    def _pattern(self) -> StreamSpec:
+        if self.topic_pattern is not None:
             from ..stream.payload import TopicPattern
 
-            TopicPattern(value)  # raises ValueError with the reason
-        return value
+            separator = "." if getattr(self, "kind", "") == "nats" else "/"
+            TopicPattern(self.topic_pattern, separator)  # raises ValueError with the reason
+        return self
 
 
 def _is_loopback(host: str) -> bool:

@@ -103,7 +103,8 @@ class NatsStream:
             options["tls"] = context
         try:
             # the first connection must succeed: no endless retries before we ever talked to NATS
-            self._nc = await nats.connect(**{**options, "max_reconnect_attempts": 0, "allow_reconnect": False})
+            probe = {k: v for k, v in options.items() if not k.endswith("_cb")}
+            self._nc = await nats.connect(**{**probe, "max_reconnect_attempts": 0, "allow_reconnect": False})
         except Exception as exc:
             raise ServiceUnavailable(
                 f"source {self.name!r}: NATS {', '.join(spec.servers)} is unreachable ({type(exc).__name__})",
@@ -226,7 +227,8 @@ class NatsStream:
             return
         try:
             if self._nc is not None and not self._nc.is_closed:
-                loop.run_until_complete(self._nc.drain() if self._sub is not None else self._nc.close())
+                # close, not drain: what was committed is acknowledged, the rest is redelivered
+                loop.run_until_complete(self._nc.close())
         except Exception as exc:
             log.debug("source %s: close: %s", self.name, exc)
         finally:

@@ -5,7 +5,7 @@ Each device publishes JSON to ``<prefix>/<device_id>/telemetry``:
 a daily cycle around each device's own base, humidity moves against them, vibration is log-normal,
 batteries drain slowly; there is noise everywhere, rare spikes (a temperature jump, a vibration burst),
 one stuck sensor (device 1 repeats one temperature after the first tenth of its readings), and a share
-of malformed payloads (truncated JSON, binary garbage, plain text, an empty payload, a JSON array of
+of malformed payloads (truncated JSON, binary garbage, plain text, a JSON string, a JSON array of
 numbers) that a worker must quarantine. ``ts`` is simulated time: readings ``interval`` seconds apart
 per device, ending now, so a short run still spans daily cycles. ``(device_id, seq)`` is unique, which
 lets tests and benchmarks count lost and doubled readings exactly.
@@ -32,12 +32,12 @@ __all__ = ["SensorSimulator", "SimulationResult", "simulate_sensors"]
 
 log = logging.getLogger("headrace.stream.simulator")
 
-_MALFORMED = (
-    lambda r: orjson.dumps(r)[: max(5, len(orjson.dumps(r)) // 2)],  # truncated JSON
+_MALFORMED = (  # each carries the reading's seq, so two malformed payloads are never identical
+    lambda r: orjson.dumps(r)[: max(24, len(orjson.dumps(r)) // 2)],  # truncated JSON
     lambda r: b"\x00\xff\xfe" + bytes(range(7, 40)) + str(r["seq"]).encode(),  # binary garbage
-    lambda r: b"temperature is " + str(r["temperature"]).encode(),  # plain text
-    lambda r: b"",  # empty
-    lambda r: b"[1, 2, 3]",  # JSON, but not readings
+    lambda r: f"reading {r['seq']}: temperature is {r['temperature']}".encode(),  # plain text
+    lambda r: orjson.dumps(f"{r['device_id']} offline at {r['seq']}"),  # JSON, but a string
+    lambda r: orjson.dumps([r["seq"], r["temperature"], r["humidity"]]),  # JSON, but not an object
 )
 
 

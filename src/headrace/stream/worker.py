@@ -315,7 +315,14 @@ class StreamWorker:
             return failures
         known = {k for k in redelivered if k in self.memory}
         known |= self._stored_keys(redelivered - known)
-        return [f for f in failures if f.get(KEY_COLUMN) not in known]
+        out, seen = [], set()
+        for f in failures:
+            k = f.get(KEY_COLUMN)
+            if k in known or (k in redelivered and k in seen):
+                continue
+            seen.add(k)
+            out.append(f)
+        return out
 
     def _stored_keys(self, keys: set[str]) -> set[str]:
         """Which of ``keys`` the dataset (recent rows) or its quarantine already holds."""
