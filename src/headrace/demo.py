@@ -109,6 +109,12 @@ def _stage_serve(ctx: DemoContext) -> list[str]:
     return demo_stage(ctx)
 
 
+def _stage_monitor(ctx: DemoContext) -> list[str]:
+    from .monitor.demo import demo_stage  # drift, retrain, canary, promote, rollback
+
+    return demo_stage(ctx)
+
+
 STAGES: list[tuple[str, Callable[[DemoContext], list[str]]]] = [
     ("project", _stage_project),
     ("ingest", _stage_ingest),
@@ -116,6 +122,7 @@ STAGES: list[tuple[str, Callable[[DemoContext], list[str]]]] = [
     ("sql", _stage_sql),
     ("mqtt", _stage_mqtt),
     ("serve", _stage_serve),
+    ("monitor", _stage_monitor),
     ("status", _stage_status),
 ]
 

@@ -510,9 +510,8 @@ def cycle(
     _store_report(ws, model, result.signals.champion, "decision", decision.action, decision.to_dict())
     if decision.action == "retrain":
         reason = f"retrain: {decision.reason}"
-        out.events.append(
-            {"action": "drift" if "drift" in decision.triggers else "trigger", "reason": decision.reason}
-        )
+        for trigger, why in zip(decision.triggers, decision.reasons, strict=False):
+            out.events.append({"action": trigger, "reason": why})
         started = time.perf_counter()
         train = trainer or _default_trainer
         mv = train(ws, registry, model, reason)
@@ -560,7 +559,7 @@ def cycle(
     for version, why in apply_retention(ws, registry, model, policy, now=now):
         out.events.append({"action": "retire", "version": version, "reason": why})
     for event in out.events:
-        log.warning("%s %s: %s", model, event["action"], event["reason"])
+        log.info("%s %s: %s", model, event["action"], event["reason"])
     return out
 
 

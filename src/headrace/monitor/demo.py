@@ -1,0 +1,243 @@
+"""The demo's "monitor" stage: drift, a retrain, a canary promoted, a broken canary rolled back.
+
+It serves the churn champion in process (the real app, through Starlette's test client), sends
+traffic whose tenure and charges have shifted, lets a new batch of customers arrive, and runs the
+loop: drift is found, a new version is trained on the new data version, passes the gate, serves a
+canary share and is promoted; then a version with a mis-set threshold (it only ever says "No")
+reaches canary and is rolled back. Each step is printed with its reason.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+
+from ..datagen import churn
+from ..store import BatchMeta
+
+__all__ = ["demo_stage"]
+
+MODEL = "churn"
+
+
+def _light(spec: Any) -> Any:
+    """The demo's spec: one candidate, 3 folds, no permutation importance (seconds, not minutes)."""
+    from ..config.models import Candidate
+
+    validation = spec.validation.model_copy(update={"folds": 3, "importance": False})
+    return spec.model_copy(
+        update={
+            "candidates": [Candidate(estimator="logistic_regression", params={"C": 1.0})],
+            "validation": validation,
+            "promote_if": spec.promote_if.model_copy(update={"beat_champion_by": -0.02}),
+        }
+    )
+
+
+def _conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
+    return frame.select([pl.col(c).cast(t) for c, t in schema.items() if c in frame.columns])
+
+
+class _Server:
+    """The project's serving app under uvicorn on a free loopback port, in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        import socket
+
+        import uvicorn
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="error", loop="asyncio", http="h11",
+            ws="none", lifespan="on",
+        )  # fmt: skip
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="headrace-demo-serve", daemon=True)
+
+    def __enter__(self) -> Any:
+        import httpx
+
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
+        return self.client
+
+    def __exit__(self, *exc: Any) -> None:
+        self.client.close()
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+def demo_stage(ctx: Any) -> list[str]:
+    from ..registry import Registry
+    from ..serve.project import app_from_workspace
+    from ..train.run import train_model
+    from ..train.tabular import TabularModel
+    from .alerts import check_alert_files, write_alert_files
+    from .loop import cycle
+    from .report import write_report
+
+    ws = ctx.ws
+    policy = ws.project.monitoring.model_copy(
+        update={
+            "window": 3600.0,
+            "min_rows": 100,
+            "drift_share": 0.1,
+            "cooldown": 1.0,
+            "canary": ws.project.monitoring.canary.model_copy(
+                update={"share": 0.3, "window": 2.0, "min_requests": 20}
+            ),
+        }
+    )
+    ws.project = ws.project.model_copy(
+        update={
+            "monitoring": policy,
+            "serving": ws.project.serving.model_copy(
+                update={
+                    "reload_seconds": 0.2,
+                    "prediction_log": ws.project.serving.prediction_log.model_copy(
+                        update={"flush_seconds": 0.2}
+                    ),
+                }
+            ),
+        }
+    )
+    spec = _light(ws.project.model(MODEL))
+    registry = Registry(ws.meta, ws.artifacts, actor="demo")
+    lines: list[str] = []
+
+    def trainer(ws_: Any, reg: Registry, name: str, reason: str) -> Any:
+        result = train_model(name, spec, store=ws_.store, registry=reg, reason=reason, project_root=ws_.root)
+        return result.version
+
+    if CHAMPION not in registry.aliases(MODEL):
+        seeded = train_model(
+            MODEL, spec, store=ws.store, registry=registry, promote=True, reason="demo: first model"
+        )
+        assert seeded.version is not None
+        lines.append(f"champion v{seeded.version.version} trained (roc_auc {seeded.metrics['roc_auc']:.3f})")
+    schema = ws.store.read(spec.dataset).schema
+    champion = registry.aliases(MODEL)[CHAMPION]
+
+    with _Server(app_from_workspace(ws, models=[MODEL])) as client:
+
+        def send(frame: pl.DataFrame, tag: str, feedback: bool = False) -> list[dict[str, Any]]:
+            out = []
+            ids = frame["customerID"].to_list()
+            truth = frame["Churn"].to_list()
+            for cid, actual, record in zip(
+                ids, truth, frame.drop("customerID", "Churn").to_dicts(), strict=True
+            ):
+                answer = client.post(
+                    f"/models/{MODEL}/predict",
+                    json={"records": [record]},
+                    headers={"X-User-ID": f"{tag}{cid}"},
+                ).json()
+                out.append(answer)
+                if feedback:
+                    client.post("/feedback", json={"prediction_id": answer["ids"][0], "actual": actual})
+            return out
+
+        def logged(rows: int) -> None:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                dataset = ws.project.serving.prediction_log.dataset
+                if (
+                    ws.store.exists(dataset)
+                    and ws.store.scan(dataset).select(pl.len()).collect().item() >= rows
+                ):
+                    return
+                time.sleep(0.05)
+
+        def pending() -> int:
+            dataset = ws.project.serving.prediction_log.dataset
+            return ws.store.scan(dataset).select(pl.len()).collect().item() if ws.store.exists(dataset) else 0
+
+        start = pending()
+        shifted = _conform(churn(200, seed=41, shift=1.0, id_offset=900_000), schema)
+        send(shifted, "u", feedback=True)
+        lines.append(
+            f"served 200 predictions to customers whose tenure and charges have shifted (v{champion})"
+        )
+        new_batch = _conform(churn(3000, seed=42, shift=1.0, id_offset=800_000), schema)
+        version = ws.store.append(spec.dataset, new_batch, BatchMeta(source="demo: new customers"))
+        lines.append(f"a new batch of 3000 customers arrived: {spec.dataset}@{version}")
+        logged(start + 200)
+
+        first = cycle(ws, MODEL, registry=registry, trainer=trainer)
+        lines += [f"{e['action']}: {e['reason']}" for e in first.events]
+        report = first.check.drift
+        if report is not None:
+            top = sorted(report.features, key=lambda f: f.psi, reverse=True)[:3]
+            lines.append("  PSI " + ", ".join(f"{f.feature} {f.psi:.2f}" for f in top))
+        challenger = registry.aliases(MODEL).get(CHALLENGER)
+        if challenger is not None:
+            time.sleep(0.4)
+            before = pending()
+            answers = send(_conform(churn(80, seed=43, shift=1.0, id_offset=700_000), schema), "w")
+            share = sum(a["version"] == challenger for a in answers) / len(answers)
+            lines.append(
+                f"canary v{challenger} answered {share:.0%} of the next 80 requests (sticky by user)"
+            )
+            logged(before + 80)
+            time.sleep(policy.canary.window)
+            second = cycle(ws, MODEL, registry=registry, trainer=trainer)
+            lines += [f"{e['action']}: {e['reason']}" for e in second.events] or [
+                f"{second.decision.action}: {second.decision.reason}"
+            ]
+
+        # a version whose decision threshold was mis-set: it validated well (ROC-AUC ignores the
+        # threshold) but answers "No" to everyone; it reaches canary and the loop rolls it back
+        current = registry.aliases(MODEL)[CHAMPION]
+        mv, good = registry.load(MODEL, current)
+        bad = TabularModel(good.pipeline, task=good.task, plan=good.plan, classes=good.classes_,
+                           threshold=1.01, target=good.target)  # fmt: skip
+        broken = registry.register(
+            MODEL, task=mv.task, flavor="tabular", artifact=bad.to_bytes(), metrics=mv.metrics,
+            dataset=mv.dataset, data_version=mv.data_version, signature=mv.signature, threshold=1.01,
+            reason="demo: a hand-built version with threshold 1.01",
+        )  # fmt: skip
+        registry.set_alias(MODEL, CHALLENGER, broken.version, reason="demo: canary for a hand-built version")
+        lines.append(f"canary: v{broken.version} (threshold mis-set to 1.01) put on canary by hand")
+        time.sleep(0.4)
+        before = pending()
+        send(_conform(churn(60, seed=44, shift=1.0, id_offset=600_000), schema), "x")
+        logged(before + 60)
+        third = cycle(ws, MODEL, registry=registry, trainer=trainer)
+        lines += [f"{e['action']}: {e['reason']}" for e in third.events] or [
+            f"{third.decision.action}: {third.decision.reason}"
+        ]
+        metrics = client.get("/metrics").text
+    gauges = [m for m in metrics.splitlines() if m.startswith("headrace_drift_share{")]
+    lines += [f"gauge {g}" for g in gauges[:1]]
+    files = write_alert_files(policy, ws.root / "monitoring", ws.project.project)
+    checked = check_alert_files(ws.root / "monitoring")
+    lines.append(
+        f"alert rules, Grafana dashboard, Alertmanager example in {files[0].parent} "
+        f"({'valid' if checked.ok else 'INVALID'}: {len(checked.checked)} checks)"
+    )
+    html = write_report(first.check, ws.root / "monitoring" / f"{MODEL}-report.html")
+    lines.append(f"report: {html}")
+    history = [e for e in registry.history(MODEL) if e.action in ("promote", "rollback", "remove_alias")]
+    for entry in history[-3:]:
+        when = entry.ts.astimezone(UTC).strftime("%H:%M:%S")
+        lines.append(
+            f"ledger {when} {entry.action} v{entry.version or entry.previous_version}: {entry.reason}"
+        )
+    ctx.facts["monitor"] = {
+        "at": datetime.now(UTC).isoformat(),
+        "champion": registry.aliases(MODEL).get(CHAMPION),
+    }
+    return lines
+
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
