@@ -40,6 +40,7 @@ from sklearn.model_selection import (
     TimeSeriesSplit,
 )
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
 from threadpoolctl import threadpool_limits
 
 from ..config.models import ValidationSpec
@@ -266,16 +267,7 @@ def _fit_fold(
         if importance:
             rng = np.random.default_rng(seed + fold)
             rows = test if len(test) <= IMPORTANCE_ROWS else rng.choice(test, IMPORTANCE_ROWS, replace=False)
-            result = permutation_importance(
-                estimator,
-                X.iloc[rows],
-                y[rows],
-                scoring=selector.scoring,
-                n_repeats=IMPORTANCE_REPEATS,
-                random_state=seed + fold,
-                n_jobs=1,
-            )
-            imp = {str(c): float(v) for c, v in zip(X.columns, result.importances_mean, strict=True)}
+            imp = column_importance(estimator, X.iloc[rows], y[rows], selector.scoring, seed + fold)
     return FoldResult(
         fold=fold,
         train_index=train,
@@ -286,6 +278,67 @@ def _fit_fold(
         seconds=time.perf_counter() - started,
         importance=imp,
     )
+
+
+def _column_blocks(pipeline: Any, columns: Sequence[str]) -> dict[str, np.ndarray] | None:
+    """Which output columns of the ``features`` step each input column becomes, when every step
+    between the ColumnTransformer and the estimator is absent (no PCA): then permuting an input
+    column is permuting its block of transformed columns, and the features need transforming once."""
+    steps = [n for n, _ in pipeline.steps if n != "resample"]
+    if steps != ["features", "model"]:
+        return None
+    ct = pipeline.named_steps["features"]
+    blocks: dict[str, np.ndarray] = {}
+    for name, transformer, cols in ct.transformers_:
+        if name == "remainder":
+            continue
+        where = ct.output_indices_[name]
+        start = where.start
+        encoder = transformer.steps[-1][1] if hasattr(transformer, "steps") else transformer
+        if isinstance(encoder, OneHotEncoder):
+            infrequent = getattr(encoder, "infrequent_categories_", None) or [None] * len(cols)
+            widths = [
+                len(cats) - (len(rare) - 1 if rare is not None and len(rare) else 0)
+                for cats, rare in zip(encoder.categories_, infrequent, strict=True)
+            ]
+        else:
+            widths = [1] * len(cols)
+        if sum(widths) != where.stop - where.start:
+            return None
+        for col, width in zip(cols, widths, strict=True):
+            blocks[str(col)] = np.arange(start, start + width)
+            start += width
+    return blocks if set(blocks) == set(map(str, columns)) else None
+
+
+def column_importance(
+    fitted: Any, X: pd.DataFrame, y: np.ndarray, scoring: str, seed: int
+) -> dict[str, float]:
+    """Permutation importance of each input column on held-out rows: the mean drop of the score when
+    the column's values are shuffled."""
+    from sklearn.metrics import get_scorer
+
+    pipeline = fitted.best_estimator_ if isinstance(fitted, GridSearchCV | RandomizedSearchCV) else fitted
+    blocks = _column_blocks(pipeline, list(X.columns))
+    if blocks is None:
+        result = permutation_importance(
+            pipeline, X, y, scoring=scoring, n_repeats=IMPORTANCE_REPEATS, random_state=seed, n_jobs=1
+        )
+        return {str(c): float(v) for c, v in zip(X.columns, result.importances_mean, strict=True)}
+    score = get_scorer(scoring)
+    model = pipeline.named_steps["model"]
+    Xt = np.asarray(pipeline.named_steps["features"].transform(X), dtype=np.float64)
+    base = score(model, Xt, y)
+    rng = np.random.default_rng(seed)
+    out: dict[str, float] = {}
+    for column, block in blocks.items():
+        drops = []
+        for _ in range(IMPORTANCE_REPEATS):
+            shuffled = Xt.copy()
+            shuffled[:, block] = Xt[rng.permutation(len(Xt))][:, block]
+            drops.append(base - score(model, shuffled, y))
+        out[column] = float(np.mean(drops))
+    return {str(c): out[str(c)] for c in X.columns}
 
 
 @contextmanager

@@ -1,0 +1,248 @@
+"""``headrace models``: list, show, promote, rollback, retire, history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import typer
+
+from ..errors import UsageError
+from ..registry import ModelVersion, Registry, split_ref
+from ._app import app, console, emit_json, table, workspace
+
+__all__ = ["models_app"]
+
+models_app = typer.Typer(
+    help="Registered models: list, show, promote, rollback, retire, history.", no_args_is_help=False
+)
+app.add_typer(models_app, name="models")
+
+_KEY_METRICS = ("roc_auc", "f1", "accuracy", "rmse", "mae", "r2")
+
+
+def _registry(ctx: typer.Context) -> tuple[Any, Registry]:
+    ws = workspace(ctx)
+    return ws, Registry(ws.meta, ws.artifacts)
+
+
+def _summary(mv: ModelVersion) -> dict[str, Any]:
+    return {
+        "model": mv.name,
+        "version": mv.version,
+        "task": mv.task,
+        "status": mv.status,
+        "aliases": list(mv.aliases),
+        "created_at": mv.created_at.isoformat(),
+        "dataset": mv.dataset,
+        "data_version": mv.data_version,
+        "metrics": {k: v for k, v in mv.metrics.items() if not k.endswith("_std")},
+        "params": mv.params,
+        "threshold": mv.threshold,
+    }
+
+
+@models_app.callback(invoke_without_command=True)
+def _default(ctx: typer.Context, json: bool = typer.Option(False, "--json")) -> None:
+    if ctx.invoked_subcommand is None:
+        list_models(ctx, name=None, json=json)
+
+
+@models_app.command("list")
+def list_models(
+    ctx: typer.Context,
+    name: str | None = typer.Argument(None, help="one model (default: all)"),
+    json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Every registered version with its aliases and key metrics."""
+    ws, registry = _registry(ctx)
+    try:
+        versions = registry.list(name)
+    finally:
+        ws.close()
+    docs = [_summary(v) for v in versions]
+    if json:
+        emit_json(docs)
+        return
+    rows = []
+    for d in docs:
+        shown = ", ".join(f"{k} {d['metrics'][k]:.4g}" for k in _KEY_METRICS if k in d["metrics"])
+        rows.append(
+            [
+                d["model"],
+                d["version"],
+                ", ".join(d["aliases"]),
+                d["status"],
+                f"{d['dataset']}@{d['data_version']}",
+                shown,
+                d["created_at"][:19],
+            ]
+        )
+    console.print(
+        table("models", ["model", "version", "aliases", "status", "data", "metrics", "created"], rows)
+    )
+
+
+@models_app.command("show")
+def show(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="MODEL or MODEL@VERSION (default: latest)"),
+    json: bool = typer.Option(False, "--json"),
+) -> None:
+    """One version: metrics, parameters, signature, lineage."""
+    name, ref = split_ref(model)
+    ws, registry = _registry(ctx)
+    try:
+        mv = registry.get(name, ref)
+    finally:
+        ws.close()
+    doc = mv.to_dict()
+    doc["details"] = {k: v for k, v in mv.details.items() if k not in ("scorecard",)}
+    if json:
+        emit_json(doc)
+        return
+    console.print(
+        f"[bold]{mv.ref}[/bold] ({mv.task}, {mv.status}) aliases: {', '.join(mv.aliases) or 'none'}; "
+        f"created {mv.created_at.isoformat()}"
+    )
+    console.print(
+        f"data: {mv.dataset}@{mv.data_version}; code: {mv.code_version}; artifact "
+        f"{(mv.artifact_sha256 or '')[:12]} ({mv.flavor}); threshold: {mv.threshold}"
+    )
+    metrics = [[k, f"{v:.6g}" if isinstance(v, float) else v] for k, v in mv.metrics.items()]
+    console.print(table("metrics", ["metric", "value"], metrics))
+    console.print(table("parameters", ["parameter", "value"], [[k, v] for k, v in mv.params.items()]))
+    inputs = (mv.signature or {}).get("inputs", [])
+    if inputs:
+        console.print(table("inputs", ["column", "type"], [[c["name"], c["type"]] for c in inputs]))
+
+
+@models_app.command("promote")
+def promote(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="MODEL@VERSION, or MODEL with VERSION as the next argument"),
+    version: int | None = typer.Argument(None, help="the version to promote"),
+    alias: str = typer.Option("champion", "--alias", help="champion (gated), challenger or any alias"),
+    reason: str = typer.Option("promoted by hand", "--reason", help="recorded in the ledger"),
+    force: bool = typer.Option(False, "--force", help="skip the promote_if gate"),
+    json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Point an alias (champion by default) at a version; the champion goes through the gate."""
+    name, ref = split_ref(model)
+    target = version if version is not None else ref
+    if target is None:
+        raise UsageError("which version?", hint=f"headrace models promote {name}@3, or {name} 3")
+    ws, registry = _registry(ctx)
+    try:
+        number = registry.get(name, target).version
+        gate = None
+        if not force and alias == "champion" and name in ws.project.models:
+            gate = ws.project.models[name].promote_if
+        mv = registry.promote(name, number, reason=reason, gate=gate, alias=alias)
+    finally:
+        ws.close()
+    if json:
+        emit_json(_summary(mv))
+        return
+    console.print(f"{mv.ref} is now {alias}" + (" (gate skipped)" if force else ""))
+
+
+@models_app.command("rollback")
+def rollback(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="model"),
+    reason: str = typer.Option("rolled back by hand", "--reason", help="recorded in the ledger"),
+    json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Make the previous champion the champion again."""
+    ws, registry = _registry(ctx)
+    try:
+        mv = registry.rollback(name, reason=reason)
+    finally:
+        ws.close()
+    if json:
+        emit_json(_summary(mv))
+        return
+    console.print(f"{name}: champion is v{mv.version} again")
+
+
+@models_app.command("retire")
+def retire(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="MODEL@VERSION, or MODEL with VERSION as the next argument"),
+    version: int | None = typer.Argument(None, help="the version to retire"),
+    reason: str = typer.Option("retired by hand", "--reason", help="recorded in the ledger"),
+    json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Retire a version: its artifact is removed, its record and ledger entries stay."""
+    name, ref = split_ref(model)
+    target = version if version is not None else ref
+    if target is None:
+        raise UsageError("which version?", hint=f"headrace models retire {name}@3")
+    ws, registry = _registry(ctx)
+    try:
+        mv = registry.retire(name, registry.get(name, target).version, reason=reason)
+    finally:
+        ws.close()
+    if json:
+        emit_json(_summary(mv))
+        return
+    console.print(f"{mv.ref} retired")
+
+
+@models_app.command("history")
+def history(
+    ctx: typer.Context,
+    name: str | None = typer.Argument(None, help="one model (default: all)"),
+    at: str | None = typer.Option(
+        None, "--at", help="also say which version was champion at this time (ISO 8601, UTC if no zone)"
+    ),
+    json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The ledger: every registration, promotion, rollback and retirement, with reason and actor."""
+    when: datetime | None = None
+    if at is not None:
+        try:
+            when = datetime.fromisoformat(at)
+        except ValueError:
+            raise UsageError(
+                f"--at {at!r} is not an ISO 8601 time", hint="e.g. 2026-01-31T12:00:00"
+            ) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        if name is None:
+            raise UsageError("--at needs a model name", hint="headrace models history churn --at ...")
+    ws, registry = _registry(ctx)
+    try:
+        entries = registry.history(name)
+        champion = registry.champion_at(name, when) if when is not None and name is not None else None
+    finally:
+        ws.close()
+    if json:
+        doc: dict[str, Any] = {"entries": [e.to_dict() for e in entries]}
+        if when is not None:
+            doc["at"] = when.isoformat()
+            doc["champion"] = champion
+        emit_json(doc)
+        return
+    console.print(
+        table(
+            "ledger",
+            ["at", "model", "action", "version", "alias", "previous", "reason", "actor"],
+            [
+                [
+                    e.ts.isoformat()[:19],
+                    e.model,
+                    e.action,
+                    e.version,
+                    e.alias,
+                    e.previous_version,
+                    e.reason,
+                    e.actor,
+                ]
+                for e in entries
+            ],
+        )
+    )
+    if when is not None:
+        console.print(f"champion at {when.isoformat()}: " + (f"v{champion}" if champion else "none"))

@@ -1,0 +1,188 @@
+"""``headrace train`` and ``headrace evaluate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ..errors import ConfigError, RegistryError, UsageError
+from ..registry import Registry, split_ref
+from ._app import app, console, emit_json, table, workspace
+
+__all__ = ["evaluate", "train"]
+
+_SHOWN = (
+    "roc_auc",
+    "average_precision",
+    "f1",
+    "precision",
+    "recall",
+    "accuracy",
+    "log_loss",
+    "rmse",
+    "mae",
+    "r2",
+    "mape",
+)
+
+
+def _scores_rows(summary: dict[str, Any]) -> list[list[Any]]:
+    return [[m, f"{summary[m]['mean']:.4f}", f"{summary[m]['std']:.4f}"] for m in _SHOWN if m in summary]
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    models: list[str] | None = typer.Argument(None, help="models to train (default: every tabular model)"),
+    reproduce: int | None = typer.Option(
+        None, "--reproduce", help="retrain this version from its recorded data version, spec and seed"
+    ),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="Dask scheduler for the folds, e.g. tcp://10.0.0.5:8786"
+    ),
+    jobs: int | None = typer.Option(None, "--jobs", "-j", help="outer folds in parallel (-1: every core)"),
+    promote: bool = typer.Option(False, "--promote", help="promote through the promote_if gate"),
+    data_version: int | None = typer.Option(None, "--data-version", help="train on this dataset version"),
+    json: bool = typer.Option(False, "--json", help="print one JSON document"),
+) -> None:
+    """Train, cross-validate and register a new version of each model."""
+    from ..train.run import reproduce as run_reproduce
+    from ..train.run import train_model
+
+    ws = workspace(ctx)
+    try:
+        registry = Registry(ws.meta, ws.artifacts)
+        if reproduce is not None:
+            if not models or len(models) != 1:
+                raise UsageError(
+                    "--reproduce takes exactly one model", hint="headrace train churn --reproduce 3"
+                )
+            rep, result = run_reproduce(
+                models[0], reproduce, store=ws.store, registry=registry, n_jobs=jobs, scheduler=scheduler
+            )
+            if json:
+                emit_json(rep.to_dict())
+            else:
+                console.print(
+                    f"[bold]{rep.name}@{rep.version}[/bold] retrained on data version {rep.data_version}"
+                )
+                console.print(
+                    table(
+                        "metrics",
+                        ["metric", "recorded", "reproduced", "same"],
+                        [
+                            [
+                                r["metric"],
+                                _num(r["recorded"]),
+                                _num(r["reproduced"]),
+                                "yes" if r["same"] else "NO",
+                            ]
+                            for r in rep.rows
+                        ],
+                    )
+                )
+                console.print("reproduced: same metrics" if rep.same else "NOT reproduced: metrics differ")
+            if not rep.same:
+                raise RegistryError(
+                    f"{rep.name}@{rep.version} did not reproduce: metrics differ",
+                    hint="check the package versions recorded with the version ('headrace models show')",
+                )
+            return
+        names = models or [
+            n for n, s in ws.project.models.items() if s.task in ("classification", "regression")
+        ]
+        if not names:
+            raise ConfigError("no tabular model in headrace.yaml", hint="add one under models:")
+        docs = []
+        for name in names:
+            spec = ws.project.model(name)
+            result = train_model(
+                name,
+                spec,
+                store=ws.store,
+                registry=registry,
+                data_version=data_version,
+                n_jobs=jobs,
+                scheduler=scheduler,
+                promote=promote,
+                project_root=ws.root,
+            )
+            mv = result.version
+            assert mv is not None
+            sc = result.scorecard
+            doc = {
+                "model": name,
+                "version": mv.version,
+                "dataset": mv.dataset,
+                "data_version": mv.data_version,
+                "metric": sc["metric"],
+                "strategy": sc["strategy"],
+                "folds": len(sc["folds"]),
+                "summary": sc["summary"],
+                "threshold": sc["threshold"],
+                "chosen": sc["chosen"],
+                "class_ratio": sc.get("class_ratio"),
+                "aliases": list(mv.aliases),
+                "seconds": round(result.seconds, 2),
+            }
+            docs.append(doc)
+            if not json:
+                _print_trained(doc)
+        if json:
+            emit_json(docs if len(docs) != 1 else docs[0])
+    finally:
+        ws.close()
+
+
+def _num(value: Any) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+def _print_trained(doc: dict[str, Any]) -> None:
+    console.print(
+        f"[bold]{doc['model']}@{doc['version']}[/bold] on {doc['dataset']}@{doc['data_version']}: "
+        f"{doc['strategy']} ({doc['folds']} folds), chosen {doc['chosen']}, {doc['seconds']} s"
+    )
+    console.print(table("cross-validated scores", ["metric", "mean", "std"], _scores_rows(doc["summary"])))
+    if doc["threshold"]:
+        t = doc["threshold"]
+        console.print(f"threshold {t['value']:.4f} ({t['rule']}, on out-of-fold predictions)")
+    if doc["class_ratio"]:
+        shares = ", ".join(f"{k} {v:.1%}" for k, v in doc["class_ratio"]["shares"].items())
+        console.print(f"class ratio: {shares}")
+    if doc["aliases"]:
+        console.print(f"aliases: {', '.join(doc['aliases'])}")
+
+
+@app.command()
+def evaluate(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="MODEL or MODEL@VERSION (a number, champion, challenger, latest)"),
+    out: Path | None = typer.Option(None, "--out", help="folder for the report (default: .headrace/reports)"),
+    json: bool = typer.Option(False, "--json", help="print the report's JSON document"),
+) -> None:
+    """Write the validation report (HTML and JSON) of a model version."""
+    from ..train.report import write_report
+
+    name, ref = split_ref(model)
+    ws = workspace(ctx)
+    try:
+        registry = Registry(ws.meta, ws.artifacts)
+        folder = out if out is not None else ws.root / ".headrace" / "reports"
+        written = write_report(registry, name, ref, folder)
+    finally:
+        ws.close()
+    if json:
+        emit_json({**written["doc"], "html": written["html"], "json": written["json"]})
+        return
+    doc = written["doc"]
+    sc = doc["scorecard"]
+    console.print(
+        f"[bold]{name}@{doc['version']}[/bold]: {sc['strategy']}, {len(sc['folds'])} folds, "
+        f"data {doc['dataset']}@{doc['data_version']}"
+    )
+    console.print(table("cross-validated scores", ["metric", "mean", "std"], _scores_rows(sc["summary"])))
+    console.print(f"report: {written['html']}")
+    console.print(f"json:   {written['json']}")
