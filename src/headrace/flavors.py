@@ -45,6 +45,7 @@ class Flavor(Protocol):
 
 # flavor name -> "module:Class"; each task's module adds its line here.
 FLAVORS: dict[str, str] = {
+    "image": "headrace.vision.model:ImageClassifier",
     "recommender": "headrace.recommend.flavor:RecommenderModel",
     "tabular": "headrace.train.tabular:TabularModel",
 }

