@@ -115,7 +115,17 @@ def source_spec(port: int, prefix: str, **kw: object) -> MqttSource:
 
 def publish_subprocess(broker: str, prefix: str, count: int, **kw: object) -> subprocess.Popen[bytes]:
     """``headrace simulate sensors`` in its own process (the publisher gets its own core)."""
-    args = [*HEADRACE, "simulate", "sensors", "--broker", broker, "--topic-prefix", prefix, "--count", str(count)]
+    args = [
+        *HEADRACE,
+        "simulate",
+        "sensors",
+        "--broker",
+        broker,
+        "--topic-prefix",
+        prefix,
+        "--count",
+        str(count),
+    ]
     for key, value in kw.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -150,7 +160,7 @@ def test_100k_qos1_messages_give_exactly_100k_rows(tmp_path, mqtt_broker):
         source.start()
         publisher = publish_subprocess(f"mqtt://{host}:{port}", prefix, 100_000, devices=50, qos=1)
         stats = StreamWorker("sensors", spec, store, source=source).run(max_rows=100_000, idle_exit=30)
-        out, err = publisher.communicate(timeout=120)
+        _out, err = publisher.communicate(timeout=120)
         assert publisher.returncode == 0, err.decode()
     finally:
         source.close()
@@ -171,7 +181,9 @@ def test_malformed_payloads_are_quarantined_and_the_worker_goes_on(tmp_path, mqt
         sent: dict[str, object] = {}
         pub = threading.Thread(
             target=lambda: sent.update(
-                r=simulate_sensors(f"mqtt://{host}:{port}", prefix, devices=5, count=3000, malformed=0.05, seed=11)
+                r=simulate_sensors(
+                    f"mqtt://{host}:{port}", prefix, devices=5, count=3000, malformed=0.05, seed=11
+                )
             )
         )
         pub.start()

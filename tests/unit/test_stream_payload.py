@@ -77,8 +77,13 @@ def test_topic_pattern_maps_levels_and_rejects_others():
 
 @pytest.mark.parametrize(
     ("value", "unit"),
-    [(1_700_000_123, "auto"), (1_700_000_123_000, "auto"), (1_700_000_123_000_000, "auto"),
-     ("2023-11-14T22:15:23Z", "auto"), (1_700_000_123_000, "ms")],
+    [
+        (1_700_000_123, "auto"),
+        (1_700_000_123_000, "auto"),
+        (1_700_000_123_000_000, "auto"),
+        ("2023-11-14T22:15:23Z", "auto"),
+        (1_700_000_123_000, "ms"),
+    ],
 )
 def test_event_time_from_payload(value, unit):
     fmt = PayloadFormat(event_time="ts", event_time_unit=unit)

@@ -137,5 +137,11 @@ def test_specs_refuse_plaintext_to_remote_brokers_and_hide_secrets():
         spec(topic_pattern="a/{bad level}/b")
     with pytest.raises(ValidationError, match="allow_insecure"):
         NatsSource.model_validate(
-            {"kind": "nats", "servers": ["nats://10.1.2.3:4222"], "stream": "s", "subjects": ["a"], "dataset": "d"}
+            {
+                "kind": "nats",
+                "servers": ["nats://10.1.2.3:4222"],
+                "stream": "s",
+                "subjects": ["a"],
+                "dataset": "d",
+            }
         )

@@ -9,16 +9,22 @@ import typer
 from ..stream.simulator import simulate_sensors
 from ._app import app, console, emit_json
 
-simulate_app = typer.Typer(help="Publish simulated data (for demos, tests and benchmarks).", no_args_is_help=True)
+simulate_app = typer.Typer(
+    help="Publish simulated data (for demos, tests and benchmarks).", no_args_is_help=True
+)
 app.add_typer(simulate_app, name="simulate")
 
 
 @simulate_app.command("sensors")
 def sensors(
     broker: str = typer.Option("mqtt://127.0.0.1:1883", "--broker", help="mqtt://HOST[:PORT] or mqtts://..."),
-    topic_prefix: str = typer.Option("sensors", "--topic-prefix", help="topics are PREFIX/<device_id>/telemetry"),
+    topic_prefix: str = typer.Option(
+        "sensors", "--topic-prefix", help="topics are PREFIX/<device_id>/telemetry"
+    ),
     devices: int = typer.Option(10, "--devices", min=1, help="how many devices"),
-    rate: float = typer.Option(0.0, "--rate", min=0.0, help="messages per second in all (0: as fast as possible)"),
+    rate: float = typer.Option(
+        0.0, "--rate", min=0.0, help="messages per second in all (0: as fast as possible)"
+    ),
     count: int = typer.Option(1000, "--count", min=0, help="how many messages"),
     qos: int = typer.Option(1, "--qos", min=0, max=2, help="MQTT QoS 0, 1 or 2"),
     malformed: float = typer.Option(0.0, "--malformed", min=0.0, max=1.0, help="share of malformed payloads"),

@@ -16,7 +16,9 @@ STREAM_KINDS = ("mqtt", "nats")
 @app.command("stream")
 def stream_command(
     ctx: typer.Context,
-    sources: list[str] = typer.Argument(None, help="stream sources from headrace.yaml (default: all of them)"),
+    sources: list[str] = typer.Argument(
+        None, help="stream sources from headrace.yaml (default: all of them)"
+    ),
     workers: int = typer.Option(
         1, "--workers", "-w", min=1, help="processes per source, on a shared subscription ($share/GROUP/...)"
     ),
@@ -45,7 +47,9 @@ def stream_command(
         for name in names:
             spec = ws.project.source(name)
             if spec.kind not in STREAM_KINDS:
-                raise UsageError(f"source {name!r} is a {spec.kind} source", hint=f"run 'headrace ingest {name}'")
+                raise UsageError(
+                    f"source {name!r} is a {spec.kind} source", hint=f"run 'headrace ingest {name}'"
+                )
         if workers == 1 and len(names) == 1:
             results: list[dict[str, Any]] = [
                 run_source(ws, names[0], max_rows=max_rows, idle_exit=idle_exit).to_dict()

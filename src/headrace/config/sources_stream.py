@@ -114,8 +114,8 @@ class MqttSource(StreamSpec):
     ``session_expiry_seconds``), so messages sent while the worker is down arrive when it comes back, up
     to the broker's queue limit (Mosquitto: ``max_queued_messages``). Messages are acknowledged only
     after the batch holding them is committed. ``max_inflight``: unacknowledged messages the broker may
-    send at once: with MQTT 5 it is sent as Receive Maximum (default: twice ``batch_rows``, at most
-    65535); with 3.1.1 the broker decides (Mosquitto's ``max_inflight_messages``, 20 by default) and a
+    send at once: with MQTT 5 it is sent as Receive Maximum (default 65535, the most there is);
+    with 3.1.1 the broker decides (Mosquitto's ``max_inflight_messages``, 20 by default) and a
     batch is committed whenever this many are pending, so set it to the broker's value.
     ``shared_group``: subscribe as ``$share/GROUP/TOPIC`` (always so with ``--workers N`` > 1).
     """
@@ -135,7 +135,8 @@ class MqttSource(StreamSpec):
     @field_validator("protocol", mode="before")
     @classmethod
     def _protocol(cls, value: object) -> object:
-        return {5: "5", 5.0: "5", 3.1: "3.1.1", 311: "3.1.1", "v5": "5", "3.1": "3.1.1"}.get(value, value)  # type: ignore[call-overload]
+        aliases: dict[object, str] = {5: "5", 3.1: "3.1.1", 311: "3.1.1", "v5": "5", "3.1": "3.1.1"}
+        return aliases.get(value, value)
 
     @field_validator("broker")
     @classmethod

@@ -65,7 +65,14 @@ def demo_stage(ctx: Any, count: int = 3000, devices: int = 20) -> list[str]:
         def publish() -> None:
             try:
                 sim["result"] = simulate_sensors(
-                    url, prefix, devices=devices, count=count, qos=1, malformed=0.02, seed=7, protocol=protocol
+                    url,
+                    prefix,
+                    devices=devices,
+                    count=count,
+                    qos=1,
+                    malformed=0.02,
+                    seed=7,
+                    protocol=protocol,
                 )
             except BaseException as exc:  # reported below; the worker is stopped by idle_exit
                 errors.append(exc)
@@ -91,7 +98,9 @@ def demo_stage(ctx: Any, count: int = 3000, devices: int = 20) -> list[str]:
     ]
     qname = store.quarantine_name(DEMO_DATASET)
     if store.exists(qname):
-        reasons = Counter(str(r).split(" (")[0][:60] for r in store.read(qname).get_column("reason").to_list())
+        reasons = Counter(
+            str(r).split(" (")[0][:60] for r in store.read(qname).get_column("reason").to_list()
+        )
         for reason, n in reasons.most_common(4):
             lines.append(f"  quarantined {n}: {reason}")
     if data.height:

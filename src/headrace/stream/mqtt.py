@@ -144,7 +144,9 @@ class MqttStream:
         self.format = payload_format(spec)
         self.pattern = TopicPattern(spec.topic_pattern) if spec.topic_pattern else None
         self.v5 = spec.protocol == "5"
-        default_inflight = min(65535, max(2 * spec.batch_rows, 100)) if self.v5 else 20
+        # MQTT 5: the most the protocol allows, so a burst waits in the worker (bounded by max_pending)
+        # rather than in the broker's per-client queue, which drops past max_queued_messages
+        default_inflight = 65535 if self.v5 else 20
         self.max_inflight = spec.max_inflight or default_inflight
         # a batch is cut when this many messages wait: the broker sends no more until they are acked
         self.flush_at = min(spec.batch_rows, self.max_inflight) if spec.qos > 0 else spec.batch_rows
@@ -255,9 +257,7 @@ class MqttStream:
             self._connected = True
         if self._generation > 1:
             self.reconnects += 1
-            log.warning(
-                "source %s: reconnected (session present: %s)", self.name, flags.session_present
-            )
+            log.warning("source %s: reconnected (session present: %s)", self.name, flags.session_present)
         client.subscribe([(f, self.spec.qos) for f in self.filters])
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
@@ -278,7 +278,9 @@ class MqttStream:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = msg._topic.decode("utf-8", "replace")
-        message = Message(topic, msg.payload, time.time(), bool(msg.dup), (self._generation, msg.mid, msg.qos))
+        message = Message(
+            topic, bytes(msg.payload), time.time(), bool(msg.dup), (self._generation, msg.mid, msg.qos)
+        )
         with self._cond:
             while len(self._pending) >= self.max_pending and not self._stop.is_set():
                 self._cond.wait(0.5)  # backpressure: the reader takes a batch, then we go on
@@ -342,7 +344,9 @@ class MqttStream:
             else:
                 stale += 1  # from an older connection: the broker redelivers it, the key drops the copy
         if stale:
-            log.info("source %s: %d messages from an earlier connection left unacknowledged", self.name, stale)
+            log.info(
+                "source %s: %d messages from an earlier connection left unacknowledged", self.name, stale
+            )
 
     def stop(self) -> None:
         """Ask ``read()`` to hand over what it holds as a last batch and end."""

@@ -132,7 +132,10 @@ class NatsStream:
         if len(spec.subjects) > 1:
             config.filter_subjects = list(spec.subjects)
         self._sub = await js.pull_subscribe(
-            spec.subjects[0], durable=self.durable, stream=spec.stream, config=config,
+            spec.subjects[0],
+            durable=self.durable,
+            stream=spec.stream,
+            config=config,
             pending_msgs_limit=max(2 * spec.batch_rows, 65536),
         )
 
@@ -152,7 +155,7 @@ class NatsStream:
 
         try:
             return list(await self._sub.fetch(n, timeout=timeout))
-        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, nats.errors.TimeoutError):
             return []
         except nats.errors.ConnectionClosedError as exc:
             raise ServiceUnavailable(f"source {self.name!r}: the NATS connection closed") from exc
@@ -215,7 +218,9 @@ class NatsStream:
         try:
             self._run(ack_all())
         except Exception as exc:  # unacknowledged: JetStream redelivers, the key drops the copy
-            log.warning("source %s: acknowledgement failed (%s); messages will be redelivered", self.name, exc)
+            log.warning(
+                "source %s: acknowledgement failed (%s); messages will be redelivered", self.name, exc
+            )
 
     def stop(self) -> None:
         self._stop.set()

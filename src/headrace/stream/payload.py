@@ -178,7 +178,9 @@ def _decode(payload: bytes, fmt: PayloadFormat) -> list[dict[str, Any]]:
     rows = []
     for values in csv.reader(lines, delimiter=fmt.csv_delimiter):
         if len(values) != len(fmt.csv_columns):
-            raise ValueError(f"CSV line has {len(values)} fields, payload.csv_columns names {len(fmt.csv_columns)}")
+            raise ValueError(
+                f"CSV line has {len(values)} fields, payload.csv_columns names {len(fmt.csv_columns)}"
+            )
         rows.append({name: _scalar(v) for name, v in zip(fmt.csv_columns, values, strict=True)})
     return rows
 
@@ -253,12 +255,13 @@ def parse_messages(
         except ValueError as exc:
             fail(msg, str(exc))
             continue
-        levels: dict[str, str] | None = {}
+        levels: dict[str, str] = {}
         if pattern is not None:
-            levels = pattern.match(msg.topic)
-            if levels is None:
+            matched = pattern.match(msg.topic)
+            if matched is None:
                 fail(msg, f"topic does not match topic_pattern {pattern.pattern!r}")
                 continue
+            levels = matched
         received = datetime.fromtimestamp(msg.received_at, UTC)
         many = len(decoded) > 1
         for index, row in enumerate(decoded):

@@ -13,6 +13,7 @@ lets tests and benchmarks count lost and doubled readings exactly.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import ssl
@@ -188,26 +189,35 @@ def simulate_sensors(
     index = {d: t for d, t in zip(sim.ids, topics, strict=True)}
     started = time.perf_counter()
     bad = 0
-    infos = []
+    # at most this many unacknowledged messages queued in the client: message ids are 16-bit
+    window: collections.deque[mqtt.MQTTMessageInfo] = collections.deque()
+    deadline = time.time() + max(timeout, count / 500)
+
+    def settle(info: mqtt.MQTTMessageInfo) -> None:
+        info.wait_for_publish(max(0.01, deadline - time.time()))
+        if not info.is_published() and qos > 0:
+            raise ServiceUnavailable(
+                f"MQTT broker {host}:{port} did not acknowledge every message in time",
+                hint="check the broker's logs and limits",
+            )
+
     try:
         for n, (device, payload, is_bad) in enumerate(sim.readings(count)):
             bad += is_bad
-            infos.append(client.publish(index[device], payload, qos=qos))
+            window.append(client.publish(index[device], payload, qos=qos))
+            while len(window) > 10_000:
+                settle(window.popleft())
             if rate > 0:
                 ahead = started + (n + 1) / rate - time.perf_counter()
                 if ahead > 0:
                     time.sleep(ahead)
-        deadline = time.time() + max(timeout, count / 1000)
-        for info in infos:
-            info.wait_for_publish(max(0.01, deadline - time.time()))
-            if not info.is_published() and qos > 0:
-                raise ServiceUnavailable(
-                    f"MQTT broker {host}:{port} did not acknowledge every message in time",
-                    hint="check the broker's logs and limits",
-                )
+        while window:
+            settle(window.popleft())
     finally:
         client.disconnect()
         client.loop_stop()
     seconds = time.perf_counter() - started
     log.info("published %d readings (%d malformed) in %.2f s", count, bad, seconds)
-    return SimulationResult(sent=count, malformed=bad, seconds=seconds, devices=devices, topic_prefix=topic_prefix)
+    return SimulationResult(
+        sent=count, malformed=bad, seconds=seconds, devices=devices, topic_prefix=topic_prefix
+    )

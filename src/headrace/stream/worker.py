@@ -45,7 +45,7 @@ from ..metadata import SCHEMA, Metadata, utcnow
 from ..store import BatchMeta, Store, new_batch_id
 from . import metrics
 from .mqtt import MqttStream, StreamToken
-from .payload import EVENT_TIME_COLUMN, KEY_COLUMN, RECEIVED_COLUMN, TOPIC_COLUMN
+from .payload import KEY_COLUMN, RECEIVED_COLUMN, TOPIC_COLUMN
 
 __all__ = ["KeyMemory", "StreamStats", "StreamWorker", "open_stream", "run_workers"]
 
@@ -170,7 +170,10 @@ class StreamWorker:
         try:
             for batch in self.source.read():
                 self.process(batch)
-                if max_rows is not None and self.stats.rows_committed + self.stats.rows_quarantined >= max_rows:
+                if (
+                    max_rows is not None
+                    and self.stats.rows_committed + self.stats.rows_quarantined >= max_rows
+                ):
                     self.stop()
                 if self.compact and time.monotonic() - self._last_compact > self.spec.compact_every_seconds:
                     self.compact_now()
@@ -251,7 +254,9 @@ class StreamWorker:
         quarantined = 0
         if rejected:
             qframe = pl.concat(rejected, how="diagonal_relaxed")
-            self.store.append(self.store.quarantine_name(spec.dataset), qframe, BatchMeta(self.name, batch_id, extra))
+            self.store.append(
+                self.store.quarantine_name(spec.dataset), qframe, BatchMeta(self.name, batch_id, extra)
+            )
             quarantined = qframe.height
         keys = []
         if KEY_COLUMN in frame.columns:
@@ -310,7 +315,7 @@ class StreamWorker:
     def _dedup_failures(self, failures: list[dict[str, Any]], suspects: set[str]) -> list[dict[str, Any]]:
         """Unparseable messages are told apart by content only when redelivered: two identical bad
         payloads are two failures, a redelivered one already quarantined is not."""
-        redelivered = {f.get(KEY_COLUMN) for f in failures} & suspects
+        redelivered = {str(f.get(KEY_COLUMN)) for f in failures} & suspects
         if not redelivered:
             return failures
         known = {k for k in redelivered if k in self.memory}
@@ -331,7 +336,10 @@ class StreamWorker:
         found: set[str] = set()
         wanted = pl.Series(KEY_COLUMN, sorted(keys), dtype=pl.String)
         cutoff = datetime.now(UTC) - timedelta(hours=self.spec.dedup_lookback_hours)
-        for dataset, recent in ((self.spec.dataset, True), (self.store.quarantine_name(self.spec.dataset), False)):
+        for dataset, recent in (
+            (self.spec.dataset, True),
+            (self.store.quarantine_name(self.spec.dataset), False),
+        ):
             if not self.store.exists(dataset):
                 continue
             scan = self.store.scan(dataset)
@@ -359,8 +367,6 @@ class StreamWorker:
             if target is None or target == dtype:
                 continue
             if dtype == pl.Null or (dtype.is_integer() and target.is_float()):
-                casts.append(pl.col(name).cast(target))
-            elif dtype.is_integer() and target.is_integer():
                 casts.append(pl.col(name).cast(target))
         return frame.with_columns(casts) if casts else frame
 
@@ -390,7 +396,7 @@ class StreamWorker:
         runs = SCHEMA.tables["ingestion_runs"]
         with self.meta.begin() as conn:
             self._run_id = int(
-                conn.execute(
+                conn.execute(  # type: ignore[index]
                     insert(runs).values(
                         source=self.name,
                         dataset=self.spec.dataset,
@@ -422,7 +428,11 @@ class StreamWorker:
             with self.meta.begin() as conn:
                 conn.execute(update(runs).where(runs.c.id == self._run_id).values(**values))
                 if self._report is not None:
-                    doc = {**self._report.to_dict(), "status": "committed", "window_end": utcnow().isoformat()}
+                    doc = {
+                        **self._report.to_dict(),
+                        "status": "committed",
+                        "window_end": utcnow().isoformat(),
+                    }
                     conn.execute(
                         insert(reports).values(
                             run_id=self._run_id,
@@ -580,7 +590,17 @@ def run_workers(
         for index in range(workers):
             proc = ctx.Process(
                 target=_worker_main,
-                args=(str(project_file), name, index, workers, results, max_rows, idle_exit, log_format, verbosity),
+                args=(
+                    str(project_file),
+                    name,
+                    index,
+                    workers,
+                    results,
+                    max_rows,
+                    idle_exit,
+                    log_format,
+                    verbosity,
+                ),
                 name=f"headrace-stream-{name}-{index}",
             )
             proc.start()
@@ -600,7 +620,9 @@ def run_workers(
         out.extend(_drain(results))
     for proc in procs:
         if proc.exitcode not in (0, None) and not any(r.get("worker") == proc.name for r in out):
-            out.append({"source": proc.name, "status": "failed", "error": f"worker exited with {proc.exitcode}"})
+            out.append(
+                {"source": proc.name, "status": "failed", "error": f"worker exited with {proc.exitcode}"}
+            )
     return out
 
 
