@@ -118,12 +118,18 @@ def demo_stage(ctx: Any) -> list[str]:
         result = train_model(name, spec, store=ws_.store, registry=reg, reason=reason, project_root=ws_.root)
         return result.version
 
-    if CHAMPION not in registry.aliases(MODEL):
-        seeded = train_model(
-            MODEL, spec, store=ws.store, registry=registry, promote=True, reason="demo: first model"
-        )
+    aliases = registry.aliases(MODEL)
+    current = registry.get(MODEL, aliases[CHAMPION]) if CHAMPION in aliases else None
+    if current is None or current.data_version is None or not current.metrics:
+        # the loop needs a champion with lineage (its training data version and validation score)
+        seeded = train_model(MODEL, spec, store=ws.store, registry=registry, reason="demo: first model")
         assert seeded.version is not None
-        lines.append(f"champion v{seeded.version.version} trained (roc_auc {seeded.metrics['roc_auc']:.3f})")
+        why = "no champion yet" if current is None else f"v{current.version} records no training data version"
+        registry.promote(MODEL, seeded.version.version, reason=f"demo: trained on {spec.dataset} ({why})")
+        lines.append(
+            f"champion v{seeded.version.version} trained on {spec.dataset}@{seeded.data_version} "
+            f"(roc_auc {seeded.metrics['roc_auc']:.3f}; {why})"
+        )
     schema = ws.store.read(spec.dataset).schema
     champion = registry.aliases(MODEL)[CHAMPION]
 
@@ -133,9 +139,8 @@ def demo_stage(ctx: Any) -> list[str]:
             out = []
             ids = frame["customerID"].to_list()
             truth = frame["Churn"].to_list()
-            for cid, actual, record in zip(
-                ids, truth, frame.drop("customerID", "Churn").to_dicts(), strict=True
-            ):
+            inputs = [i["name"] for i in (registry.get(MODEL, CHAMPION).signature or {}).get("inputs", [])]
+            for cid, actual, record in zip(ids, truth, frame.select(inputs).to_dicts(), strict=True):
                 answer = client.post(
                     f"/models/{MODEL}/predict",
                     json={"records": [record]},
@@ -196,8 +201,8 @@ def demo_stage(ctx: Any) -> list[str]:
 
         # a version whose decision threshold was mis-set: it validated well (ROC-AUC ignores the
         # threshold) but answers "No" to everyone; it reaches canary and the loop rolls it back
-        current = registry.aliases(MODEL)[CHAMPION]
-        mv, good = registry.load(MODEL, current)
+        serving_now = registry.aliases(MODEL)[CHAMPION]
+        mv, good = registry.load(MODEL, serving_now)
         bad = TabularModel(good.pipeline, task=good.task, plan=good.plan, classes=good.classes_,
                            threshold=1.01, target=good.target)  # fmt: skip
         broken = registry.register(
