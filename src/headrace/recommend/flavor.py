@@ -25,6 +25,8 @@ from .models import EASE, ItemKNN, Popularity
 
 __all__ = ["RecommenderModel"]
 
+_CACHE_USERS = 50_000  # users whose training-history scores are kept (n_items floats each)
+
 
 class RecommenderModel:
     """What the registry stores for ``task: recommendation`` (flavor ``recommender``)."""
@@ -56,6 +58,7 @@ class RecommenderModel:
         self._item_by_text = {str(item): item for item in self.item_ids}
         self.user_index: dict[str, int] = {u: i for i, u in enumerate(self.user_ids)}
         self._popular_order = np.argsort(-self.popularity, kind="stable")
+        self._cache: dict[int, np.ndarray] = {}
 
     @classmethod
     def from_fitted(
@@ -103,37 +106,50 @@ class RecommenderModel:
         """The k best items for ``user_id`` as ``(item_id, score)``, best first."""
         k = max(0, min(int(k), len(self.item_ids)))
         row = self.user_index.get(str(user_id))
-        weights: dict[int, float] = {}
+        trained: set[int] = set()
         if row is not None:
             start, end = self.history.indptr[row], self.history.indptr[row + 1]
-            for i, w in zip(self.history.indices[start:end], self.history.data[start:end], strict=True):
-                weights[int(i)] = float(w)
-        banned: set[int] = set(weights)
+            trained = set(self.history.indices[start:end].tolist())
+        banned: set[int] = set(trained)
+        added: list[int] = []  # live items not already in the training history (implicit: weight 1)
         for item, w in (live or {}).items():
             index = self.item_index.get(self.resolve_item(item))
             if index is None:
                 continue  # an item the model has not seen yet: nothing to score from or exclude
             banned.add(index)
-            if w > 0:
-                weights[index] = 1.0  # implicit feedback, as in training
+            if w > 0 and index not in trained:
+                added.append(index)
         for item in exclude:
             index = self.item_index.get(self.resolve_item(item))
             if index is not None:
                 banned.add(index)
-        if self.weights is None or not weights:
+        if self.weights is None or (not trained and not added):
             scores = self.popularity
         else:
-            items = np.fromiter(weights.keys(), dtype=np.int64, count=len(weights))
-            values = np.fromiter(weights.values(), dtype=np.float32, count=len(weights))
-            scores = self._score(items, values)
+            scores = self._base(row) if row is not None else np.zeros(len(self.item_ids))
+            if added:
+                items = np.asarray(added, dtype=np.int64)
+                scores = scores + self._score(items, np.ones(len(items), dtype=np.float32))
         return self._top(scores, k, banned)
+
+    def _base(self, row: int) -> np.ndarray:
+        """A known user's scores from their training history, computed once and kept (bounded)."""
+        cached = self._cache.get(row)
+        if cached is None:
+            start, end = self.history.indptr[row], self.history.indptr[row + 1]
+            items = self.history.indices[start:end].astype(np.int64)
+            cached = self._score(items, np.ones(len(items), dtype=np.float32))
+            if len(self._cache) >= _CACHE_USERS:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[row] = cached
+        return cached
 
     def _score(self, items: np.ndarray, values: np.ndarray) -> np.ndarray:
         if sp.issparse(self.weights):
             rows = self.weights[items]  # type: ignore[index]
             return np.asarray(rows.T @ values, dtype=np.float64).ravel()
         assert isinstance(self.weights, np.ndarray)
-        return (values @ self.weights[items]).astype(np.float64)  # type: ignore[no-any-return]
+        return np.asarray(values @ self.weights[items], dtype=np.float64)
 
     def _top(self, scores: np.ndarray, k: int, banned: set[int]) -> list[tuple[Any, float]]:
         if k == 0:

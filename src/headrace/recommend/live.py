@@ -73,7 +73,7 @@ class RedisLiveState:
 
     async def history(self, model: str, user_id: str) -> dict[Any, float]:
         try:
-            raw = await self._redis.hgetall(self._key(model, user_id))  # type: ignore[misc]
+            raw = await self._redis.hgetall(self._key(model, user_id))
         except Exception as exc:
             raise _unavailable(self.url, exc) from exc
         return {json.loads(field): float(value) for field, value in raw.items()}

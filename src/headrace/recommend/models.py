@@ -61,7 +61,7 @@ class _ItemItem:
         if sp.issparse(self.B_):
             rows = self.B_[items]
             return np.asarray(rows.T @ weights).ravel()
-        return weights @ self.B_[items]  # type: ignore[no-any-return]
+        return np.asarray(weights @ self.B_[items])
 
 
 class ItemKNN(_ItemItem):
@@ -123,6 +123,7 @@ def make_model(kind: str, **params: Any) -> Popularity | ItemKNN | EASE:
             f"unknown recommendation estimator {kind!r}", hint=f"use one of: {', '.join(MODELS)}"
         )
     try:
-        return MODELS[kind](**params)  # type: ignore[no-any-return]
+        model: Popularity | ItemKNN | EASE = MODELS[kind](**params)
+        return model
     except TypeError as exc:
         raise ConfigError(f"estimator {kind!r}: {exc}", hint="check its params in headrace.yaml") from None

@@ -129,18 +129,18 @@ def train_recommender(
     tuning: dict[str, list[dict[str, Any]]] = {}
     best_params: dict[str, dict[str, Any]] = {}
     for kind, grid in candidates.items():
-        trials = []
+        trials: list[dict[str, Any]] = []
         for params in grid:
             if len(grid) == 1:
                 trials.append({"params": params, metric: None})
                 break
-            model = make_model(kind, **params).fit(inner.train.matrix)
-            trials.append({"params": params, metric: evaluate_model(model, inner, k)[metric]})
+            fitted = make_model(kind, **params).fit(inner.train.matrix)
+            trials.append({"params": params, metric: evaluate_model(fitted, inner, k)[metric]})
         tuning[kind] = trials
         chosen = max(trials, key=lambda t: t[metric] if t[metric] is not None else 0.0)
         best_params[kind] = chosen["params"]
-        model = make_model(kind, **chosen["params"]).fit(split.train.matrix)
-        table[kind] = evaluate_model(model, split, k)
+        fitted = make_model(kind, **chosen["params"]).fit(split.train.matrix)
+        table[kind] = evaluate_model(fitted, split, k)
         log.info("%s %s: %s=%.4f", kind, chosen["params"], metric, table[kind][metric])
     winner = max(table, key=lambda kind: table[kind][metric])
     everything = Interactions.from_frame(frame, columns=cols)

@@ -184,7 +184,7 @@ _PROMOTE_BODY = {
         }
     },
 }
-_ADMIN = {"security": [{"bearer": []}]}
+_ADMIN: dict[str, Any] = {"security": [{"bearer": []}]}
 
 
 def _json(doc: Any, status: int = 200) -> Response:
@@ -369,7 +369,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.writer = writer
     app.state.live = live_state
-    app.add_middleware(_Edge, metrics=metrics, max_body=spec.max_body_bytes)  # type: ignore[arg-type]
+    app.add_middleware(_Edge, metrics=metrics, max_body=spec.max_body_bytes)
 
     # -- the edge: every error to a status, from one table ------------------------------------------
     @app.exception_handler(HeadraceError)

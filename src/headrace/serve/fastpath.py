@@ -325,22 +325,22 @@ class CompiledPipeline:
                 total += hit
             return total
         out = self.constant.copy()
-        for name, fill, weight in self.numeric:
-            value = record.get(name)
-            if _is_missing(value):
-                if fill is None:
-                    raise DataError(f"field {name!r} needs a value", hint="send a number")
-                value = fill
-            out += weight * value
-        for name, fill, table, unknown in self.categorical:
-            value = record.get(name)
-            if _is_missing(value):
-                value = fill if fill is not None else None
-            vector = table.get(value)
+        for cname, cfill, cweight in self.numeric:
+            raw = record.get(cname)
+            if _is_missing(raw):
+                if cfill is None:
+                    raise DataError(f"field {cname!r} needs a value", hint="send a number")
+                raw = cfill
+            out += cweight * raw
+        for cname, cfill, ctable, cunknown in self.categorical:
+            raw = record.get(cname)
+            if _is_missing(raw):
+                raw = cfill if cfill is not None else None
+            vector = ctable.get(raw)
             if vector is None:
-                if unknown is None:
-                    raise DataError(f"field {name!r}: unknown category {value!r}", hint="send a known one")
-                vector = unknown
+                if cunknown is None:
+                    raise DataError(f"field {cname!r}: unknown category {raw!r}", hint="send a known one")
+                vector = cunknown
             out += vector
         return out
 
@@ -354,7 +354,7 @@ class CompiledPipeline:
         if self.link.kind == "softmax":
             arr = np.asarray(d, dtype=np.float64)
             e = np.exp(arr - arr.max())
-            return (e / e.sum()).tolist()  # type: ignore[no-any-return]
+            return list((e / e.sum()).tolist())
         raise TypeError("predict_proba_one needs a classifier")
 
     def predict_value_one(self, record: Mapping[str, Any]) -> float:

@@ -72,7 +72,7 @@ class Served:
     def predict_records(self, records: list[dict[str, Any]], *, allow_fast: bool = True) -> TabularAnswer:
         """Records already checked by ``schema``: the fast path for a few rows, the pipeline otherwise."""
         if not records:
-            empty = [] if self.task == "classification" else None
+            empty: list[dict[str, float]] | None = [] if self.task == "classification" else None
             return TabularAnswer([], empty, [], True)
         if allow_fast and self.compiled is not None and len(records) <= FAST_PATH_MAX_ROWS:
             return self._fast(records)
@@ -118,7 +118,7 @@ class Served:
         values = list(prediction.predictions)
         scores = [float(v) for v in values] if self.task == "regression" else None
         probs = prediction.probabilities if isinstance(prediction.probabilities, list) else None
-        return TabularAnswer(values, probs, scores, False)  # type: ignore[arg-type]
+        return TabularAnswer(values, probs, scores, False)
 
 
 def _compile(model: Any) -> tuple[CompiledPipeline | None, str | None]:
@@ -204,7 +204,8 @@ class ModelHost:
     def load(self, name: str, version: int | None = None) -> Served:
         started = time.perf_counter()
         mv, model = self.registry.load(name, version if version is not None else self.ref)
-        compiled, why = (None, "fast path disabled") if not self.fast_path else (None, None)
+        compiled: CompiledPipeline | None = None
+        why: str | None = None if self.fast_path else "fast path disabled"
         if self.fast_path and mv.task in ("classification", "regression"):
             compiled, why = _compile(model)
         signature = getattr(model, "signature", None) or mv.signature

@@ -1,0 +1,274 @@
+"""Serving throughput and latency: headrace's one-row churn prediction and recommendations beside a
+bare FastAPI endpoint that returns fixed JSON, measured in the same run with the same load generator.
+
+    .venv/bin/python benchmarks/serve.py [--seconds 10] [--connections 32]
+
+Each server runs alone in its own process: uvicorn, one worker, uvloop and httptools. The load
+generator is wrk (``apt-get install -y wrk``), two threads, 32 connections:
+
+1. bare FastAPI ``POST /`` returning fixed JSON: max throughput;
+2. headrace ``POST /models/churn/predict`` with one record (fast path, validation, metrics and the
+   prediction log on): max throughput, then p50/p99 at half of it (wrk's per-request ``delay`` paces
+   each connection; the achieved rate is printed beside the target);
+3. headrace ``GET /users/{id}/recommendations?k=10`` for random MovieLens users (EASE, in-process
+   live state), one request in ten a ``POST /interactions``: max throughput and p50/p99.
+
+Targets (issue 8): (2) throughput >= 0.5x (1); p99 <= 10 ms at half of (2)'s throughput;
+(3) p99 <= 10 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+MOVIELENS = (
+    Path(os.environ.get("HEADRACE_DATA_DIR", ROOT.parent / "shared" / "data")) / "movielens-100k" / "u.data"
+)
+
+BARE_APP = """
+from fastapi import FastAPI
+app = FastAPI()
+@app.post("/")
+async def root():
+    return {"model": "bare", "version": 1, "predictions": ["No"], "probabilities": [{"No": 0.9, "Yes": 0.1}]}
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(args: list[str], env: dict[str, str], port: int, cwd: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(args, env={**os.environ, **env}, cwd=cwd, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code in (200, 404, 405):
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit(f"server on port {port} did not start")
+
+
+def _uvicorn(target: str, port: int, factory: bool = False) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        target,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    return cmd + (["--factory"] if factory else [])
+
+
+def _wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    lat = {}
+    for pct in ("50", "99"):
+        m = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out)
+        value, unit = float(m.group(1)), m.group(2)  # type: ignore[union-attr]
+        lat[pct] = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": rps,
+        "p50_ms": lat["50"],
+        "p99_ms": lat["99"],
+        "non_2xx": float(errors.group(1)) if errors else 0.0,
+    }
+
+
+def _post_script(path: Path, body: str, delay_ms: float | None = None) -> Path:
+    text = f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
+    text += 'wrk.headers["Content-Type"] = "application/json"\n'
+    if delay_ms is not None:
+        text += f"function delay()\n  return {delay_ms:.3f}\nend\n"
+    path.write_text(text)
+    return path
+
+
+def _recommend_script(path: Path, users: int, items: int) -> Path:
+    path.write_text(f"""
+math.randomseed(7)
+local n = 0
+request = function()
+  n = n + 1
+  local user = math.random(1, {users})
+  if n % 10 == 0 then
+    local body = '{{"user_id": "' .. user .. '", "item_id": ' .. math.random(1, {items}) .. '}}'
+    return wrk.format("POST", "/interactions", {{["Content-Type"] = "application/json"}}, body)
+  end
+  return wrk.format("GET", "/users/" .. user .. "/recommendations?k=10")
+end
+""")
+    return path
+
+
+def _project(folder: Path) -> tuple[str, int, int]:
+    """A project with the churn champion and a recommender; returns (project file, users, items)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from headrace.recommend import read_movielens, train_recommender
+    from headrace.registry import Registry
+    from headrace.scaffold import init_project
+    from headrace.serve.demo import demo_interactions
+    from headrace.serve.examples import register_churn
+    from headrace.store import BatchMeta
+    from headrace.workspace import Workspace
+
+    path = init_project(folder, name="bench", rows=100, force=True)
+    text = path.read_text().replace(
+        "serving:\n  models: [churn]",
+        "serving:\n  models: [churn, recommendations]\n"
+        "  interactions_dataset: interactions\n  reload_seconds: 5",
+    )
+    path.write_text(text)
+    ws = Workspace.open(path)
+    registry = Registry(ws.meta, ws.artifacts, actor="bench")
+    register_churn(registry, "churn", n=3000, seed=1)
+    frame = read_movielens(str(MOVIELENS)) if MOVIELENS.exists() else demo_interactions(943, 1682)
+    version = ws.store.append("interactions", frame, BatchMeta(source="bench"))
+    spec = ws.project.models["churn"].model_copy(update={"candidates": []})
+    from headrace.config.models import Candidate, PromoteRule
+
+    spec = spec.model_copy(
+        update={
+            "task": "recommendation",
+            "dataset": "interactions",
+            "promote_if": PromoteRule(),
+            "candidates": [Candidate(estimator="ease", params={"l2": 300.0})],
+        }
+    )
+    train_recommender(spec, frame, registry=registry, name="recommendations", data_version=version)
+    users, items = frame["user_id"].n_unique(), frame["item_id"].n_unique()
+    ws.close()
+    return str(path), users, items
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    work = Path(tempfile.mkdtemp(prefix="headrace-bench-serve-"))
+    print("preparing: churn model and recommender ...", flush=True)
+    project, users, items = _project(work / "project")
+    (work / "bare_app.py").write_text(BARE_APP)
+    record = json.dumps(
+        {
+            "records": [
+                {
+                    "gender": "Female",
+                    "SeniorCitizen": 0,
+                    "Partner": "Yes",
+                    "Dependents": "No",
+                    "tenure": 12,
+                    "PhoneService": "Yes",
+                    "InternetService": "Fiber optic",
+                    "OnlineSecurity": "No",
+                    "TechSupport": "No",
+                    "Contract": "Month-to-month",
+                    "PaperlessBilling": "Yes",
+                    "PaymentMethod": "Electronic check",
+                    "MonthlyCharges": 85.5,
+                    "TotalCharges": 1020.0,
+                }
+            ]
+        }
+    )
+    results: dict[str, dict[str, float]] = {}
+
+    port = _free_port()
+    bare = _start(_uvicorn("bare_app:app", port), {}, port, work)
+    try:
+        _wrk(
+            f"http://127.0.0.1:{port}/", _post_script(work / "post.lua", "{}"), 2, args.connections
+        )  # warm-up
+        results["bare FastAPI, fixed JSON"] = _wrk(
+            f"http://127.0.0.1:{port}/", work / "post.lua", args.seconds, args.connections
+        )
+    finally:
+        bare.terminate()
+        bare.wait()
+
+    port = _free_port()
+    env = {"HEADRACE_PROJECT": project, "PYTHONPATH": str(ROOT / "src")}
+    ours = _start(_uvicorn("headrace.serve.project:app_from_env", port, factory=True), env, port, work)
+    try:
+        url = f"http://127.0.0.1:{port}/models/churn/predict"
+        script = _post_script(work / "predict.lua", record)
+        _wrk(url, script, 2, args.connections)  # warm-up
+        full = results["headrace one-row churn predict, max"] = _wrk(
+            url, script, args.seconds, args.connections
+        )
+        half = full["rps"] / 2
+        paced = _post_script(work / "paced.lua", record, delay_ms=1000 * args.connections / half)
+        results[f"headrace one-row churn predict, paced to {half:.0f}/s"] = _wrk(
+            url, paced, args.seconds, args.connections
+        )
+        rec_script = _recommend_script(work / "recommend.lua", users, items)
+        base = f"http://127.0.0.1:{port}"
+        _wrk(base, rec_script, 2, args.connections)
+        results["headrace recommendations top-10 (+10% interactions)"] = _wrk(
+            base, rec_script, args.seconds, args.connections
+        )
+        fast = httpx.get(f"{base}/models").json()
+    finally:
+        ours.terminate()
+        ours.wait()
+
+    print(f"\nwrk, {args.connections} connections, {args.seconds} s each, one uvicorn worker per server")
+    print(f"{'endpoint':58} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    for name, r in results.items():
+        print(f"{name:58} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['non_2xx']:8.0f}")
+    bare_rps = results["bare FastAPI, fixed JSON"]["rps"]
+    ours_rps = results["headrace one-row churn predict, max"]["rps"]
+    paced_key = next(k for k in results if "paced" in k)
+    print(f"\nthroughput ratio (target >= 0.5): {ours_rps / bare_rps:.2f}")
+    print(
+        f"p99 at half throughput (target <= 10 ms): {results[paced_key]['p99_ms']:.2f} ms "
+        f"(achieved {results[paced_key]['rps']:.0f} req/s)"
+    )
+    rec = results["headrace recommendations top-10 (+10% interactions)"]
+    print(f"recommendations p99 (target <= 10 ms): {rec['p99_ms']:.2f} ms at {rec['rps']:.0f} req/s")
+    print(
+        "served:",
+        ", ".join(f"{m['name']} v{m['version']} fast_path={m['fast_path']}" for m in fast["models"]),
+    )
+
+
+if __name__ == "__main__":
+    main()
