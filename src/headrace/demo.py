@@ -109,6 +109,12 @@ def _stage_serve(ctx: DemoContext) -> list[str]:
     return demo_stage(ctx)
 
 
+def _stage_deploy(ctx: DemoContext) -> list[str]:
+    from .deploy.demo import demo_stage  # bundle the champion, deploy it locally, contract checks
+
+    return demo_stage(ctx)
+
+
 def _stage_monitor(ctx: DemoContext) -> list[str]:
     from .monitor.demo import demo_stage  # drift, retrain, canary, promote, rollback
 
@@ -122,6 +128,7 @@ STAGES: list[tuple[str, Callable[[DemoContext], list[str]]]] = [
     ("sql", _stage_sql),
     ("mqtt", _stage_mqtt),
     ("serve", _stage_serve),
+    ("deploy", _stage_deploy),
     ("monitor", _stage_monitor),
     ("status", _stage_status),
 ]

@@ -101,6 +101,12 @@ class Bundle:
         """Check every file against SHA256SUMS (bundle and model); return how many were checked."""
         return len(verify_sums(self.path)) + len(verify_sums(self.model_dir))
 
+    @property
+    def columns(self) -> list[str]:
+        """The model's input columns, in signature order (how CSV without a header is read)."""
+        info = json.loads((self.model_dir / INFO_FILE).read_text())
+        return [str(c["name"]) for c in (info.get("signature") or {}).get("inputs") or []]
+
     def example(self) -> list[dict[str, Any]]:
         path = self.model_dir / EXAMPLE_FILE
         return list(json.loads(path.read_text())) if path.is_file() else []

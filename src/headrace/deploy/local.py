@@ -244,17 +244,20 @@ def start_bundle(bundle: Bundle, python: Path, log_dir: Path, port: int | None =
         "--port",
         str(port),
     ]
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=bundle.path,
-            start_new_session=True,
-        )
-    return Slot(bundle.version, port, proc.pid, str(bundle.path), str(python), str(log_path))
+    # posix_spawn rather than Popen: the server outlives this command by design, and a Popen object
+    # dropped while its process runs warns; the pid is all the switch keeps (stop_process reaps it)
+    pid = os.posix_spawn(
+        str(python),
+        argv,
+        env,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, str(log_path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ],
+        setsid=True,
+    )
+    return Slot(bundle.version, port, pid, str(bundle.path), str(python), str(log_path))
 
 
 def stop_process(slot: Slot, timeout: float = 10.0) -> bool:

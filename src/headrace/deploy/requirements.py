@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal, overload
 
 from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
@@ -108,13 +109,10 @@ def render_requirements(pins: Iterable[Pin], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def probe_key(app_dir: Path, model_info: dict[str, object]) -> str:
-    """What a probe's answer depends on: headrace's code, the model's flavor and task, and this
-    environment (interpreter and installed packages)."""
+def probe_key(model_info: dict[str, object]) -> str:
+    """What a probe's answer depends on besides headrace's code: the model's flavor and task, and
+    this environment (interpreter and installed packages)."""
     digest = hashlib.sha256()
-    for path in sorted(app_dir.rglob("*.py")):
-        digest.update(path.relative_to(app_dir).as_posix().encode())
-        digest.update(path.read_bytes())
     for key in ("flavor", "task"):
         digest.update(f"{key}={model_info.get(key)}".encode())
     digest.update(f"{sys.version} {sys.prefix}".encode())
@@ -123,25 +121,45 @@ def probe_key(app_dir: Path, model_info: dict[str, object]) -> str:
     return digest.hexdigest()
 
 
+def _file_hashes(app_dir: Path, names: Iterable[str]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in names:
+        path = app_dir / name
+        out[name] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    return out
+
+
 def cached_probe(app_dir: Path, model_dir: Path, model_info: dict[str, object], cache: Path) -> list[str]:
-    """``probe_distributions``, remembered in ``cache`` (a JSON file) for the same ``probe_key``:
-    the second bundle of a model (or of another model of the same flavor) skips the subprocess.
-    The model's own types are read in process each time (they differ between versions)."""
-    key = probe_key(app_dir, model_info)
-    known: dict[str, list[str]] = {}
+    """``probe_distributions``, remembered in ``cache`` (a JSON file): an answer is reused while the
+    environment (``probe_key``) and every headrace source file the probe imported are unchanged, so
+    the second bundle of a model (or another model of the same flavor) skips the subprocess. The
+    model's own types are read in process each time (they differ between versions)."""
+    key = probe_key(model_info)
+    known: dict[str, Any] = {}
     if cache.is_file():
         try:
             known = dict(json.loads(cache.read_text()))
         except ValueError:
             known = {}
-    if key not in known:
-        known[key] = probe_distributions(app_dir, model_dir)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(known, indent=1, sort_keys=True))
-    return known[key]
+    entry = known.get(key)
+    if isinstance(entry, dict) and entry.get("files") == _file_hashes(app_dir, entry.get("files") or {}):
+        return [str(d) for d in entry["distributions"]]
+    distributions, files = probe_distributions(app_dir, model_dir, with_files=True)
+    known[key] = {"distributions": distributions, "files": _file_hashes(app_dir, files)}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(known, indent=1, sort_keys=True))
+    return distributions
 
 
-def probe_distributions(app_dir: Path, model_dir: Path, *, timeout: float = 180.0) -> list[str]:
+@overload
+def probe_distributions(app_dir: Path, model_dir: Path, *, timeout: float = ...) -> list[str]: ...
+@overload
+def probe_distributions(
+    app_dir: Path, model_dir: Path, *, with_files: Literal[True], timeout: float = ...
+) -> tuple[list[str], list[str]]: ...
+def probe_distributions(
+    app_dir: Path, model_dir: Path, *, with_files: bool = False, timeout: float = 180.0
+) -> list[str] | tuple[list[str], list[str]]:
     """The distributions the bundle's runtime imports while it loads, builds its app and predicts.
 
     Runs ``python -m headrace.deploy.runtime --probe`` in a fresh interpreter (this process has
@@ -149,6 +167,7 @@ def probe_distributions(app_dir: Path, model_dir: Path, *, timeout: float = 180.
     """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(app_dir), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # no __pycache__ inside the bundle being built
     proc = subprocess.run(
         [sys.executable, "-m", "headrace.deploy.runtime", "--probe", "--model-dir", str(model_dir)],
         capture_output=True,
@@ -164,4 +183,7 @@ def probe_distributions(app_dir: Path, model_dir: Path, *, timeout: float = 180.
             hint="check that the model loads with 'headrace models show' and rerun 'headrace build'",
         )
     doc = json.loads(proc.stdout.strip().splitlines()[-1])
-    return [str(name) for name in doc["distributions"]]
+    distributions = [str(name) for name in doc["distributions"]]
+    if with_files:
+        return distributions, [str(f) for f in doc.get("files") or []]
+    return distributions

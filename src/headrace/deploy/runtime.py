@@ -384,7 +384,15 @@ def _probe(model_dir: str | None) -> int:
     owners = md.packages_distributions()
     modules = direct | _model_modules(bundle.model)
     dists = sorted({d for m in modules for d in owners.get(m, []) if m != "headrace"})
-    print(json.dumps({"distributions": dists, "modules": sorted(modules), "statuses": statuses}))
+    app_root = Path(__file__).resolve().parents[2]
+    files = sorted(
+        Path(str(m.__file__)).resolve().relative_to(app_root).as_posix()
+        for name, m in list(sys.modules.items())
+        if (name == "headrace" or name.startswith("headrace.")) and getattr(m, "__file__", None)
+    )
+    print(
+        json.dumps({"distributions": dists, "modules": sorted(modules), "files": files, "statuses": statuses})
+    )
     return 0 if all(s == 200 for s in statuses) else 1
 
 

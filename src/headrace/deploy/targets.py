@@ -10,7 +10,6 @@ entry of the ledger.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,7 +21,6 @@ from ..workspace import Workspace
 from . import azureml, kubernetes, local, records, sagemaker
 from .bundle import Bundle, build_bundle, resolve_version
 from .plan import Plan, Step
-from .runtime import INFO_FILE
 
 __all__ = ["TARGETS", "DeployOptions", "DeployResult", "deploy", "local_status", "rollback", "stop_local"]
 
@@ -108,11 +106,6 @@ def _bundle(ws: Workspace, model_ref: str, options: DeployOptions) -> Bundle:
             log.info("rebuilding %s: %s", folder, exc)
     kube = replace(options.kubernetes, image=options.image) if options.image else options.kubernetes
     return build_bundle(ws, f"{name}@{mv.version}", folder, image=options.image, kubernetes_options=kube)
-
-
-def _columns(bundle: Bundle) -> list[str]:
-    info = json.loads((bundle.model_dir / INFO_FILE).read_text())
-    return [str(c["name"]) for c in (info.get("signature") or {}).get("inputs") or []]
 
 
 def deploy(
@@ -297,7 +290,7 @@ def _deploy_local(ws: Workspace, bundle: Bundle, options: DeployOptions, dry_run
     slot = local.start_bundle(bundle, python, root / "logs")
     try:
         startup = local.wait_ready(slot)
-        report = local.check_contract(slot.url, bundle.example(), _columns(bundle))
+        report = local.check_contract(slot.url, bundle.example(), bundle.columns)
     except BaseException:
         local.stop_process(slot)
         raise
@@ -455,7 +448,7 @@ def _rollback_local(ws: Workspace, model: str, dry_run: bool) -> DeployResult:
         return result
     restored = standby if local.alive(standby) else _restart(ws, standby)
     bundle = Bundle.open(restored.bundle)
-    report = local.check_contract(restored.url, bundle.example(), _columns(bundle))
+    report = local.check_contract(restored.url, bundle.example(), bundle.columns)
     if not report.ok:
         raise HeadraceError(
             f"v{restored.version} of {model} fails its contract checks, so it was not restored: "
