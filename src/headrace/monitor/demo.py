@@ -84,6 +84,7 @@ def demo_stage(ctx: Any) -> list[str]:
     from .alerts import check_alert_files, write_alert_files
     from .loop import cycle
     from .report import write_report
+    from .routing import bucket
 
     ws = ctx.ws
     policy = ws.project.monitoring.model_copy(
@@ -111,6 +112,7 @@ def demo_stage(ctx: Any) -> list[str]:
         }
     )
     spec = _light(ws.project.model(MODEL))
+    share_ = policy.canary.share
     registry = Registry(ws.meta, ws.artifacts, actor="demo")
     lines: list[str] = []
 
@@ -162,6 +164,21 @@ def demo_stage(ctx: Any) -> list[str]:
                     return
                 time.sleep(0.05)
 
+        def until(version: int) -> None:
+            """Wait until the server routes canary-bound users to ``version`` (it polls the registry)."""
+            user = next(f"probe-{i}" for i in range(10_000) if bucket(f"x-user-id=probe-{i}") < share_)
+            probe = _conform(churn(1, seed=1), schema)
+            inputs = [i["name"] for i in (registry.get(MODEL, CHAMPION).signature or {}).get("inputs", [])]
+            record = probe.select(inputs).to_dicts()[0]
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                answer = client.post(
+                    f"/models/{MODEL}/predict", json={"records": [record]}, headers={"X-User-ID": user}
+                ).json()
+                if answer.get("version") == version:
+                    return
+                time.sleep(0.05)
+
         def pending() -> int:
             dataset = ws.project.serving.prediction_log.dataset
             return ws.store.scan(dataset).select(pl.len()).collect().item() if ws.store.exists(dataset) else 0
@@ -185,7 +202,7 @@ def demo_stage(ctx: Any) -> list[str]:
             lines.append("  PSI " + ", ".join(f"{f.feature} {f.psi:.2f}" for f in top))
         challenger = registry.aliases(MODEL).get(CHALLENGER)
         if challenger is not None:
-            time.sleep(0.4)
+            until(challenger)
             before = pending()
             answers = send(_conform(churn(80, seed=43, shift=1.0, id_offset=700_000), schema), "w")
             share = sum(a["version"] == challenger for a in answers) / len(answers)
@@ -212,7 +229,7 @@ def demo_stage(ctx: Any) -> list[str]:
         )  # fmt: skip
         registry.set_alias(MODEL, CHALLENGER, broken.version, reason="demo: canary for a hand-built version")
         lines.append(f"canary: v{broken.version} (threshold mis-set to 1.01) put on canary by hand")
-        time.sleep(0.4)
+        until(broken.version)
         before = pending()
         send(_conform(churn(60, seed=44, shift=1.0, id_offset=600_000), schema), "x")
         logged(before + 60)
