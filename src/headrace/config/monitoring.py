@@ -70,8 +70,9 @@ class CanarySpec(Spec):
     """How a retrained candidate meets live traffic before it is promoted.
 
     ``canary``: ``share`` of the requests (sticky by ``sticky_by``: a request header such as
-    ``X-User-ID``, or a record field; else the ``X-Request-ID`` header) are answered by the candidate. ``shadow``: the candidate sees ``share`` of the requests too, but
-    its answers are only logged, never returned. Either way it must stay healthy for ``window``
+    ``X-User-ID``, or a record field; else the ``X-Request-ID`` header) are answered by the
+    candidate. ``shadow``: the candidate sees ``share`` of the requests too, but its answers are
+    only logged, never returned. Either way it must stay healthy for ``window``
     and serve at least ``min_requests`` before it is promoted.
     """
 
