@@ -57,9 +57,8 @@ def demo_stage(ctx: DemoContext) -> list[str]:
         )
         record = bundle.example()[:1]
         answer = httpx.post(f"{result.endpoint}/invocations", json={"records": record}, timeout=30).json()
-        lines.append(
-            f"  POST /invocations -> {answer['predictions'][0]!r} {answer.get('probabilities', [''])[0]}"
-        )
+        proba = {k: round(v, 3) for k, v in (answer.get("probabilities") or [{}])[0].items()}
+        lines.append(f"  POST /invocations -> {answer['predictions'][0]!r} {proba}")
         for target in ("sagemaker", "azureml"):
             plan = deploy(ws, "churn", target, dry_run=True).plan
             lines.append(f"{target} --dry-run: {len(plan.steps) if plan else 0} steps: {_calls(plan)}")
