@@ -17,6 +17,7 @@ import collections
 import logging
 import math
 import ssl
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -166,9 +167,15 @@ def simulate_sensors(
         client_id=f"headrace-sim-{uuid.uuid4().hex[:10]}",
         protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311,
     )
-    # Mosquitto takes at most max_inflight_messages (20 by default) incoming QoS 2 messages at a time
-    # and drops the excess; QoS 1 is not limited that way
-    client.max_inflight_messages_set(20 if qos == 2 else 100)
+    # Never more unacknowledged messages than the broker takes (Mosquitto's max_inflight_messages, 20
+    # by default, which it announces as Receive Maximum): past it, it drops messages
+    client.max_inflight_messages_set(20)
+    connected = threading.Event()
+
+    def on_connect(c: mqtt.Client, u: object, flags: object, reason: object, properties: object) -> None:
+        connected.set()
+
+    client.on_connect = on_connect
     client.max_queued_messages_set(0)
     if username is not None:
         client.username_pw_set(username, password)
@@ -184,6 +191,9 @@ def simulate_sensors(
             f"MQTT broker {host}:{port} is unreachable ({exc})", hint="start the broker or fix --broker"
         ) from None
     client.loop_start()
+    if not connected.wait(timeout):
+        client.loop_stop()
+        raise ServiceUnavailable(f"MQTT broker {host}:{port} did not accept the connection in time")
     sim = SensorSimulator(devices, malformed=malformed, seed=seed, interval=interval)
     topics = [f"{topic_prefix}/{d}/telemetry" for d in sim.ids]
     index = {d: t for d, t in zip(sim.ids, topics, strict=True)}
