@@ -81,7 +81,7 @@ def test_csv_options_delimiter_quote_encoding_no_header(env):
         }
     )
     assert run(env, spec).ok
-    assert store.read("d").rows() == [("a1", "café; ok", 1), ("a2", "b", 2)]
+    assert sorted(store.read("d").rows()) == [("a1", "café; ok", 1), ("a2", "b", 2)]
 
 
 def test_unreadable_files_fail_alone_with_reasons(env):
@@ -121,7 +121,7 @@ def test_ragged_lines_and_invalid_utf8_go_to_quarantine_with_lines(env):
     path.write_bytes(b'id,n\nr1,1\nr2\nr3,3,extra\nr4,\xff4\n"r5\nstill r5",5\nr6,6\nr7,"7\n')
     result = run(env, file_spec(path))
     assert result.ok
-    assert store.read("d")["id"].to_list() == ["r1", "r5\nstill r5", "r6"]
+    assert sorted(store.read("d")["id"].to_list()) == ["r1", "r5\nstill r5", "r6"]
     q = store.read("d__quarantine").sort("position")
     assert q["position"].to_list() == [3, 4, 5, 9]
     reasons = q["reason"].to_list()

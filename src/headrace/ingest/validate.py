@@ -43,6 +43,7 @@ QUARANTINE_META = (REASON, ORIGIN, POSITION, BATCH_ID, RAW)
 kept in the quarantine as ``<name>__data``."""
 _COLLISION_SUFFIX = "__data"
 _REASON_TMP = "__hr_reason"
+_BAD_BASE = "__hr_bad_base"
 
 _TYPES: dict[str, pl.DataType] = {
     "string": pl.String(),
@@ -234,8 +235,7 @@ def check(
             e = pl.when(e.is_in(spec.null_tokens)).then(None).otherwise(e)
         if "trim_strings" in spec.cleanse or "null_tokens" in spec.cleanse:
             exprs.append(e.alias(c))
-    if exprs:
-        work = work.with_columns(exprs)
+    lazy = work.lazy().with_columns(exprs) if exprs else work.lazy()
 
     # 2. type coercion; a value that was there and does not convert is a failure
     flags: list[tuple[str, pl.Expr]] = []  # (rule label, failure expression over the coerced frame)
@@ -249,8 +249,7 @@ def check(
         flag_name = f"__type_{len(type_fail_cols)}"
         type_fail_cols[c] = flag_name
         coerce.append((pl.col(c).is_not_null() & target.is_null()).alias(flag_name))
-    if coerce:
-        work = work.with_columns(coerce)
+    work = (lazy.with_columns(coerce) if coerce else lazy).collect()
     for c, flag_name in type_fail_cols.items():
         flags.append((f"{c}: type {rules[c].type}", pl.col(flag_name)))
 
@@ -321,9 +320,10 @@ def check(
         flags.append((row_rule.name, ~_row_expr(row_rule, work).fill_null(True)))
 
     # 7. uniqueness, among rows that pass everything else (a bad first copy does not doom a good second)
+    base_count = len(flags)
     unique_checks = _unique_checks(spec)
     if unique_checks:
-        base_ok = ~pl.any_horizontal([e for _, e in flags]) if flags else pl.lit(True)
+        base_ok = ~pl.col(_BAD_BASE)  # computed once from the other rules, in step 8
         for label, cols in unique_checks:
             key = pl.col(cols[0]) if len(cols) == 1 else pl.struct(cols)
             present = pl.all_horizontal([pl.col(k).is_not_null() for k in cols])
@@ -347,14 +347,25 @@ def check(
                     )
                 )
 
-    # 8. split
+    # 8. split: flags as boolean columns (the other rules first, then uniqueness, which reads them)
     if flags:
         labels = [label for label, _ in flags]
         names = [f"__fail_{i}" for i in range(len(flags))]
+        base_names = names[:base_count]
         try:
             evaluated = work.with_columns(
-                [e.fill_null(False).alias(n) for (_, e), n in zip(flags, names, strict=True)]
-            )
+                [
+                    e.fill_null(False).alias(n)
+                    for (_, e), n in zip(flags[:base_count], base_names, strict=True)
+                ]
+            ).with_columns((pl.any_horizontal(base_names) if base_names else pl.lit(False)).alias(_BAD_BASE))
+            if len(flags) > base_count:
+                evaluated = evaluated.with_columns(
+                    [
+                        e.fill_null(False).alias(n)
+                        for (_, e), n in zip(flags[base_count:], names[base_count:], strict=True)
+                    ]
+                )
         except pl.exceptions.PolarsError as exc:
             raise ConfigError(
                 f"dataset {spec.dataset!r}: a rule cannot be evaluated ({str(exc).splitlines()[0][:200]})",
@@ -363,15 +374,20 @@ def check(
         bad = evaluated.select(pl.any_horizontal(names)).to_series()
         counts = evaluated.select([pl.col(n).sum() for n in names]).row(0)
         report.failures = {label: int(n) for label, n in zip(labels, counts, strict=True) if n}
-        reasons = evaluated.select(
-            pl.concat_str(
-                [pl.when(pl.col(n)).then(pl.lit(label)) for label, n in zip(labels, names, strict=True)],
-                separator="; ",
-                ignore_nulls=True,
-            ).alias(_REASON_TMP)
-        ).to_series()
+        reasons = (
+            evaluated.select(names)
+            .filter(bad)
+            .select(
+                pl.concat_str(
+                    [pl.when(pl.col(n)).then(pl.lit(label)) for label, n in zip(labels, names, strict=True)],
+                    separator="; ",
+                    ignore_nulls=True,
+                ).alias(_REASON_TMP)
+            )
+            .to_series()
+        )
         clean = work.filter(~bad)
-        rejected_raw = raw.filter(bad).with_columns(reasons.filter(bad))
+        rejected_raw = raw.filter(bad).with_columns(reasons)
     else:
         clean = work
         rejected_raw = raw.clear().with_columns(pl.lit(None, dtype=pl.String).alias(_REASON_TMP))

@@ -1,0 +1,249 @@
+"""File ingestion: headrace (validate + cleanse + quarantine + commit) beside its baselines, one run.
+
+    .venv/bin/python benchmarks/ingest_files.py [--rows 1000000]
+
+Generates a churn-like CSV (15 columns, about 2% defective rows), then runs each approach in its own
+process and prints rows/s and peak resident memory (ru_maxrss of that process):
+
+- headrace: ``headrace.ingest.runner.ingest`` with the example project's rules, into a Delta table;
+- raw limit: polars reads the CSV and writes Parquet, no checks;
+- naive: pandas reads the CSV, sqlite3 ``executemany`` inserts it;
+- dlt into duckdb, only when dlt is installed;
+- rule engines alone on the same parsed frame: headrace's ``check`` and pandera's polars backend
+  (when pandera is installed), which is how the rule engine was chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RULES = {
+    "customerID": {"type": "string", "required": True, "unique": True},
+    "tenure": {"type": "int", "required": True, "min": 0, "max": 120},
+    "MonthlyCharges": {"type": "float", "required": True, "min": 0},
+    "TotalCharges": {"type": "float", "min": 0, "impute": "median"},
+    "SeniorCitizen": {"type": "int", "allowed": [0, 1]},
+    "Contract": {"type": "string", "allowed": ["Month-to-month", "One year", "Two year"]},
+    "Churn": {"type": "string", "required": True, "allowed": ["Yes", "No"]},
+}
+
+
+def generate(path: Path, rows: int) -> None:
+    from headrace.datagen import churn_with_defects
+
+    frame, _ = churn_with_defects(rows, seed=7, rate=0.02)
+    frame.drop("TechSupport").write_csv(path)
+
+
+def _peak_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_headrace(csv: Path, work: Path) -> dict[str, float]:
+    from headrace.config.sources import FileSource
+    from headrace.ingest.runner import ingest, open_source
+    from headrace.metadata import Metadata
+    from headrace.store import Store
+
+    spec = FileSource.model_validate(
+        {
+            "kind": "file",
+            "path": str(csv),
+            "dataset": "churn",
+            "columns": RULES,
+            "cleanse": ["trim_strings", "null_tokens"],
+        }
+    )
+    store = Store(work / "lake")
+    meta = Metadata(f"sqlite:///{work / 'meta.db'}")
+    started = time.perf_counter()
+    result = ingest(open_source("churn", spec), spec, store=store, meta=meta, source_name="churn")
+    seconds = time.perf_counter() - started
+    assert result.ok, result.error
+    return {
+        "seconds": seconds,
+        "rows": result.rows_read,
+        "committed": result.rows_committed,
+        "quarantined": result.rows_quarantined,
+    }
+
+
+def run_raw(csv: Path, work: Path) -> dict[str, float]:
+    import polars as pl
+
+    started = time.perf_counter()
+    frame = pl.read_csv(csv, infer_schema=False)  # text columns: typed inference fails on the defects
+    frame.write_parquet(work / "raw.parquet")
+    return {"seconds": time.perf_counter() - started, "rows": frame.height}
+
+
+def run_naive(csv: Path, work: Path) -> dict[str, float]:
+    import sqlite3
+
+    import pandas as pd
+
+    started = time.perf_counter()
+    frame = pd.read_csv(csv)
+    conn = sqlite3.connect(work / "naive.db")
+    cols = ", ".join(f'"{c}"' for c in frame.columns)
+    conn.execute(f"CREATE TABLE t ({cols})")
+    marks = ", ".join("?" for _ in frame.columns)
+    conn.executemany(f"INSERT INTO t VALUES ({marks})", frame.itertuples(index=False, name=None))
+    conn.commit()
+    conn.close()
+    return {"seconds": time.perf_counter() - started, "rows": len(frame)}
+
+
+def run_dlt(csv: Path, work: Path) -> dict[str, float]:
+    import dlt  # type: ignore[import-not-found]
+    import polars as pl
+
+    started = time.perf_counter()
+    frame = pl.read_csv(csv, infer_schema=False).to_arrow()
+    pipeline = dlt.pipeline(
+        pipeline_name="bench",
+        destination=dlt.destinations.duckdb(str(work / "dlt.duckdb")),
+        pipelines_dir=str(work / "dlt"),
+    )
+    pipeline.run(frame, table_name="churn")
+    return {"seconds": time.perf_counter() - started, "rows": frame.num_rows}
+
+
+def run_engines(csv: Path, work: Path) -> dict[str, float]:
+    """The rule engines alone, on the same frame of text columns (as every source delivers CSV)."""
+    import polars as pl
+
+    from headrace.config.sources import IngestSpec
+    from headrace.ingest.validate import check
+
+    frame = pl.read_csv(csv, infer_schema=False)
+    spec = IngestSpec.model_validate(
+        {"dataset": "churn", "columns": RULES, "cleanse": ["trim_strings", "null_tokens"]}
+    )
+    check(frame.head(1000), spec)  # warm both engines up on a slice, so neither pays first-call costs
+    started = time.perf_counter()
+    result = check(frame, spec)
+    out = {"headrace_check_seconds": time.perf_counter() - started, "rows": frame.height}
+    out["headrace_rejected"] = result.rejected.height
+    try:
+        import pandera.polars as pa
+    except ImportError:
+        return out
+    schema = pa.DataFrameSchema(
+        {
+            "customerID": pa.Column(str, nullable=False, unique=True),
+            "tenure": pa.Column(pl.Int64, pa.Check.in_range(0, 120), nullable=False, coerce=True),
+            "MonthlyCharges": pa.Column(pl.Float64, pa.Check.ge(0), nullable=False, coerce=True),
+            "TotalCharges": pa.Column(pl.Float64, pa.Check.ge(0), nullable=True, coerce=True),
+            "SeniorCitizen": pa.Column(pl.Int64, pa.Check.isin([0, 1]), coerce=True),
+            "Contract": pa.Column(str, pa.Check.isin(["Month-to-month", "One year", "Two year"])),
+            "Churn": pa.Column(str, pa.Check.isin(["Yes", "No"]), nullable=False),
+        },
+        strict=False,
+    )
+    try:
+        schema.validate(frame.head(1000), lazy=True)
+    except Exception:
+        pass
+    started = time.perf_counter()
+    cleaned = frame.with_columns(pl.col(pl.String).str.strip_chars())
+    cleaned = cleaned.with_columns(
+        pl.when(pl.col(pl.String).is_in(["", " ", "NA"])).then(None).otherwise(pl.col(pl.String)).name.keep()
+    )
+    try:
+        schema.validate(cleaned, lazy=True)
+        failures = 0
+    except pa.errors.SchemaErrors as exc:
+        failures = len(exc.failure_cases)
+    except Exception as exc:  # pandera refuses to coerce a column with bad text at all
+        failures = -1
+        out["pandera_error"] = str(exc)[:200]  # type: ignore[assignment]
+    out["pandera_seconds"] = time.perf_counter() - started
+    out["pandera_failure_cases"] = failures
+    return out
+
+
+APPROACHES = {
+    "headrace": run_headrace,
+    "raw": run_raw,
+    "naive": run_naive,
+    "dlt": run_dlt,
+    "engines": run_engines,
+}
+
+
+def child(name: str, csv: str, work: str) -> None:
+    result = APPROACHES[name](Path(csv), Path(work))
+    result["peak_mb"] = _peak_mb()
+    print(json.dumps(result))
+
+
+def measure(name: str, csv: Path, work: Path) -> dict[str, float] | None:
+    folder = work / name
+    folder.mkdir()
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", name, str(csv), str(folder)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        print(f"  {name}: not run ({last[:160]})")
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--child", nargs=3, metavar=("NAME", "CSV", "WORK"))
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    with tempfile.TemporaryDirectory(prefix="headrace-bench-") as tmp:
+        work = Path(tmp)
+        csv = work / "churn.csv"
+        generate(csv, args.rows)
+        size = csv.stat().st_size / 1e6
+        print(f"input: {args.rows:,} rows, 15 columns, {size:.1f} MB CSV, ~2% defective rows")
+        results = {}
+        for name in ("raw", "headrace", "naive", "dlt", "engines"):
+            if name == "dlt":
+                try:
+                    import dlt  # type: ignore[import-not-found]  # noqa: F401
+                except ImportError:
+                    print("  dlt: not installed (skipped)")
+                    continue
+            results[name] = measure(name, csv, work)
+        raw, hr = results.get("raw"), results.get("headrace")
+        for name in ("headrace", "raw", "naive", "dlt"):
+            r = results.get(name)
+            if r:
+                rate = r["rows"] / r["seconds"]
+                print(f"  {name:9s} {r['seconds']:7.2f} s  {rate:12,.0f} rows/s  peak {r['peak_mb']:7.0f} MB")
+        if hr:
+            print(f"  headrace: {hr['committed']:,.0f} committed, {hr['quarantined']:,.0f} quarantined")
+        if raw and hr:
+            print(f"  headrace / raw limit (rows/s): {raw['seconds'] / hr['seconds']:.2f}x (goal >= 0.5x)")
+        eng = results.get("engines")
+        if eng:
+            line = f"  rule engines on the parsed frame: headrace check {eng['headrace_check_seconds']:.2f} s"
+            if "pandera_seconds" in eng:
+                line += f", pandera (polars) {eng['pandera_seconds']:.2f} s"
+                line += f" ({eng['pandera_seconds'] / eng['headrace_check_seconds']:.1f}x slower)"
+                if eng.get("pandera_error"):
+                    line += f"; pandera error: {eng['pandera_error']}"
+            else:
+                line += ", pandera: not installed (pip install 'pandera[polars]')"
+            print(line)
+
+
+if __name__ == "__main__":
+    main()
