@@ -37,6 +37,16 @@ MOVIELENS = (
     Path(os.environ.get("HEADRACE_DATA_DIR", ROOT.parent / "shared" / "data")) / "movielens-100k" / "u.data"
 )
 
+OUR_APP = """
+import os
+from headrace.registry import Registry
+from headrace.serve import create_app
+from headrace.workspace import Workspace
+def make():
+    ws = Workspace.open(os.environ["HEADRACE_PROJECT"])
+    return create_app(Registry(ws.meta, ws.artifacts, actor="bench"), ws.project.serving, store=ws.store)
+"""
+
 BARE_APP = """
 from fastapi import FastAPI
 app = FastAPI()
@@ -187,6 +197,7 @@ def main() -> None:
     print("preparing: churn model and recommender ...", flush=True)
     project, users, items = _project(work / "project")
     (work / "bare_app.py").write_text(BARE_APP)
+    (work / "our_app.py").write_text(OUR_APP)
     record = json.dumps(
         {
             "records": [
@@ -226,7 +237,7 @@ def main() -> None:
 
     port = _free_port()
     env = {"HEADRACE_PROJECT": project, "PYTHONPATH": str(ROOT / "src")}
-    ours = _start(_uvicorn("headrace.serve.project:app_from_env", port, factory=True), env, port, work)
+    ours = _start(_uvicorn("our_app:make", port, factory=True), env, port, work)
     try:
         url = f"http://127.0.0.1:{port}/models/churn/predict"
         script = _post_script(work / "predict.lua", record)
