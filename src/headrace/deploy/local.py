@@ -24,13 +24,13 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import signal
 import site
 import socket
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
 import venv
 from dataclasses import dataclass
@@ -84,13 +84,10 @@ def ensure_env(bundle: Bundle, envs_root: Path, mode: str = "fresh") -> tuple[Pa
         return python, {**json.loads(marker.read_text()), "reused": True}
     started = time.perf_counter()
     envs_root.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{env_dir.name}.", dir=envs_root))
     try:
-        # venv scripts embed their own path: build in place under the final name, then mark complete
-        stage.rmdir()
+        # venv scripts embed their own path: build in place under the final name; only the marker
+        # written last makes it count, so a half-built environment is rebuilt next time
         if env_dir.exists():
-            import shutil
-
             shutil.rmtree(env_dir)
         if mode == "fresh":
             venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
@@ -125,8 +122,6 @@ def ensure_env(bundle: Bundle, envs_root: Path, mode: str = "fresh") -> tuple[Pa
         log.info("environment %s ready in %.1f s", env_dir.name, facts["seconds"])
         return python, {**facts, "reused": False}
     except BaseException:
-        import shutil
-
         shutil.rmtree(env_dir, ignore_errors=True)
         raise
 

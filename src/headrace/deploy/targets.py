@@ -126,7 +126,7 @@ def deploy(
     if target == "kubernetes":
         plan = kubernetes.kubernetes_plan(
             bundle.info,
-            options.kubernetes if not options.image else replace(options.kubernetes, image=options.image),
+            replace(options.kubernetes, image=options.image or bundle.info.get("image")),
             canary=options.canary,
         )
     elif target == "sagemaker":
