@@ -259,6 +259,9 @@ class MqttStream:
             self.reconnects += 1
             log.warning("source %s: reconnected (session present: %s)", self.name, flags.session_present)
         client.subscribe([(f, self.spec.qos) for f in self.filters])
+        if flags.session_present:
+            # the session holds the subscription already (and its backlog may arrive before SUBACK)
+            self._subscribed.set()
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
         failed = [str(r) for r in reasons if r.is_failure]
