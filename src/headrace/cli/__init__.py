@@ -8,7 +8,7 @@ import sys
 import traceback
 
 from ..errors import HeadraceError
-from . import core, datasets, deploy, export, ingest, models, monitor, serve, simulate, stream, train  # noqa: F401  (registers the commands)
+from . import core, datasets, deploy, export, ingest, models, monitor, serve, simulate, stream, train, ui  # noqa: F401  (registers the commands)
 from ._app import app, err_console
 
 __all__ = ["app", "main"]

@@ -951,6 +951,10 @@ def create_app(
             await run_in_threadpool(host.check, name)
         return _json({"model": name, "champion": mv.version})
 
+    # the dashboard under /ui: read-only pages; its promote/rollback buttons call the admin routes
+    from ..ui import mount_ui
+
+    mount_ui(app, registry, store=store, spec=spec)
     _add_security_scheme(app)
     return app
 

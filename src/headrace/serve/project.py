@@ -21,7 +21,7 @@ def app_from_workspace(ws: Workspace, *, models: list[str] | None = None) -> Any
     spec = ws.project.serving
     names = models if models else (spec.models or list(ws.project.models))
     registry = Registry(ws.meta, ws.artifacts, actor="serve")
-    return create_app(
+    app = create_app(
         registry,
         spec,
         store=ws.store,
@@ -29,6 +29,8 @@ def app_from_workspace(ws: Workspace, *, models: list[str] | None = None) -> Any
         title=f"headrace: {ws.project.project}",
         canary=ws.project.monitoring.canary,
     )
+    app.state.ui.project = ws.project  # the dashboard's thresholds and column rules
+    return app
 
 
 def app_from_env() -> Any:

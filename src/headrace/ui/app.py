@@ -1,0 +1,185 @@
+"""The dashboard as an ASGI app, mounted under ``/ui`` in the serving app (``mount_ui``).
+
+Pages are rendered on the server (Jinja2 templates, SVG charts), so they read without JavaScript;
+the one script (``static/ui.js``) only drives the promote and rollback buttons, which call the
+serving app's admin routes with the token the user types (kept in the tab's session storage).
+Pages are read-only: whoever may read the API may read them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..errors import HeadraceError, NotFound
+from .data import Dashboard
+from .pages import dataset_charts, model_charts, monitoring_charts, when
+
+__all__ = ["MOUNT_PATH", "create_ui_app", "mount_ui"]
+
+log = logging.getLogger("headrace.ui")
+
+MOUNT_PATH = "/ui"
+_STATIC = Path(__file__).parent / "static"
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _pct(value: Any, digits: int = 1) -> str:
+    return "–" if value is None else f"{float(value) * 100:.{digits}f}%"
+
+
+def _ago(value: Any) -> str:
+    if not isinstance(value, datetime):
+        return ""
+    seconds = (datetime.now(UTC) - value).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{max(int(seconds), 0)}s ago"
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("headrace.ui", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(num=_num, pct=_pct, when=when, ago=_ago)
+    return env
+
+
+def create_ui_app(dashboard: Dashboard) -> Starlette:
+    """The dashboard's pages and static files (mount it; links follow the mount's ``root_path``)."""
+    env = _environment()
+
+    def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        base = request.scope.get("root_path", "").rstrip("/")
+        started = request.scope.get("headrace.ui.started", time.perf_counter())
+        html = env.get_template(template).render(
+            base=base,
+            api=base.removesuffix(MOUNT_PATH),
+            project=dashboard.name,
+            admin=dashboard.admin,
+            models_nav=dashboard.model_names(),
+            path=request.url.path,
+            rendered_ms=(time.perf_counter() - started) * 1000,
+            now=datetime.now(UTC),
+            **context,
+        )
+        return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+    def page(fn: Any) -> Any:
+        def endpoint(request: Request) -> Response:
+            request.scope["headrace.ui.started"] = time.perf_counter()
+            try:
+                result: Response = fn(request)
+                return result
+            except NotFound as exc:
+                return render(request, "error.html", 404, title="Not found", message=exc.one_line())
+            except HeadraceError as exc:
+                log.warning("dashboard page %s failed: %s", request.url.path, exc.one_line())
+                status = 503 if exc.transient else 500
+                return render(request, "error.html", status, title="Unavailable", message=exc.one_line())
+
+        return endpoint
+
+    @page
+    def overview(request: Request) -> Response:
+        return render(request, "overview.html", doc=dashboard.overview(), title="Overview")
+
+    @page
+    def dataset(request: Request) -> Response:
+        name = request.path_params["name"]
+        doc = dashboard.dataset(name)
+        return render(request, "dataset.html", doc=doc, charts=dataset_charts(doc), title=f"Dataset {name}")
+
+    @page
+    def model(request: Request) -> Response:
+        name = request.path_params["name"]
+        raw = request.query_params.get("version")
+        if raw is not None and not raw.isdigit():
+            raise NotFound(f"version {raw!r} is not a number", hint="pick one from the versions table")
+        doc = dashboard.model(name, int(raw) if raw else None)
+        return render(request, "model.html", doc=doc, charts=model_charts(doc), title=f"Model {name}")
+
+    @page
+    def monitoring_index(request: Request) -> Response:
+        names = dashboard.model_names()
+        base = request.scope.get("root_path", "").rstrip("/")
+        if names:
+            return RedirectResponse(f"{base}/monitoring/{names[0]}", status_code=307)
+        return render(request, "error.html", 404, title="Monitoring", message="no model is registered yet")
+
+    @page
+    def monitoring(request: Request) -> Response:
+        name = request.path_params["name"]
+        doc = dashboard.monitoring(name)
+        return render(
+            request, "monitoring.html", doc=doc, charts=monitoring_charts(doc), title=f"Monitoring {name}"
+        )
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        return render(
+            request, "error.html", status, title="Not found", message=f"no page at {request.url.path}"
+        )
+
+    return Starlette(
+        routes=[
+            Route("/", overview, name="overview"),
+            Route("/datasets/{name}", dataset, name="dataset"),
+            Route("/models/{name}", model, name="model"),
+            Route("/monitoring", monitoring_index, name="monitoring_index"),
+            Route("/monitoring/{name}", monitoring, name="monitoring"),
+            Mount("/static", StaticFiles(directory=_STATIC), name="static"),
+        ],
+        exception_handlers={404: not_found},
+    )
+
+
+def mount_ui(
+    app: Any,
+    registry: Any,
+    *,
+    store: Any = None,
+    spec: Any = None,
+    project: Any = None,
+    path: str = MOUNT_PATH,
+) -> Dashboard:
+    """Mount the dashboard at ``path`` in a serving app (``create_app``) and return its
+    :class:`Dashboard`, whose ``project`` may be set later (thresholds and sources come from it)."""
+    dashboard = Dashboard(
+        registry=registry,
+        store=store,
+        project=project,
+        serving=spec,
+        metrics=getattr(app.state, "metrics", None),
+        host=getattr(app.state, "host", None),
+        title=getattr(app, "title", "headrace"),
+    )
+    app.mount(path, create_ui_app(dashboard), name="ui")
+    app.state.ui = dashboard
+    return dashboard
