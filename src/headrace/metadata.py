@@ -182,7 +182,8 @@ deployments = Table(
     Column("model", String(200), nullable=False, index=True),
     Column("version", Integer, nullable=False),
     Column("target", String(40), nullable=False),
-    Column("status", String(20), nullable=False),  # live | replaced | rolled_back | failed
+    # live | replaced | rolled_back | failed | planned (manifests written, not applied) | stopped
+    Column("status", String(20), nullable=False),
     _ts("created_at", nullable=False),
     Column("endpoint", Text),
     Column("details", JSON),
