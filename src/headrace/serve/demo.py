@@ -74,6 +74,7 @@ def demo_stage(ctx: Any) -> list[str]:
     records = churn_records(400, seed=9)
     with serve_in_thread(app) as url, httpx.Client(base_url=url) as client:
         lines.append(f"serving at {url} (docs at {url}/docs, metrics at {url}/metrics)")
+        lines.append(f"dashboard at {url}/ui/ (after the demo: headrace --project {ws.root} ui)")
         info = client.get("/models").json()["models"]
         for m in info:
             path = "" if m["task"] == "recommendation" else ", fast path" if m["fast_path"] else ", pipeline"

@@ -152,6 +152,7 @@ def _time_ticks(lo: float, hi: float, count: int = 5) -> list[tuple[float, str]]
 def _open(frame: _Frame, label: str, css: str = "chart") -> None:
     frame.parts.append(
         f'<svg class="{css}" viewBox="0 0 {frame.width} {frame.height}" role="img" '
+        f'style="max-width:{frame.width}px" '
         f'aria-label="{escape(label)}" preserveAspectRatio="xMidYMid meet" '
         f'xmlns="http://www.w3.org/2000/svg"><title>{escape(label)}</title>'
     )

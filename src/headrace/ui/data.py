@@ -29,7 +29,7 @@ from ..metadata import SCHEMA, Metadata
 from ..registry import CHALLENGER, CHAMPION, LedgerEntry, ModelVersion, Registry
 from ..store import QUARANTINE_SUFFIX, Store
 
-__all__ = ["Dashboard", "bucket_seconds", "histogram_quantile"]
+__all__ = ["Dashboard", "binary_curves", "bucket_seconds", "histogram_quantile", "trapezoid"]
 
 log = logging.getLogger("headrace.ui")
 
@@ -351,6 +351,7 @@ class Dashboard:
             "schema": [{"column": c, "dtype": str(t), "rule": rules.get(c, "")} for c, t in schema.items()],
             "sources": sources,
             "max_reject_ratio": max_reject,
+            "alert_ratio": self.policy.alerts.quarantine_ratio,
             "reports": self.quality_reports(name),
             "runs": self.runs(limit=10, dataset=name),
             "quarantine": self.quarantine(name),
@@ -545,13 +546,10 @@ class Dashboard:
         oof = pl.read_parquet(io.BytesIO(self.registry.artifacts.get_bytes(sha)))
         curves: dict[str, Any] | None = None
         if mv.task == "classification" and "prediction" in oof.columns:
-            from sklearn.metrics import auc, precision_recall_curve, roc_curve
-
             y = oof["y"].to_numpy().astype(int)
             p = oof["prediction"].to_numpy().astype(float)
             if 0 < y.sum() < y.size:
-                fpr, tpr, _ = roc_curve(y, p)
-                precision, recall, _ = precision_recall_curve(y, p)
+                fpr, tpr, precision, recall = binary_curves(y, p)
                 point = None
                 if mv.threshold is not None:
                     chosen = p >= mv.threshold
@@ -560,8 +558,8 @@ class Dashboard:
                 curves = {
                     "kind": "binary",
                     "roc": _thin(fpr, tpr),
-                    "roc_auc": float(auc(fpr, tpr)),
-                    "pr": _thin(recall[::-1], precision[::-1]),
+                    "roc_auc": trapezoid(fpr, tpr),
+                    "pr": _thin(recall, precision),
                     "base_rate": float(y.mean()),
                     "threshold_point": point,
                     "rows": int(y.size),
@@ -864,6 +862,26 @@ def _load(text: Any) -> Any:
         return text
 
 
+def binary_curves(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """ROC (fpr, tpr) and precision-recall (precision, recall, by rising recall) of a binary
+    score, one point per distinct score (what scikit-learn's curves give, without importing it)."""
+    order = np.argsort(-score, kind="mergesort")
+    truth, ranked = y[order], score[order]
+    last = np.r_[np.flatnonzero(np.diff(ranked)), truth.size - 1]
+    tps = np.cumsum(truth)[last].astype(float)
+    fps = (last + 1) - tps
+    tpr = np.r_[0.0, tps / tps[-1]]
+    fpr = np.r_[0.0, fps / fps[-1]]
+    precision = np.r_[1.0, tps / (tps + fps)]
+    recall = np.r_[0.0, tps / tps[-1]]
+    return fpr, tpr, precision, recall
+
+
+def trapezoid(x: np.ndarray, y: np.ndarray) -> float:
+    """The area under ``y(x)`` by the trapezoid rule (ROC-AUC from ``binary_curves``)."""
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
+
+
 def _thin(x: np.ndarray, y: np.ndarray) -> list[tuple[float, float]]:
     n = len(x)
     keep = (
@@ -876,6 +894,8 @@ def _thin(x: np.ndarray, y: np.ndarray) -> list[tuple[float, float]]:
 
 def _cell(value: Any, column: str) -> str:
     text = "" if value is None else str(value)
+    if column == "origin":
+        text = text.rsplit("/", 1)[-1]
     limit = 200 if column == "reason" else 40
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

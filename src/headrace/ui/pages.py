@@ -43,9 +43,9 @@ def dataset_charts(doc: dict[str, Any]) -> dict[str, Markup]:
             notes=[f"{r['origin']} ({r['status']})" for r in reports],
         )
     }
-    thresholds = []
-    if doc.get("max_reject_ratio") is not None:
-        thresholds.append(Threshold(float(doc["max_reject_ratio"]), "max_reject_ratio (batch fails above)"))
+    thresholds = [Threshold(float(doc["alert_ratio"]), f"alert {doc['alert_ratio']:.0%}", color="#d4a72c")]
+    if doc.get("max_reject_ratio") is not None and doc["max_reject_ratio"] < 1:
+        thresholds.append(Threshold(float(doc["max_reject_ratio"]), "max_reject_ratio: batch fails above"))
     out["reject"] = line_chart(
         [
             Series(
@@ -96,6 +96,7 @@ def model_charts(doc: dict[str, Any]) -> dict[str, Markup]:
             out["folds"] = bar_chart(
                 [Bar(f"fold {f['fold']}", f["scores"].get(metric)) for f in folds],
                 label=f"{metric} per outer fold of v{selected['version']}",
+                width=420,
                 thresholds=[Threshold(float(mean), f"mean {mean:.4f}", color="#334155", axis="x")]
                 if mean is not None
                 else [],
