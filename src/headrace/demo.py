@@ -103,6 +103,18 @@ def _stage_mqtt(ctx: DemoContext) -> list[str]:
     return demo_stage(ctx)
 
 
+def _stage_train(ctx: DemoContext) -> list[str]:
+    from .train.demo import demo_train_stage  # the trainer stays out of the CLI's import path
+
+    return demo_train_stage(ctx)
+
+
+def _stage_evaluate(ctx: DemoContext) -> list[str]:
+    from .train.demo import demo_evaluate_stage
+
+    return demo_evaluate_stage(ctx)
+
+
 def _stage_serve(ctx: DemoContext) -> list[str]:
     from .serve.demo import demo_stage  # the churn champion and a recommender on a local server
 
@@ -127,6 +139,8 @@ STAGES: list[tuple[str, Callable[[DemoContext], list[str]]]] = [
     ("http", _stage_http),
     ("sql", _stage_sql),
     ("mqtt", _stage_mqtt),
+    ("train", _stage_train),
+    ("evaluate", _stage_evaluate),
     ("serve", _stage_serve),
     ("deploy", _stage_deploy),
     ("monitor", _stage_monitor),
