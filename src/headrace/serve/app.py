@@ -587,10 +587,10 @@ def create_app(
         content_type = request.headers.get("content-type", "")
         images: list[bytes] = []
         if content_type.startswith("multipart/form-data"):
-            form = await request.form()
-            for _, value in form.multi_items():
-                if hasattr(value, "read"):
-                    images.append(await value.read())
+            async with request.form() as form:  # closes the uploads' spooled temporary files
+                for _, value in form.multi_items():
+                    if hasattr(value, "read"):
+                        images.append(await value.read())
         else:
             doc = await read_json(request)
             raw = doc.get("images") if isinstance(doc, dict) else None
