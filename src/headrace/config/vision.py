@@ -20,7 +20,7 @@ class AugmentSpec(Spec):
     through the whole network (what a GPU can afford). ``null`` chooses by device.
     """
 
-    crop_scale: tuple[float, float] = (0.25, 1.0)
+    crop_scale: tuple[float, float] = (0.35, 1.0)
     flip: bool = True
     jitter: float = Field(0.3, ge=0.0, le=1.0)
     views: int | None = Field(None, ge=0, le=64)
@@ -82,11 +82,11 @@ class ImageSpec(Spec):
     eval_size: int | None = Field(256, ge=32, le=1024)
     crop_fraction: float = Field(0.875, gt=0.0, le=1.0)
     val_split: float = Field(0.2, gt=0.0, lt=1.0)
-    head_epochs: int = Field(60, ge=1)
-    finetune_epochs: int = Field(8, ge=0)
-    unfreeze_blocks: int = Field(5, ge=0)
-    lr: float = Field(3e-3, gt=0.0)
-    backbone_lr: float = Field(3e-4, gt=0.0)
+    head_epochs: int = Field(100, ge=1)
+    finetune_epochs: int = Field(6, ge=0)
+    unfreeze_blocks: int = Field(3, ge=0)
+    lr: float = Field(1e-3, gt=0.0)
+    backbone_lr: float = Field(1e-4, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
