@@ -438,6 +438,8 @@ def test_unknown_pages_and_the_monitoring_index(project: Project) -> None:
     css = project.client.get("/ui/static/ui.css")
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
     assert "/ui" not in project.client.get("/openapi.json").text  # the API's schema is unchanged
+    metrics = project.client.get("/metrics").text  # dashboard pages are not traffic of a model
+    assert 'route="/ui"' in metrics and 'route="/models/{name}"' not in metrics
 
 
 def test_headrace_ui_serves_the_dashboard_alone(project: Project) -> None:

@@ -8,7 +8,7 @@ admin token.
 
 from __future__ import annotations
 
-from .app import MOUNT_PATH, create_ui_app, mount_ui
+from .app import MOUNT_PATH, create_ui_app, dashboard_app, mount_ui
 from .data import Dashboard
 
-__all__ = ["MOUNT_PATH", "Dashboard", "create_ui_app", "mount_ui"]
+__all__ = ["MOUNT_PATH", "Dashboard", "create_ui_app", "dashboard_app", "mount_ui"]

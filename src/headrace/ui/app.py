@@ -26,7 +26,7 @@ from ..errors import HeadraceError, NotFound
 from .data import Dashboard
 from .pages import dataset_charts, model_charts, monitoring_charts, when
 
-__all__ = ["MOUNT_PATH", "create_ui_app", "mount_ui"]
+__all__ = ["MOUNT_PATH", "create_ui_app", "dashboard_app", "mount_ui"]
 
 log = logging.getLogger("headrace.ui")
 
@@ -71,7 +71,7 @@ def _environment() -> Environment:
     return env
 
 
-def create_ui_app(dashboard: Dashboard) -> Starlette:
+def create_ui_app(dashboard: Dashboard) -> Any:
     """The dashboard's pages and static files (mount it; links follow the mount's ``root_path``)."""
     env = _environment()
 
@@ -147,17 +147,37 @@ def create_ui_app(dashboard: Dashboard) -> Starlette:
             request, "error.html", status, title="Not found", message=f"no page at {request.url.path}"
         )
 
-    return Starlette(
-        routes=[
-            Route("/", overview, name="overview"),
-            Route("/datasets/{name}", dataset, name="dataset"),
-            Route("/models/{name}", model, name="model"),
-            Route("/monitoring", monitoring_index, name="monitoring_index"),
-            Route("/monitoring/{name}", monitoring, name="monitoring"),
-            Mount("/static", StaticFiles(directory=_STATIC), name="static"),
-        ],
-        exception_handlers={404: not_found},
+    return _Labelled(
+        Starlette(
+            routes=[
+                Route("/", overview, name="overview"),
+                Route("/datasets/{name}", dataset, name="dataset"),
+                Route("/models/{name}", model, name="model"),
+                Route("/monitoring", monitoring_index, name="monitoring_index"),
+                Route("/monitoring/{name}", monitoring, name="monitoring"),
+                Mount("/static", StaticFiles(directory=_STATIC), name="static"),
+            ],
+            exception_handlers={404: not_found},
+        )
     )
+
+
+class _Labelled:
+    """Every dashboard request counts as route ``/ui`` with no model in the serving app's metrics
+    (its ``/models/{name}`` pages are not traffic of that model)."""
+
+    path = MOUNT_PATH
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if scope.get("type") == "http":  # the serving app's edge reads these after the call
+                scope["route"] = self
+                scope["path_params"] = {}
 
 
 def mount_ui(
@@ -183,3 +203,27 @@ def mount_ui(
     app.mount(path, create_ui_app(dashboard), name="ui")
     app.state.ui = dashboard
     return dashboard
+
+
+def dashboard_app(ws: Any) -> Any:
+    """The serving app of a workspace with no model loaded (what ``headrace ui`` serves): the
+    dashboard at ``/ui``, the admin routes its buttons call, ``/metrics``; ``/`` redirects."""
+    from ..registry import Registry
+    from ..serve.app import create_app
+
+    plog = ws.project.serving.prediction_log.model_copy(update={"enabled": False})
+    spec = ws.project.serving.model_copy(update={"prediction_log": plog})
+    registry = Registry(ws.meta, ws.artifacts, actor="dashboard")
+    application = create_app(
+        registry, spec, store=ws.store, models=[], title=f"headrace: {ws.project.project}", canary=None
+    )
+    dashboard: Dashboard = application.state.ui
+    dashboard.project = ws.project
+    dashboard.serving = ws.project.serving  # the prediction log the dashboard reads
+    dashboard.host = None  # nothing is served here
+
+    async def root(request: Request) -> Response:
+        return RedirectResponse(f"{MOUNT_PATH}/", status_code=307)
+
+    application.add_route("/", root, include_in_schema=False)
+    return application

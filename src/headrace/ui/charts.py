@@ -149,6 +149,13 @@ def _time_ticks(lo: float, hi: float, count: int = 5) -> list[tuple[float, str]]
     return out
 
 
+def _beside(frame: _Frame, x: float, text: str) -> str:
+    """x and anchor of a label next to ``x``: to its left when it would run off the right edge."""
+    if x + 3 + 6 * len(text) > frame.width - 2:
+        return f'x="{x - 3:.1f}" text-anchor="end"'
+    return f'x="{x + 3:.1f}"'
+
+
 def _open(frame: _Frame, label: str, css: str = "chart") -> None:
     frame.parts.append(
         f'<svg class="{css}" viewBox="0 0 {frame.width} {frame.height}" role="img" '
@@ -203,7 +210,8 @@ def _thresholds(frame: _Frame, thresholds: Sequence[Threshold]) -> None:
             frame.parts.append(
                 f'<g class="threshold" data-value="{t.value}"><line x1="{x:.1f}" x2="{x:.1f}" '
                 f'y1="{frame.top}" y2="{frame.height - frame.bottom}" stroke="{t.color}"/>'
-                f'<text x="{x + 3:.1f}" y="{frame.top + 10}" fill="{t.color}">{escape(t.label)}</text></g>'
+                f'<text {_beside(frame, x, t.label)} y="{frame.top + 10}" fill="{t.color}">'
+                f"{escape(t.label)}</text></g>"
             )
             continue
         y = frame.py(t.value)
@@ -300,7 +308,7 @@ def line_chart(
         cx, cy = frame.px(mx), frame.py(my)
         frame.parts.append(
             f'<g class="marker"><circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="#cf222e"/>'
-            f'<text x="{cx + 7:.1f}" y="{cy - 6:.1f}" fill="#cf222e">{escape(text)}</text></g>'
+            f'<text {_beside(frame, cx + 4, text)} y="{cy - 6:.1f}" fill="#cf222e">{escape(text)}</text></g>'
         )
     frame.parts.append("</svg>")
     return Markup(f'<figure class="fig">{"".join(frame.parts)}{_legend(frame, keys)}</figure>')
@@ -362,7 +370,7 @@ def bar_chart(
         x = frame.px(t.value)
         p.append(
             f'<g class="threshold" data-value="{t.value}"><line x1="{x:.1f}" x2="{x:.1f}" y1="{frame.top}" '
-            f'y2="{bottom}" stroke="{t.color}"/><text x="{x + 3:.1f}" y="{bottom - 4}" '
+            f'y2="{bottom}" stroke="{t.color}"/><text {_beside(frame, x, t.label)} y="{bottom - 4}" '
             f'fill="{t.color}">{escape(t.label)}</text></g>'
         )
     p.append("</svg>")
@@ -426,7 +434,7 @@ def timeline_chart(
     label: str,
     events: Sequence[tuple[datetime, str, str]] = (),
     now: datetime | None = None,
-    width: int = 640,
+    width: int = 960,
 ) -> Markup:
     """Lanes (champion, challenger) of labelled segments over time, with event ticks under them."""
     lanes = list(dict.fromkeys(s.lane for s in segments)) or ["champion"]

@@ -3,7 +3,8 @@
 Every page is one call here (``overview``, ``dataset``, ``model``, ``monitoring``) returning plain
 dicts the templates render; the same numbers ``headrace status --json``, ``headrace models`` and the
 serving API give, computed by the same code where it exists (``Store.info``,
-``monitor.metrics.ingestion_health``, ``monitor.performance.timeline``, ``Registry``).
+``monitor.metrics.ingestion_health``, ``Registry``); live accuracy is computed here with polars
+(the monitor's own figures come from its stored reports, shown beside it).
 """
 
 from __future__ import annotations
@@ -693,8 +694,6 @@ class Dashboard:
 
     def live(self, name: str, champion: ModelVersion | None) -> dict[str, Any]:
         """Latency, error rate and live accuracy (feedback joined to the prediction log) over time."""
-        from ..monitor.performance import timeline
-
         since = datetime.now(UTC) - timedelta(days=_LIVE_DAYS)
         rows = self._log(self.plog.dataset, since, name)
         if rows.height == 0:
@@ -748,17 +747,20 @@ class Dashboard:
             joined = _joined(ok, feedback)
             metric = "accuracy" if task == "classification" else "rmse"
             if joined.height:
-                line = timeline(joined, task, metric=metric, every=f"{every}s")
-                from ..monitor.performance import compute_metrics
-
-                whole = compute_metrics(joined, task)
+                score = _score(metric)
+                line = (
+                    joined.sort("ts")
+                    .group_by_dynamic("ts", every=f"{every}s", group_by="version")
+                    .agg(pl.len().alias("rows"), score.alias("value"))
+                    .sort("ts", "version")
+                )
                 reference = None
                 if champion is not None:
                     reference = _metric_value(champion.metrics, metric)
                 accuracy = {
                     "metric": metric,
                     "rows": joined.height,
-                    "value": _finite(whole.get(metric)),
+                    "value": _finite(joined.select(score).item()),
                     "reference": reference,
                     "points": [
                         {
@@ -811,7 +813,7 @@ class Dashboard:
                     per = buckets.setdefault(route, {})
                     per[bound] = per.get(bound, 0.0) + sample.value
         routes = []
-        for route in sorted({r for r, _ in requests}):
+        for route in sorted({r for r, _ in requests if r != "/ui"}):
             total = sum(v for (r, _), v in requests.items() if r == route)
             server_errors = sum(v for (r, s), v in requests.items() if r == route and s.startswith("5"))
             client_errors = sum(v for (r, s), v in requests.items() if r == route and s.startswith("4"))
@@ -851,6 +853,16 @@ def _joined(log_rows: pl.DataFrame, feedback: pl.DataFrame) -> pl.DataFrame:
             "score": rows["score"],
         }
     ).drop_nulls(["prediction", "actual"])
+
+
+def _score(metric: str) -> pl.Expr:
+    """Accuracy (labels compared as text) or RMSE (numbers) of the joined frame, as one expression."""
+    if metric == "accuracy":
+        return (pl.col("prediction") == pl.col("actual")).mean()
+    error = pl.col("prediction").cast(pl.Float64, strict=False) - pl.col("actual").cast(
+        pl.Float64, strict=False
+    )
+    return (error**2).mean().sqrt()
 
 
 def _load(text: Any) -> Any:
