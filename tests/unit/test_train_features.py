@@ -116,9 +116,7 @@ def test_catalog_checks_parameters_in_scikit_learn_style():
         make_estimator("logistic_regression", "classification", {"C": -1})
     with pytest.raises(ConfigError, match="has no parameter 'Cc'; did you mean 'C'"):
         make_estimator("logistic_regression", "classification", {"Cc": 1})
-    with pytest.raises(
-        ConfigError, match=r"estimator 'random_forrest'.*did you mean 'random_forest'"
-    ):
+    with pytest.raises(ConfigError, match=r"estimator 'random_forrest'.*did you mean 'random_forest'"):
         make_estimator("random_forrest", "classification")
     with pytest.raises(ConfigError, match="'ridge' is a regression estimator"):
         make_estimator("ridge", "classification")
