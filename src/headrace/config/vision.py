@@ -22,8 +22,8 @@ class AugmentSpec(Spec):
 
     crop_scale: tuple[float, float] = (0.35, 1.0)
     flip: bool = True
-    jitter: float = Field(0.3, ge=0.0, le=1.0)
-    views: int | None = Field(None, ge=0, le=64)
+    jitter: float = Field(default=0.3, ge=0.0, le=1.0)
+    views: int | None = Field(default=None, ge=0, le=64)
 
     @field_validator("crop_scale")
     @classmethod
@@ -53,8 +53,8 @@ class ImageCheckSpec(Spec):
     """
 
     formats: list[str] = Field(default_factory=lambda: ["JPEG", "PNG", "WEBP", "BMP", "TIFF", "MPO"])
-    min_side: int = Field(32, ge=1)
-    min_entropy: float = Field(0.5, ge=0.0, le=8.0)
+    min_side: int = Field(default=32, ge=1)
+    min_entropy: float = Field(default=0.5, ge=0.0, le=8.0)
 
     @field_validator("formats")
     @classmethod
@@ -78,27 +78,27 @@ class ImageSpec(Spec):
     backbone: Literal[
         "efficientnet_lite0", "resnet18", "resnet50", "mobilenet_v3_large", "efficientnet_b0"
     ] = "efficientnet_lite0"
-    image_size: int = Field(224, ge=32, le=1024)
-    eval_size: int | None = Field(256, ge=32, le=1024)
-    crop_fraction: float = Field(0.875, gt=0.0, le=1.0)
-    val_split: float = Field(0.2, gt=0.0, lt=1.0)
-    head_epochs: int = Field(100, ge=1)
-    finetune_epochs: int = Field(6, ge=0)
-    unfreeze_blocks: int = Field(3, ge=0)
-    lr: float = Field(1e-3, gt=0.0)
-    backbone_lr: float = Field(1e-4, gt=0.0)
-    weight_decay: float = Field(0.01, ge=0.0)
-    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    image_size: int = Field(default=224, ge=32, le=1024)
+    eval_size: int | None = Field(default=256, ge=32, le=1024)
+    crop_fraction: float = Field(default=0.875, gt=0.0, le=1.0)
+    val_split: float = Field(default=0.2, gt=0.0, lt=1.0)
+    head_epochs: int = Field(default=100, ge=1)
+    finetune_epochs: int = Field(default=6, ge=0)
+    unfreeze_blocks: int = Field(default=3, ge=0)
+    lr: float = Field(default=1e-3, gt=0.0)
+    backbone_lr: float = Field(default=1e-4, gt=0.0)
+    weight_decay: float = Field(default=0.01, ge=0.0)
+    label_smoothing: float = Field(default=0.1, ge=0.0, lt=1.0)
+    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
     schedule: Literal["cosine", "onecycle"] = "cosine"
-    patience: int = Field(3, ge=1)
-    batch_size: int = Field(32, ge=1)
+    patience: int = Field(default=3, ge=1)
+    batch_size: int = Field(default=32, ge=1)
     tta: bool = True
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
     checks: ImageCheckSpec = Field(default_factory=ImageCheckSpec)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _sizes(self) -> ImageSpec:

@@ -132,6 +132,7 @@ class _Run:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     say: Progress
+    frozen: Any = None  # the backbone with batch norm folded in, for what never trains
 
     @property
     def backbone(self) -> Any:
@@ -153,12 +154,12 @@ class _Run:
         out = []
         for batch in batches:
             with self.autocast():
-                out.append(self.backbone.forward_prefix(self.prepare(batch), self.k).to(torch.float16))
+                out.append(self.frozen.forward_prefix(self.prepare(batch), self.k).to(torch.float16))
         return torch.cat(out)
 
     def top(self, h: torch.Tensor) -> torch.Tensor:
         """Pooled features from split-point activations."""
-        return self.backbone.forward_top(h.float(), self.k)  # type: ignore[no-any-return]
+        return self.backbone.forward_top(h.float(), self.k)
 
     @torch.no_grad()
     def top_proba(self, h: torch.Tensor, h_flip: torch.Tensor | None) -> torch.Tensor:
@@ -176,11 +177,11 @@ class _Run:
 # -- phase one ---------------------------------------------------------------------------------------
 @torch.no_grad()
 def _features(run: _Run, h: torch.Tensor) -> torch.Tensor:
-    run.network.eval()
+    """Pooled features from split-point activations, through the (still frozen) top."""
     out = []
     for part in _chunks(len(h), run.spec.batch_size):
         with run.autocast():
-            out.append(run.top(h[part]).float().cpu())
+            out.append(run.frozen.forward_top(h[part].float(), run.k).float().cpu())
     return torch.cat(out)
 
 
@@ -405,7 +406,7 @@ def _fit(
     fine_tune = spec.finetune_epochs > 0 and spec.unfreeze_blocks > 0
     run = _Run(
         spec, network, spec.unfreeze_blocks if fine_tune else 0, device, generator, amp_dtype,
-        backbone.mean, backbone.std, say,
+        backbone.mean, backbone.std, say, network.backbone.fused(),
     )  # fmt: skip
     y_train = torch.as_tensor(list(train_labels), dtype=torch.long)
     y_val = torch.as_tensor(list(val_labels), dtype=torch.long)

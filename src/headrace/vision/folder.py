@@ -31,9 +31,12 @@ _SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "v
 
 
 class Checks(Protocol):
-    formats: Sequence[str]
-    min_side: int
-    min_entropy: float
+    @property
+    def formats(self) -> Sequence[str]: ...
+    @property
+    def min_side(self) -> int: ...
+    @property
+    def min_entropy(self) -> float: ...
 
 
 @dataclass

@@ -34,15 +34,15 @@ class ImageNetwork(nn.Module):
 
     def __init__(self, backbone: Backbone, n_classes: int, dropout: float = 0.2) -> None:
         super().__init__()
-        backbone.network.drop_classifier()  # type: ignore[operator]
-        self.backbone = backbone.network
+        backbone.network.drop_classifier()
+        self.backbone: Any = backbone.network
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(backbone.feature_dim, n_classes))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone.features(x)  # type: ignore[operator,no-any-return]
+        return self.backbone.features(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))  # type: ignore[no-any-return]
+        return self.head(self.features(x))
 
 
 class ImageClassifier:
@@ -82,6 +82,7 @@ class ImageClassifier:
             network = ImageNetwork(build_backbone(backbone, pretrained=False), len(self.classes), dropout)
         self.network = network.eval()
         self.device = torch.device("cpu")
+        self._inference: Any = None  # the backbone with batch norm folded in
 
     @property
     def base_size(self) -> int:
@@ -145,7 +146,14 @@ class ImageClassifier:
     def to(self, device: str | torch.device) -> ImageClassifier:
         self.device = torch.device(device)
         self.network.to(self.device)
+        self._inference = None
         return self
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        backbone = self._inference
+        if backbone is None:
+            backbone = self._inference = self.network.backbone.fused()
+        return self.network.head(backbone.features(x))
 
     # -- prediction ---------------------------------------------------------------------------------
     def decode(self, images: Sequence[bytes]) -> list[torch.Tensor]:
@@ -171,9 +179,9 @@ class ImageClassifier:
             crops = batch_center(images[start : start + _BATCH], self.eval_size, self.crop_fraction)
             x = normalize(crops.to(self.device), self.mean, self.std)
             x = x.contiguous(memory_format=torch.channels_last)
-            proba = torch.softmax(self.network(x).float(), dim=1)
+            proba = torch.softmax(self._logits(x).float(), dim=1)
             if self.tta:
-                proba = (proba + torch.softmax(self.network(x.flip(-1)).float(), dim=1)) / 2
+                proba = (proba + torch.softmax(self._logits(x.flip(-1)).float(), dim=1)) / 2
             rows.append(proba.cpu())
         if not rows:
             return torch.empty(0, len(self.classes))
