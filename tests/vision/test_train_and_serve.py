@@ -151,3 +151,29 @@ def test_rest_api_predicts_from_upload_base64_and_open_inference_protocol(traine
             "/models/tiny/predict", json={"images": [base64.b64encode(b"not an image").decode()]}
         )
         assert bad.status_code == 422 and "cannot be decoded" in bad.text
+
+
+def test_headrace_train_runs_an_image_model_from_the_project_file(tmp_path: Path, capsys: Any):
+    import json
+
+    from vision_helpers import make_folder
+
+    from headrace.cli import main
+
+    make_folder(tmp_path / "data" / "images", {"train": 4, "val": 2})
+    (tmp_path / "headrace.yaml").write_text(
+        "project: pics\n"
+        "models:\n"
+        "  pics:\n"
+        "    task: image_classification\n"
+        "    dataset: pics\n"
+        "    image: {path: data/images, image_size: 64, eval_size: 64, head_epochs: 10,\n"
+        "            finetune_epochs: 1, unfreeze_blocks: 1, batch_size: 8, augment: {views: 1}}\n"
+    )
+    with pytest.raises(SystemExit) as done:
+        main(["--project", str(tmp_path), "train", "pics", "--json"])
+    assert done.value.code in (0, None)
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["model"] == "pics" and doc["version"] == 1 and doc["data_version"] == 0
+    assert 0.0 <= doc["metrics"]["accuracy"] <= 1.0
+    assert (tmp_path / ".headrace" / "reports" / "pics-report.html").is_file()

@@ -98,6 +98,12 @@ def train(
         docs = []
         for name in names:
             spec = ws.project.model(name)
+            if spec.task == "image_classification":  # headrace.vision (the torch extra)
+                from ..vision.run import train_in_workspace
+
+                say = None if json else (lambda line: console.print(line, markup=False, highlight=False))
+                docs.append(train_in_workspace(ws, name, spec, promote=promote, progress=say))
+                continue
             result = train_model(
                 name,
                 spec,

