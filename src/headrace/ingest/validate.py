@@ -45,7 +45,8 @@ QUARANTINE_META = (REASON, ORIGIN, POSITION, BATCH_ID, RAW)
 kept in the quarantine as ``<name>__data``."""
 _COLLISION_SUFFIX = "__data"
 _REASON_TMP = "__hr_reason"
-_BAD_BASE = "__hr_bad_base"
+_BASE_OK = "__hr_base_ok"
+_ROW = "__hr_row"
 
 _TYPES: dict[str, pl.DataType] = {
     "string": pl.String(),
@@ -177,11 +178,16 @@ def check(
     taken from the ``_hr_position`` column when the source provides it (1-based otherwise).
     Raises :class:`DataError` when a required column is missing or drift is refused: the batch as a
     whole cannot be used.
+
+    Cost: a handful of columnar passes (cleanse, coerce, rules, split, statistics), each parallel over
+    columns. The rejected rows are picked from the input by row number once, at the end, and their
+    ``reason`` is built from the few rejected rows only.
     """
     report = QualityReport(dataset=spec.dataset, batch_id=batch_id, origins=[origin] if origin else [])
     if POSITION_COLUMN not in frame.columns:
         frame = frame.with_row_index(POSITION_COLUMN, offset=1)
-    frame = frame.with_columns(pl.col(POSITION_COLUMN).cast(pl.Int64))
+    if frame.schema[POSITION_COLUMN] != pl.Int64:
+        frame = frame.with_columns(pl.col(POSITION_COLUMN).cast(pl.Int64))
     data_cols = [c for c in frame.columns if c != POSITION_COLUMN]
     rules = spec.columns
     report.rows_in = frame.height
@@ -208,50 +214,41 @@ def check(
             kept = [c for c in data_cols if c not in new]
         elif new:
             report.columns_added = new
-    raw = frame  # the values as they came, for the quarantine
+    raw = frame  # the values as they came, for the quarantine (picked by _ROW at the end)
 
-    work = frame.select([*kept, POSITION_COLUMN])
+    # the row number in ``raw`` travels with every row, so nothing else is filtered alongside ``work``
+    work = frame.select([*kept, POSITION_COLUMN]).with_row_index(_ROW)
+
+    # empty rows (a blank line): dropped and counted
+    if kept and work.height:
+        empty_mask = work.select(pl.all_horizontal(pl.col(kept).is_null())).to_series()
+        n_empty = int(empty_mask.sum())
+        if n_empty:
+            work = work.filter(~empty_mask)
+            report.empty_rows_dropped = n_empty
     absent = [c for c in rules if c not in kept]
     if absent:
         work = work.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in absent])
     out_cols = [*kept, *absent]
 
-    # empty rows (a blank line): dropped and counted
-    if out_cols and work.height:
-        empty = work.select(pl.all_horizontal(pl.col(kept).is_null()) if kept else pl.lit(False))
-        empty_mask = empty.to_series()
-        n_empty = int(empty_mask.sum())
-        if n_empty:
-            work = work.filter(~empty_mask)
-            raw = raw.filter(~empty_mask)
-            report.empty_rows_dropped = n_empty
-
-    # 1. trim and null tokens on string columns
-    strings = [c for c in out_cols if work.schema[c] == pl.String]
-    exprs: list[pl.Expr] = []
-    for c in strings:
-        e = pl.col(c)
-        if "trim_strings" in spec.cleanse:
-            e = e.str.strip_chars()
-        if "null_tokens" in spec.cleanse and spec.null_tokens:
-            e = pl.when(e.is_in(spec.null_tokens)).then(None).otherwise(e)
-        if "trim_strings" in spec.cleanse or "null_tokens" in spec.cleanse:
-            exprs.append(e.alias(c))
-    lazy = work.lazy().with_columns(exprs) if exprs else work.lazy()
+    # 1. trim and null tokens on string columns: each a pass parallel over columns; a column holding
+    # no null token is left as it is
+    trim = "trim_strings" in spec.cleanse
+    tokens = list(spec.null_tokens) if "null_tokens" in spec.cleanse else []
+    strings = [c for c in kept if work.schema[c] == pl.String]
+    if trim and strings:
+        work = work.with_columns(pl.col(strings).str.strip_chars())
+    if tokens and strings and work.height:
+        has_token = work.select(pl.col(strings).is_in(tokens).any()).row(0, named=True)
+        nulled = [c for c in strings if has_token[c]]
+        if nulled:
+            work = work.with_columns(
+                [pl.when(pl.col(c).is_in(tokens)).then(None).otherwise(pl.col(c)).alias(c) for c in nulled]
+            )
 
     # 2. type coercion; a value that was there and does not convert is a failure
     flags: list[tuple[str, pl.Expr]] = []  # (rule label, failure expression over the coerced frame)
-    coerce: list[pl.Expr] = []
-    type_fail_cols: dict[str, str] = {}
-    for c, rule in rules.items():
-        if rule.type is None:
-            continue
-        target = _coerce(pl.col(c), work.schema[c], rule)
-        coerce.append(target.alias(c))
-        flag_name = f"__type_{len(type_fail_cols)}"
-        type_fail_cols[c] = flag_name
-        coerce.append((pl.col(c).is_not_null() & target.is_null()).alias(flag_name))
-    work = (lazy.with_columns(coerce) if coerce else lazy).collect()
+    work, type_fail_cols = _coerce_columns(work, rules, trimmed=trim)
     for c, flag_name in type_fail_cols.items():
         flags.append((f"{c}: type {rules[c].type}", pl.col(flag_name)))
 
@@ -260,60 +257,60 @@ def check(
         first = work.select(pl.struct(out_cols).is_first_distinct()).to_series()
         dups = work.height - int(first.sum())
         if dups:
-            work, raw = work.filter(first), raw.filter(first)
+            work = work.filter(first)
             report.duplicates_dropped = dups
 
     # 4. imputation of values missing in the input (not of values that failed to convert)
     imputes = {c: r.impute for c, r in rules.items() if r.impute is not None}
     if imputes and work.height:
-        values = _impute_values(work, imputes, type_fail_cols)
+        missing_now = {c: _missing(c, type_fail_cols) for c in imputes}
+        values, counts = _impute_values(work, imputes, missing_now)
         fills: list[pl.Expr] = []
         for c, strategy in imputes.items():
-            missing_now = pl.col(c).is_null()
-            if c in type_fail_cols:
-                missing_now = missing_now & ~pl.col(type_fail_cols[c])
-            count = int(work.select(missing_now.sum()).item())
-            value = values[c]
+            count, value = counts[c], values[c]
             name = strategy if isinstance(strategy, str) else "constant"
             report.imputed[c] = {"strategy": name, "value": _plain(value), "count": count}
             if count and value is not None:
-                fills.append(pl.when(missing_now).then(pl.lit(value)).otherwise(pl.col(c)).alias(c))
+                filled = pl.when(missing_now[c]).then(pl.lit(value)).otherwise(pl.col(c))
+                # a constant of another type (0 for a float column) must not change the column's type
+                if rules[c].type:
+                    filled = filled.cast(_TYPES[rules[c].type])
+                fills.append(filled.alias(c))
         if fills:
             work = work.with_columns(fills)
-            # a constant of another type (0 for a float column) must not change the column's type
-            work = work.with_columns(
-                [pl.col(c).cast(_TYPES[rules[c].type or "string"]) for c in imputes if rules[c].type]
-            )
 
     # 5. outliers by the batch's own distribution
     outlier_flags: list[str] = []
-    for c, rule in rules.items():
-        if rule.outliers is None or not work.height:
-            continue
-        lo, hi = _outlier_bounds(work, c, rule)
-        if lo is None or hi is None:
-            continue
-        outside = (pl.col(c) < lo) | (pl.col(c) > hi)
-        count = int(work.select(outside.sum()).item() or 0)
-        report.outliers[c] = {
-            "method": rule.outliers.method,
-            "action": rule.outliers.action,
-            "threshold": rule.outliers.k,
-            "lower": lo,
-            "upper": hi,
-            "count": count,
-        }
-        if rule.outliers.action == "clip" and count:
-            clipped = pl.col(c).clip(lo, hi)
-            if rule.type == "int":
-                clipped = pl.col(c).clip(int(-(-lo // 1)), int(hi // 1))
-            work = work.with_columns(clipped.alias(c))
-        elif rule.outliers.action == "flag":
-            flag_col = f"{c}_outlier"
-            work = work.with_columns(outside.fill_null(False).alias(flag_col))
-            outlier_flags.append(flag_col)
-        elif rule.outliers.action == "quarantine":
-            flags.append((f"{c}: outlier ({rule.outliers.method})", outside.fill_null(False)))
+    bounds = _outlier_bounds(work, rules) if work.height else {}
+    if bounds:
+        outside = {c: (pl.col(c) < lo) | (pl.col(c) > hi) for c, (lo, hi) in bounds.items()}
+        counted = work.select([e.sum().alias(c) for c, e in outside.items()]).row(0, named=True)
+        changes: list[pl.Expr] = []
+        for c, (lo, hi) in bounds.items():
+            rule = rules[c]
+            assert rule.outliers is not None
+            count = int(counted[c] or 0)
+            report.outliers[c] = {
+                "method": rule.outliers.method,
+                "action": rule.outliers.action,
+                "threshold": rule.outliers.k,
+                "lower": lo,
+                "upper": hi,
+                "count": count,
+            }
+            if rule.outliers.action == "clip" and count:
+                clipped = pl.col(c).clip(lo, hi)
+                if rule.type == "int":
+                    clipped = pl.col(c).clip(int(-(-lo // 1)), int(hi // 1))
+                changes.append(clipped.alias(c))
+            elif rule.outliers.action == "flag":
+                flag_col = f"{c}_outlier"
+                changes.append(outside[c].fill_null(False).alias(flag_col))
+                outlier_flags.append(flag_col)
+            elif rule.outliers.action == "quarantine":
+                flags.append((f"{c}: outlier ({rule.outliers.method})", outside[c].fill_null(False)))
+        if changes:
+            work = work.with_columns(changes)
 
     # 6. rules
     for c, rule in rules.items():
@@ -321,84 +318,68 @@ def check(
     for row_rule in spec.row_rules:
         flags.append((row_rule.name, ~_row_expr(row_rule, work).fill_null(True)))
 
-    # 7. uniqueness, among rows that pass everything else (a bad first copy does not doom a good second)
-    base_count = len(flags)
-    unique_checks = _unique_checks(spec)
-    if unique_checks:
-        base_ok = ~pl.col(_BAD_BASE)  # computed once from the other rules, in step 8
-        for label, cols in unique_checks:
-            key = pl.col(cols[0]) if len(cols) == 1 else pl.struct(cols)
-            present = pl.all_horizontal([pl.col(k).is_not_null() for k in cols])
-            candidate = pl.when(base_ok & present).then(key)
-            dup = candidate.is_not_null() & ~candidate.is_first_distinct()
-            flags.append((f"{label}: duplicate in batch", dup))
-            if (
-                existing_keys is not None
-                and existing_keys.height
-                and all(k in existing_keys.columns for k in cols)
-            ):
-                existing = existing_keys.select(cols).unique()
-                existing = existing.with_columns([pl.col(k).cast(work.schema[k], strict=False) for k in cols])
-                known_keys = (
-                    existing.to_series() if len(cols) == 1 else existing.select(pl.struct(cols)).to_series()
-                )
-                flags.append(
-                    (
-                        f"{label}: already in dataset",
-                        (present & key.is_in(known_keys.implode())).fill_null(False),
-                    )
-                )
-
-    # 8. split: flags as boolean columns (the other rules first, then uniqueness, which reads them)
-    if flags:
-        labels = [label for label, _ in flags]
-        names = [f"__fail_{i}" for i in range(len(flags))]
-        base_names = names[:base_count]
-        try:
-            evaluated = work.with_columns(
-                [
-                    e.fill_null(False).alias(n)
-                    for (_, e), n in zip(flags[:base_count], base_names, strict=True)
-                ]
-            ).with_columns((pl.any_horizontal(base_names) if base_names else pl.lit(False)).alias(_BAD_BASE))
-            if len(flags) > base_count:
-                evaluated = evaluated.with_columns(
-                    [
-                        e.fill_null(False).alias(n)
-                        for (_, e), n in zip(flags[base_count:], names[base_count:], strict=True)
-                    ]
-                )
-        except pl.exceptions.PolarsError as exc:
-            raise ConfigError(
-                f"dataset {spec.dataset!r}: a rule cannot be evaluated ({str(exc).splitlines()[0][:200]})",
-                hint="check the row_rules and the column names they use",
-            ) from None
-        bad = evaluated.select(pl.any_horizontal(names)).to_series()
-        counts = evaluated.select([pl.col(n).sum() for n in names]).row(0)
-        report.failures = {label: int(n) for label, n in zip(labels, counts, strict=True) if n}
-        reasons = (
-            evaluated.select(names)
-            .filter(bad)
-            .select(
-                pl.concat_str(
-                    [pl.when(pl.col(n)).then(pl.lit(label)) for label, n in zip(labels, names, strict=True)],
-                    separator="; ",
-                    ignore_nulls=True,
-                ).alias(_REASON_TMP)
+    # 7. every rule but uniqueness, as boolean columns in one pass
+    labels = [label for label, _ in flags]
+    names = [f"__fail_{i}" for i in range(len(flags))]
+    try:
+        if flags:
+            work = work.with_columns(
+                [e.fill_null(False).alias(n) for (_, e), n in zip(flags, names, strict=True)]
             )
-            .to_series()
-        )
-        clean = work.filter(~bad)
-        rejected_raw = raw.filter(bad).with_columns(reasons)
+        # 8. uniqueness, among rows that pass everything else (a bad first copy does not doom a good
+        # second)
+        unique_checks = _unique_checks(spec)
+        if unique_checks:
+            base_ok = ~pl.any_horizontal(names) if names else pl.lit(True)
+            work = work.with_columns(base_ok.alias(_BASE_OK))
+            unique_flags: list[pl.Expr] = []
+            for label, cols in unique_checks:
+                unique_flags.append(_duplicate_in_batch(work, cols).alias(f"__fail_{len(names)}"))
+                labels.append(f"{label}: duplicate in batch")
+                names.append(f"__fail_{len(names)}")
+                if (
+                    existing_keys is not None
+                    and existing_keys.height
+                    and all(k in existing_keys.columns for k in cols)
+                ):
+                    unique_flags.append(
+                        _already_known(work, cols, existing_keys).alias(f"__fail_{len(names)}")
+                    )
+                    labels.append(f"{label}: already in dataset")
+                    names.append(f"__fail_{len(names)}")
+            work = work.with_columns(unique_flags)
+    except pl.exceptions.PolarsError as exc:
+        raise ConfigError(
+            f"dataset {spec.dataset!r}: a rule cannot be evaluated ({str(exc).splitlines()[0][:200]})",
+            hint="check the row_rules and the column names they use",
+        ) from None
+
+    # 9. split: clean rows typed; rejected rows as they came in, with every failed rule
+    if names:
+        bad = work.select(pl.any_horizontal(names)).to_series()
+        counts = work.select([pl.col(n).sum() for n in names]).row(0)
+        report.failures = {label: int(n) for label, n in zip(labels, counts, strict=True) if n}
+        failed = work.filter(bad).select([_ROW, *names])
+        reasons = failed.select(
+            pl.concat_str(
+                [pl.when(pl.col(n)).then(pl.lit(label)) for label, n in zip(labels, names, strict=True)],
+                separator="; ",
+                ignore_nulls=True,
+            ).alias(_REASON_TMP)
+        ).to_series()
+        clean = work.select([*out_cols, *outlier_flags]).filter(~bad) if failed.height else None
+        rejected_raw = raw.select(pl.all().gather(failed.get_column(_ROW))).with_columns(reasons)
     else:
-        clean = work
+        clean = None
         rejected_raw = raw.clear().with_columns(pl.lit(None, dtype=pl.String).alias(_REASON_TMP))
-    clean = clean.select([*out_cols, *outlier_flags])
+    if clean is None:
+        clean = work.select([*out_cols, *outlier_flags])
     rejected = _quarantine_rows(rejected_raw, origin=origin, batch_id=batch_id)
     report.rows_clean = clean.height
     report.rows_quarantined = rejected.height
     if stats:
-        report.columns = column_stats(clean)
+        unique_cols = [cols[0] for _, cols in _unique_checks(spec) if len(cols) == 1]
+        report.columns = column_stats(clean, unique=unique_cols)
     return CheckResult(clean=clean, rejected=rejected, report=report)
 
 
@@ -429,14 +410,19 @@ def failures_frame(failures: Sequence[Mapping[str, Any]], *, batch_id: str = "")
     )
 
 
-def column_stats(frame: pl.DataFrame) -> dict[str, ColumnStats]:
-    """Nulls, distinct values, min, max and mean (numbers) of each column, in one pass."""
+def column_stats(frame: pl.DataFrame, *, unique: Sequence[str] = ()) -> dict[str, ColumnStats]:
+    """Nulls, distinct values, min, max and mean (numbers) of each column, in one pass.
+
+    ``unique``: columns known to hold no repeated non-null value (a ``unique`` rule passed), whose
+    distinct count follows from the null count without hashing every value (null counts as one
+    value, as in polars' ``n_unique``)."""
     if not frame.columns:
         return {}
     aggs: list[pl.Expr] = []
     for c, dtype in frame.schema.items():
         aggs.append(pl.col(c).null_count().alias(f"{c}\0nulls"))
-        aggs.append(pl.col(c).n_unique().alias(f"{c}\0distinct"))
+        if c not in unique:
+            aggs.append(pl.col(c).n_unique().alias(f"{c}\0distinct"))
         if dtype.is_numeric() or dtype.is_temporal() or dtype == pl.String:
             aggs.append(pl.col(c).min().alias(f"{c}\0min"))
             aggs.append(pl.col(c).max().alias(f"{c}\0max"))
@@ -446,10 +432,15 @@ def column_stats(frame: pl.DataFrame) -> dict[str, ColumnStats]:
     out: dict[str, ColumnStats] = {}
     for c, dtype in frame.schema.items():
         mean = row.get(f"{c}\0mean")
+        nulls = int(row.get(f"{c}\0nulls") or 0)
+        if c in unique:
+            distinct = frame.height - nulls + (1 if nulls else 0)
+        else:
+            distinct = int(row.get(f"{c}\0distinct") or 0)
         out[c] = ColumnStats(
             dtype=str(dtype),
-            nulls=int(row.get(f"{c}\0nulls") or 0),
-            distinct=int(row.get(f"{c}\0distinct") or 0),
+            nulls=nulls,
+            distinct=distinct,
             min=_plain(row.get(f"{c}\0min")),
             max=_plain(row.get(f"{c}\0max")),
             mean=None if mean is None else float(mean),
@@ -458,31 +449,84 @@ def column_stats(frame: pl.DataFrame) -> dict[str, ColumnStats]:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def _coerce(e: pl.Expr, dtype: pl.DataType, rule: ColumnRule) -> pl.Expr:
+def _coerce_columns(
+    work: pl.DataFrame, rules: Mapping[str, ColumnRule], *, trimmed: bool
+) -> tuple[pl.DataFrame, dict[str, str]]:
+    """Each typed column converted, in one pass parallel over columns. Returns the frame and, for
+    each column where some value did not convert, the name of its boolean failure column.
+
+    Whole numbers written as text take the plain integer cast first; only a column where some value
+    did not convert that way ("3.0", "1e3") pays for the conversion through float."""
+    typed = {
+        c: r
+        for c, r in rules.items()
+        if r.type is not None and not (r.type == "string" and work.schema[c] == pl.String)
+    }
+    if not typed or not work.height:
+        if typed:
+            work = work.with_columns(
+                [_coerce(pl.col(c), work.schema[c], r).alias(c) for c, r in typed.items()]
+            )
+        return work, {}
+    tmp = {c: f"__typed_{i}" for i, c in enumerate(typed)}
+    full = {c: _coerce(pl.col(c), work.schema[c], r, trimmed=trimmed) for c, r in typed.items()}
+    first: list[pl.Expr] = []
+    later: dict[str, pl.Expr] = {}
+    for c, rule in typed.items():
+        if rule.type == "int" and work.schema[c] == pl.String:
+            text = pl.col(c) if trimmed else pl.col(c).str.strip_chars()
+            first.append(text.cast(pl.Int64, strict=False).alias(tmp[c]))
+            later[c] = full[c]
+        else:
+            first.append(full[c].alias(tmp[c]))
+    work = work.with_columns(first)
+
+    def lost(cols: list[str]) -> dict[str, int]:
+        exprs = [(pl.col(c).is_not_null() & pl.col(tmp[c]).is_null()).sum().alias(c) for c in cols]
+        return {c: int(n) for c, n in work.select(exprs).row(0, named=True).items()}
+
+    failed = lost(list(typed))
+    again = [c for c in later if failed[c]]
+    if again:
+        work = work.with_columns([later[c].alias(tmp[c]) for c in again])
+        failed |= lost(again)
+    flag_names = {c: f"__type_{i}" for i, c in enumerate(c for c in typed if failed[c])}
+    replace: list[pl.Expr] = []
+    for c in typed:
+        replace.append(pl.col(tmp[c]).alias(c))
+        if c in flag_names:
+            replace.append((pl.col(c).is_not_null() & pl.col(tmp[c]).is_null()).alias(flag_names[c]))
+    work = work.with_columns(replace).drop(list(tmp.values()))
+    return work, flag_names
+
+
+def _coerce(e: pl.Expr, dtype: pl.DataType, rule: ColumnRule, *, trimmed: bool = False) -> pl.Expr:
+    """``e`` converted to the rule's type; null where it does not convert. ``trimmed``: the strings
+    were already trimmed (``trim_strings``), so they are not trimmed again."""
     kind = rule.type
     target = _TYPES[kind or "string"]
     is_str = dtype == pl.String
     if kind == "string":
         return e if is_str else e.cast(pl.String, strict=False)
+    if is_str and not trimmed:  # " 12" converts, with or without trim_strings
+        e = e.str.strip_chars()
     if kind == "int":
         if dtype.is_integer():
             return e.cast(pl.Int64, strict=False)
-        f = e.str.strip_chars().cast(pl.Float64, strict=False) if is_str else e.cast(pl.Float64, strict=False)
+        f = e.cast(pl.Float64, strict=False)
         whole = pl.when(f.is_finite() & (f == f.floor()) & (f.abs() < 2.0**63)).then(
             f.cast(pl.Int64, strict=False)
         )
         if is_str:
-            return pl.coalesce(e.str.strip_chars().cast(pl.Int64, strict=False), whole)
+            return pl.coalesce(e.cast(pl.Int64, strict=False), whole)
         return whole
     if kind == "float":
-        return (
-            e.str.strip_chars().cast(pl.Float64, strict=False) if is_str else e.cast(pl.Float64, strict=False)
-        )
+        return e.cast(pl.Float64, strict=False)
     if kind == "bool":
         if dtype == pl.Boolean:
             return e
         if is_str:
-            low = e.str.strip_chars().str.to_lowercase()
+            low = e.str.to_lowercase()
             trues = [v.lower() for v in rule.true_values]
             falses = [v.lower() for v in rule.false_values]
             return pl.when(low.is_in(trues)).then(True).when(low.is_in(falses)).then(False).otherwise(None)
@@ -491,13 +535,13 @@ def _coerce(e: pl.Expr, dtype: pl.DataType, rule: ColumnRule) -> pl.Expr:
         return pl.lit(None, dtype=pl.Boolean)
     if kind == "date":
         if is_str:
-            return e.str.strip_chars().str.to_date(rule.format, strict=False)
+            return e.str.to_date(rule.format, strict=False)
         if dtype.is_temporal():
             return e.cast(pl.Date, strict=False)
         return pl.lit(None, dtype=pl.Date)
     if kind == "datetime":
         if is_str:
-            return e.str.strip_chars().str.to_datetime(rule.format, strict=False, time_unit="us")
+            return e.str.to_datetime(rule.format, strict=False, time_unit="us")
         if dtype.is_temporal():
             return e.cast(pl.Datetime("us"), strict=False)
         return pl.lit(None, dtype=pl.Datetime("us"))
@@ -567,6 +611,43 @@ def _row_expr(rule: RowRule, frame: pl.DataFrame) -> pl.Expr:
     return expr
 
 
+def _missing(c: str, type_fail_cols: Mapping[str, str]) -> pl.Expr:
+    """Missing in the input: null, and not because the value failed to convert."""
+    missing = pl.col(c).is_null()
+    return missing & ~pl.col(type_fail_cols[c]) if c in type_fail_cols else missing
+
+
+def _duplicate_in_batch(work: pl.DataFrame, cols: list[str]) -> pl.Expr:
+    """True on the second and later rows (among those passing the other rules, ``_BASE_OK``) that
+    repeat a key. Keys of strings, integers or dates are first narrowed by a 64-bit hash (a cheap
+    pass), so the exact check runs on the few rows whose hash repeats."""
+    key = pl.col(cols[0]) if len(cols) == 1 else pl.struct(cols)
+    candidate = pl.col(_BASE_OK) & pl.all_horizontal([pl.col(k).is_not_null() for k in cols])
+    hashable = all(
+        work.schema[k] == pl.String or work.schema[k].is_integer() or work.schema[k].is_temporal()
+        for k in cols
+    )
+    if not hashable:
+        keyed = pl.when(candidate).then(key)
+        return keyed.is_not_null() & ~keyed.is_first_distinct()
+    maybe = work.select(candidate & pl.when(candidate).then(key.hash()).is_duplicated()).to_series()
+    if not maybe.any():
+        return pl.lit(False)
+    # rows sharing a hash keep their order, so "first" among them is "first" among all candidates
+    few = work.filter(maybe).select(_ROW, key.alias("key"))
+    dup_rows = few.filter(~pl.col("key").is_first_distinct()).get_column(_ROW)
+    return pl.col(_ROW).is_in(dup_rows.implode())
+
+
+def _already_known(work: pl.DataFrame, cols: list[str], existing_keys: pl.DataFrame) -> pl.Expr:
+    key = pl.col(cols[0]) if len(cols) == 1 else pl.struct(cols)
+    present = pl.all_horizontal([pl.col(k).is_not_null() for k in cols])
+    existing = existing_keys.select(cols).unique()
+    existing = existing.with_columns([pl.col(k).cast(work.schema[k], strict=False) for k in cols])
+    known_keys = existing.to_series() if len(cols) == 1 else existing.select(pl.struct(cols)).to_series()
+    return (present & key.is_in(known_keys.implode())).fill_null(False)
+
+
 def _unique_checks(spec: IngestSpec) -> list[tuple[str, list[str]]]:
     checks: list[tuple[str, list[str]]] = [(c, [c]) for c, r in spec.columns.items() if r.unique]
     key = spec.key_columns
@@ -578,9 +659,10 @@ def _unique_checks(spec: IngestSpec) -> list[tuple[str, list[str]]]:
 
 
 def _impute_values(
-    frame: pl.DataFrame, imputes: Mapping[str, Any], type_fail_cols: Mapping[str, str]
-) -> dict[str, Any]:
-    aggs: list[pl.Expr] = []
+    frame: pl.DataFrame, imputes: Mapping[str, Any], missing: Mapping[str, pl.Expr]
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """The value to fill each column with, and how many values it fills, in one pass."""
+    aggs: list[pl.Expr] = [e.sum().alias(f"{c}\0count") for c, e in missing.items()]
     constants: dict[str, Any] = {}
     for c, strategy in imputes.items():
         if isinstance(strategy, ImputeConstant):
@@ -591,27 +673,43 @@ def _impute_values(
             aggs.append(pl.col(c).median().alias(c))
         else:  # mode: the most frequent value, the smallest on a tie (deterministic)
             aggs.append(pl.col(c).drop_nulls().mode().sort().first().alias(c))
-    values = dict(frame.select(aggs).row(0, named=True)) if aggs else {}
+    row = dict(frame.select(aggs).row(0, named=True))
+    counts = {c: int(row.pop(f"{c}\0count") or 0) for c in missing}
+    values = row
     for c, v in list(values.items()):
         if frame.schema[c].is_integer() and isinstance(v, float):
             values[c] = round(v)
-    return {**values, **constants}
+    return {**values, **constants}, counts
 
 
-def _outlier_bounds(frame: pl.DataFrame, c: str, rule: ColumnRule) -> tuple[float | None, float | None]:
-    assert rule.outliers is not None
-    k = rule.outliers.k
-    col = pl.col(c).cast(pl.Float64)
-    if rule.outliers.method == "iqr":
-        q1, q3 = frame.select(col.quantile(0.25), col.quantile(0.75).alias("q3")).row(0)
-        if q1 is None or q3 is None:
-            return None, None
-        iqr = q3 - q1
-        return q1 - k * iqr, q3 + k * iqr
-    mean, std = frame.select(col.mean(), col.std().alias("s")).row(0)
-    if mean is None or std is None:
-        return None, None
-    return mean - k * std, mean + k * std
+def _outlier_bounds(frame: pl.DataFrame, rules: Mapping[str, ColumnRule]) -> dict[str, tuple[float, float]]:
+    """(lower, upper) of each column with an outlier rule, from the batch's own values, in one pass."""
+    aggs: list[pl.Expr] = []
+    for c, rule in rules.items():
+        if rule.outliers is None:
+            continue
+        col = pl.col(c).cast(pl.Float64)
+        if rule.outliers.method == "iqr":
+            aggs += [col.quantile(0.25).alias(f"{c}\0a"), col.quantile(0.75).alias(f"{c}\0b")]
+        else:
+            aggs += [col.mean().alias(f"{c}\0a"), col.std().alias(f"{c}\0b")]
+    if not aggs:
+        return {}
+    row = frame.select(aggs).row(0, named=True)
+    out: dict[str, tuple[float, float]] = {}
+    for c, rule in rules.items():
+        if rule.outliers is None:
+            continue
+        a, b = row[f"{c}\0a"], row[f"{c}\0b"]
+        if a is None or b is None:
+            continue
+        k = rule.outliers.k
+        if rule.outliers.method == "iqr":
+            iqr = b - a
+            out[c] = (a - k * iqr, b + k * iqr)
+        else:
+            out[c] = (a - k * b, a + k * b)
+    return out
 
 
 def _quarantine_rows(rows: pl.DataFrame, *, origin: str, batch_id: str) -> pl.DataFrame:
