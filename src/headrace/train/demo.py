@@ -153,9 +153,7 @@ def demo_train_stage(ctx: Any) -> list[str]:
     ]
     houses = housing(3000, seed=7)
     version = ws.store.append("houses", houses, BatchMeta(source="demo-generated"))
-    price = train_model(
-        "price", price_spec(), store=ws.store, registry=registry, promote=True, reason="demo"
-    )
+    price = train_model("price", price_spec(), store=ws.store, registry=registry, promote=True, reason="demo")
     psc = price.scorecard
     assert price.version is not None
     lines += [
