@@ -63,8 +63,10 @@ class ImageTrainResult:
             "data_version": self.data_version,
             "device": self.fit.device,
             "threads": self.fit.threads,
-            "frozen_accuracy": self.fit.frozen_accuracy,
-            "finetuned_accuracy": self.fit.finetuned_accuracy,
+            "frozen_accuracy": round(self.fit.frozen_accuracy, 4),
+            "finetuned_accuracy": None
+            if self.fit.finetuned_accuracy is None
+            else round(self.fit.finetuned_accuracy, 4),
             "accuracy": self.metrics.get("accuracy"),
             "best_epoch": self.fit.best_epoch,
             "seconds": round(self.seconds, 2),
