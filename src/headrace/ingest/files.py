@@ -264,35 +264,19 @@ class _CsvReader:
             yield pl.DataFrame(schema={**dict.fromkeys(self.names, pl.String), POSITION_COLUMN: pl.Int64})
 
     def _fast(self, block: bytes, first_line: int) -> pl.DataFrame | None:
-        """polars on a block, after checking every line has the right number of fields; None if not."""
-        arr = np.frombuffer(block, dtype=np.uint8)
-        ends = np.flatnonzero(arr == 10)
-        if not block.endswith(b"\n"):
-            ends = np.append(ends, len(block))
-        starts = np.concatenate(([0], ends[:-1] + 1))
-        n = len(ends)
+        """polars on a block, after checking every line has the right number of fields; None if not.
+
+        A block without quotes (the common case) is checked by two byte counts: polars refuses a line
+        with more fields than the header, so when the block holds exactly ``fields - 1`` delimiters
+        per line, no line has fewer either. Other blocks (quotes, blank lines, ragged lines) are
+        checked line by line."""
+        n = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
         if n == 0:
             return None
-        delims = np.flatnonzero(arr == ord(self.delim))
-        counts = np.searchsorted(delims, ends) - np.searchsorted(delims, starts)
-        lengths = ends - starts
-        cr = arr[np.maximum(ends - 1, 0)] == 13
-        blank = (lengths == 0) | ((lengths == 1) & cr)
-        quoted = np.zeros(n, dtype=bool)
-        if self.quote is not None:
-            quotes = np.flatnonzero(arr == ord(self.quote))
-            if len(quotes):
-                quoted = (np.searchsorted(quotes, ends) - np.searchsorted(quotes, starts)) > 0
-        suspect = (counts != self.ncols - 1) & ~blank & ~quoted
-        if suspect.any():
+        quoted = self.quote is not None and block.find(self.quote.encode(self.encoding)) >= 0
+        counted = not quoted and block.count(self.delim.encode(self.encoding)) == (self.ncols - 1) * n
+        if not counted and not self._lines_ok(block):
             return None
-        for i in np.flatnonzero(quoted):  # quoted lines: the C csv module counts their fields
-            line = block[starts[i] : ends[i]].rstrip(b"\r")
-            try:
-                if len(self._split(line.decode(self.encoding))) != self.ncols:
-                    return None
-            except (UnicodeDecodeError, csv.Error):
-                return None
         data = block
         if not self.utf8:
             try:
@@ -315,6 +299,36 @@ class _CsvReader:
             return None
         positions = pl.Series(POSITION_COLUMN, np.arange(first_line, first_line + n, dtype=np.int64))
         return frame.with_columns(positions)
+
+    def _lines_ok(self, block: bytes) -> bool:
+        """Every line has the header's number of fields (blank lines pass: they become empty rows)."""
+        arr = np.frombuffer(block, dtype=np.uint8)
+        ends = np.flatnonzero(arr == 10)
+        if not block.endswith(b"\n"):
+            ends = np.append(ends, len(block))
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        n = len(ends)
+        delims = np.flatnonzero(arr == ord(self.delim))
+        counts = np.searchsorted(delims, ends) - np.searchsorted(delims, starts)
+        lengths = ends - starts
+        cr = arr[np.maximum(ends - 1, 0)] == 13
+        blank = (lengths == 0) | ((lengths == 1) & cr)
+        quoted = np.zeros(n, dtype=bool)
+        if self.quote is not None:
+            quotes = np.flatnonzero(arr == ord(self.quote))
+            if len(quotes):
+                quoted = (np.searchsorted(quotes, ends) - np.searchsorted(quotes, starts)) > 0
+        suspect = (counts != self.ncols - 1) & ~blank & ~quoted
+        if suspect.any():
+            return False
+        for i in np.flatnonzero(quoted):  # quoted lines: the C csv module counts their fields
+            line = block[starts[i] : ends[i]].rstrip(b"\r")
+            try:
+                if len(self._split(line.decode(self.encoding))) != self.ncols:
+                    return False
+            except (UnicodeDecodeError, csv.Error):
+                return False
+        return True
 
     def _tolerant(self, block: bytes, first_line: int, *, final: bool) -> tuple[pl.DataFrame, bytes]:
         """Record by record: good records kept, bad ones to ``Batch.failures``. Returns the frame and
