@@ -138,3 +138,10 @@ def test_catalog_checks_parameters_in_scikit_learn_style():
     assert fixed == {"fit_intercept": True} and 0.1 <= searched["alpha"].rvs(random_state=0) <= 10
     rf = make_estimator("random_forest", "classification", {"n_estimators": 10}, seed=3, class_weight=True)
     assert (rf.random_state, rf.class_weight, rf.n_estimators) == (3, "balanced", 10)
+
+
+def test_category_codes_sent_as_numbers_are_read_as_their_text():
+    frame = pl.DataFrame({"senior": ["0", "1", "0"], "x": [1.0, 2.0, 3.0]})
+    plan = plan_features(FeatureSpec(), frame.schema)
+    sent = pl.DataFrame({"senior": [0.0, 1.0, 2.5], "x": [1.0, 2.0, 3.0]})  # JSON numbers
+    assert prepare(sent, plan, strict=True)["senior"].tolist() == ["0", "1", "2.5"]

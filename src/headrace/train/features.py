@@ -227,6 +227,12 @@ def prepare(frame: pl.DataFrame, plan: FeaturePlan, *, strict: bool = False) -> 
             continue
         if col["kind"] == "number" and not strict and frame.schema[col["name"]] == pl.String:
             casts.append(pl.col(col["name"]).str.strip_chars().cast(pl.Float64, strict=False))
+        elif col["kind"] == "string" and frame.schema[col["name"]].is_numeric():
+            # a category code sent as a JSON number (0.0 for "0"): whole numbers read as integers
+            c = pl.col(col["name"])
+            whole = c.cast(pl.Float64).round() == c.cast(pl.Float64)
+            as_int = pl.when(whole).then(c.cast(pl.Int64, strict=False).cast(pl.String))
+            casts.append(as_int.otherwise(c.cast(pl.String)).alias(col["name"]))
         else:
             casts.append(pl.col(col["name"]).cast(target, strict=strict))
     try:
