@@ -248,13 +248,15 @@ class _CsvReader:
             else:
                 block, pending = buffer, b""
             if block:
-                frame = self._fast(block, next_line)
+                newlines = block.count(b"\n")
+                frame = self._fast(block, next_line, newlines)
                 if frame is None:
                     frame, carry = self._tolerant(block, next_line, final=eof)
                     if carry:
                         pending = carry + pending
                         block = block[: len(block) - len(carry)]
-                next_line += block.count(b"\n")
+                        newlines = block.count(b"\n")
+                next_line += newlines
                 if frame.height:
                     yielded = True
                     yield frame
@@ -263,14 +265,14 @@ class _CsvReader:
         if not yielded:  # no rows: the header alone still goes through the schema checks
             yield pl.DataFrame(schema={**dict.fromkeys(self.names, pl.String), POSITION_COLUMN: pl.Int64})
 
-    def _fast(self, block: bytes, first_line: int) -> pl.DataFrame | None:
+    def _fast(self, block: bytes, first_line: int, newlines: int) -> pl.DataFrame | None:
         """polars on a block, after checking every line has the right number of fields; None if not.
 
         A block without quotes (the common case) is checked by two byte counts: polars refuses a line
         with more fields than the header, so when the block holds exactly ``fields - 1`` delimiters
         per line, no line has fewer either. Other blocks (quotes, blank lines, ragged lines) are
         checked line by line."""
-        n = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+        n = newlines + (0 if block.endswith(b"\n") else 1)
         if n == 0:
             return None
         quoted = self.quote is not None and block.find(self.quote.encode(self.encoding)) >= 0
