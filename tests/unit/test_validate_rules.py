@@ -223,3 +223,26 @@ def test_planted_defects_exact_counts_and_stats():
     assert r.report.columns["tenure"].min == 0 and r.report.columns["customerID"].distinct == r.clean.height
     again = QualityReport.from_dict(r.report.to_dict())
     assert again.merge(r.report).rows_in == 6000
+
+
+def test_cleansing_of_a_large_batch_matches_row_by_row_cleansing():
+    # large enough that columns of few distinct values are examined through those values
+    n = 60_000
+    cats = [" a", "b ", "NA", "\u00a0c", "d", "?", "e\t"]
+    frame = pl.DataFrame(
+        {
+            "cat": [cats[i % len(cats)] for i in range(n)],
+            "tidy": ["x" if i % 3 else "y" for i in range(n)],
+            "late": ["p"] * (n - 1) + [" null "],  # the one changed value is past the sampled rows
+            "id": [f" k{i}" if i % 1000 == 0 else f"k{i}" for i in range(n)],
+        }
+    )
+    s = spec(cleanse=["trim_strings", "null_tokens"], columns={"id": {"type": "string"}})
+    r = check(frame, s)
+    tokens = s.null_tokens
+    expected = frame.with_columns(pl.all().str.strip_chars()).with_columns(
+        [pl.when(pl.col(c).is_in(tokens)).then(None).otherwise(pl.col(c)).alias(c) for c in frame.columns]
+    )
+    assert r.rejected.height == 0
+    assert r.clean.equals(expected)
+    assert r.clean["late"].null_count() == 1 and r.clean["tidy"].equals(frame["tidy"])

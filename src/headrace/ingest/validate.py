@@ -45,6 +45,7 @@ QUARANTINE_META = (REASON, ORIGIN, POSITION, BATCH_ID, RAW)
 kept in the quarantine as ``<name>__data``."""
 _COLLISION_SUFFIX = "__data"
 _REASON_TMP = "__hr_reason"
+_SAMPLE_ROWS = 10_000  # rows whose distinct values tell a column of few values from one of many
 _BASE_OK = "__hr_base_ok"
 _ROW = "__hr_row"
 
@@ -231,20 +232,12 @@ def check(
         work = work.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in absent])
     out_cols = [*kept, *absent]
 
-    # 1. trim and null tokens on string columns: each a pass parallel over columns; a column holding
-    # no null token is left as it is
+    # 1. trim and null tokens on string columns, only those where it changes something
     trim = "trim_strings" in spec.cleanse
     tokens = list(spec.null_tokens) if "null_tokens" in spec.cleanse else []
     strings = [c for c in kept if work.schema[c] == pl.String]
-    if trim and strings:
-        work = work.with_columns(pl.col(strings).str.strip_chars())
-    if tokens and strings and work.height:
-        has_token = work.select(pl.col(strings).is_in(tokens).any()).row(0, named=True)
-        nulled = [c for c in strings if has_token[c]]
-        if nulled:
-            work = work.with_columns(
-                [pl.when(pl.col(c).is_in(tokens)).then(None).otherwise(pl.col(c)).alias(c) for c in nulled]
-            )
+    if (trim or tokens) and strings and work.height:
+        work = _cleanse(work, strings, trim, tokens)
 
     # 2. type coercion; a value that was there and does not convert is a failure
     flags: list[tuple[str, pl.Expr]] = []  # (rule label, failure expression over the coerced frame)
@@ -449,6 +442,43 @@ def column_stats(frame: pl.DataFrame, *, unique: Sequence[str] = ()) -> dict[str
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+def _cleanse(work: pl.DataFrame, strings: list[str], trim: bool, tokens: list[str]) -> pl.DataFrame:
+    """Trim ``strings`` and null their null tokens, rewriting only the columns where that changes
+    something. A column with few distinct values (categories, flags: most text columns) is examined
+    through its distinct values, far cheaper than rewriting every row; any other is trimmed outright.
+    """
+    sample = work.select(pl.col(strings).head(_SAMPLE_ROWS).n_unique()).row(0, named=True)
+    few = [c for c in strings if work.height > 4 * _SAMPLE_ROWS and sample[c] <= _SAMPLE_ROWS // 10]
+    many = [c for c in strings if c not in few]
+    if trim and many:
+        work = work.with_columns(pl.col(many).str.strip_chars())
+    found: dict[str, bool] = {}
+    if few:  # the distinct values first (one hashing pass), then the checks on those few values
+        distinct = work.select([pl.col(c).unique().implode() for c in few])
+        checks: list[pl.Expr] = []
+        for c in few:
+            values = pl.col(c).explode()
+            if trim:
+                checks.append((values.str.strip_chars() != values).any().alias(f"{c}\0trim"))
+                values = values.str.strip_chars()
+            if tokens:
+                checks.append(values.is_in(tokens).any().alias(f"{c}\0token"))
+        found |= distinct.select(checks).row(0, named=True)
+    if tokens and many:
+        found |= work.select([pl.col(c).is_in(tokens).any().alias(f"{c}\0token") for c in many]).row(
+            0, named=True
+        )
+    trimmed = [c for c in few if found.get(f"{c}\0trim")]
+    if trimmed:
+        work = work.with_columns(pl.col(trimmed).str.strip_chars())
+    nulled = [c for c in strings if found.get(f"{c}\0token")]
+    if nulled:
+        work = work.with_columns(
+            [pl.when(pl.col(c).is_in(tokens)).then(None).otherwise(pl.col(c)).alias(c) for c in nulled]
+        )
+    return work
+
+
 def _coerce_columns(
     work: pl.DataFrame, rules: Mapping[str, ColumnRule], *, trimmed: bool
 ) -> tuple[pl.DataFrame, dict[str, str]]:
