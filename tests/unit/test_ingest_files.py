@@ -170,6 +170,17 @@ def test_chunks_commit_once_and_a_crash_mid_file_commits_nothing(env):
     assert store.version("d") == 0  # one commit for the whole file
     assert store.read("d").height == 3000 - len(set(planted.negative_tenure) | set(planted.duplicate_id))
     assert result.rows_quarantined == len(set(planted.negative_tenure) | set(planted.duplicate_id))
+    # the statistics of the chunks (computed beside the commit) merge into those of the whole file
+    committed = store.read("d")
+    stats = result.batches[0].report.columns
+    assert (
+        stats["tenure"].min == committed["tenure"].min() and stats["tenure"].max == committed["tenure"].max()
+    )
+    assert stats["tenure"].mean == pytest.approx(committed["tenure"].mean())
+    assert stats["TotalCharges"].nulls == committed["TotalCharges"].null_count()
+    assert 0 < stats["customerID"].distinct <= committed["customerID"].n_unique()
+    stored = latest_reports(meta, "d")[0]["columns"]
+    assert stored["tenure"]["max"] == committed["tenure"].max()
 
 
 def test_commit_recorded_in_dataset_counts_as_loaded_after_a_crash(env):

@@ -30,6 +30,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from ..errors import ConfigError, DataError, HeadraceError, NotFound, UsageError
 from ..metadata import SCHEMA, Metadata, utcnow
 from ..store import BatchMeta, Store, new_batch_id
 from .base import Batch, Deduplicating, Resumable, Source, StreamingSource
-from .validate import QualityReport, check, failures_frame
+from .validate import ColumnStats, QualityReport, check, clean_stats, failures_frame
 
 __all__ = [
     "SOURCE_FACTORIES",
@@ -334,6 +335,7 @@ def _one_batch(
         log.warning("%s: %s", batch.origin, batch.error)
         return outcome
     staging = _Staging()
+    stats = _Stats(spec)
     report: QualityReport | None = None
     rejected: list[pl.DataFrame] = []
     keys = state.keys
@@ -351,7 +353,9 @@ def _one_batch(
                     known_columns=state.columns,
                     origin=batch.origin,
                     batch_id=batch_id,
+                    stats=False,
                 )
+                stats.add(result.clean)  # column statistics, computed beside the next steps
                 report = result.report if report is None else report.merge(result.report)
                 outcome.rows_read += chunk.height
                 if result.clean.height or staging.empty:
@@ -393,6 +397,7 @@ def _one_batch(
             outcome.rows_quarantined = qframe.height
         state.columns = list(dict.fromkeys([*state.columns, *clean.column_names]))
         state.keys = keys
+        report.columns = stats.columns()
         _record(meta, batch, spec, source_name, run_id, batch_id, outcome, report)
         outcome.status = "committed"
         outcome.report = report
@@ -409,10 +414,12 @@ def _one_batch(
         outcome.report = report
         if report is not None:
             outcome.rows_quarantined = 0
+            report.columns = stats.columns()
             _store_report(meta, spec, run_id, batch_id, report, status="failed", error=outcome.error)
         log.warning("%s: %s", batch.origin, outcome.error)
     finally:
         staging.close()
+        stats.close()
     return outcome
 
 
@@ -476,6 +483,35 @@ def _store_report(
                 report={**report.to_dict(), "status": status, "error": error},
             )
         )
+
+
+class _Stats:
+    """The column statistics of a batch's clean chunks, each computed in a worker thread while the
+    runner goes on (checking the next chunk, committing), then merged as ``QualityReport.merge`` does.
+    polars releases the GIL, so this uses a core the commit leaves idle."""
+
+    def __init__(self, spec: IngestSpec) -> None:
+        self.spec = spec
+        self.pool: ThreadPoolExecutor | None = None
+        self.parts: list[tuple[int, Future[dict[str, ColumnStats]]]] = []
+
+    def add(self, clean: pl.DataFrame) -> None:
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headrace-stats")
+        self.parts.append((clean.height, self.pool.submit(clean_stats, clean, self.spec)))
+
+    def columns(self) -> dict[str, ColumnStats]:
+        merged: QualityReport | None = None
+        for rows, future in self.parts:
+            part = QualityReport(dataset=self.spec.dataset, rows_clean=rows, columns=future.result())
+            merged = part if merged is None else merged.merge(part)
+        return {} if merged is None else merged.columns
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+        self.parts = []
 
 
 class _Staging:

@@ -33,6 +33,8 @@ __all__ = [
     "ColumnStats",
     "QualityReport",
     "check",
+    "clean_stats",
+    "column_stats",
     "failures_frame",
     "original_columns",
 ]
@@ -266,8 +268,9 @@ def check(
             if count and value is not None:
                 filled = pl.when(missing_now[c]).then(pl.lit(value)).otherwise(pl.col(c))
                 # a constant of another type (0 for a float column) must not change the column's type
-                if rules[c].type:
-                    filled = filled.cast(_TYPES[rules[c].type])
+                kind = rules[c].type
+                if kind is not None:
+                    filled = filled.cast(_TYPES[kind])
                 fills.append(filled.alias(c))
         if fills:
             work = work.with_columns(fills)
@@ -350,8 +353,8 @@ def check(
     # 9. split: clean rows typed; rejected rows as they came in, with every failed rule
     if names:
         bad = work.select(pl.any_horizontal(names)).to_series()
-        counts = work.select([pl.col(n).sum() for n in names]).row(0)
-        report.failures = {label: int(n) for label, n in zip(labels, counts, strict=True) if n}
+        totals = work.select([pl.col(n).sum() for n in names]).row(0)
+        report.failures = {label: int(n) for label, n in zip(labels, totals, strict=True) if n}
         failed = work.filter(bad).select([_ROW, *names])
         reasons = failed.select(
             pl.concat_str(
@@ -371,9 +374,15 @@ def check(
     report.rows_clean = clean.height
     report.rows_quarantined = rejected.height
     if stats:
-        unique_cols = [cols[0] for _, cols in _unique_checks(spec) if len(cols) == 1]
-        report.columns = column_stats(clean, unique=unique_cols)
+        report.columns = clean_stats(clean, spec)
     return CheckResult(clean=clean, rejected=rejected, report=report)
+
+
+def clean_stats(clean: pl.DataFrame, spec: IngestSpec) -> dict[str, ColumnStats]:
+    """The per-column statistics of the report for the clean rows ``check`` returned (what
+    ``check(..., stats=True)`` puts in ``report.columns``; the runner computes them beside the commit)."""
+    unique_cols = [cols[0] for _, cols in _unique_checks(spec) if len(cols) == 1]
+    return column_stats(clean, unique=unique_cols)
 
 
 def original_columns(quarantine: pl.DataFrame) -> pl.DataFrame:
