@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/quality_tabular.py [--data ../shared/data]
 
-- Telco churn, stratified 5-fold (nested: logistic regression over C and gradient boosting chosen
-  inside each training fold): ROC-AUC, and precision, recall and F1 at the max-F1 threshold chosen on
+- Telco churn, stratified 5-fold (nested: logistic regression with C chosen inside each training
+  fold, balanced class weights): ROC-AUC, and precision, recall and F1 at the max-F1 threshold chosen on
   out-of-fold predictions. Published: 0.842-0.847; above 0.88 would mean leakage.
 - California housing, 10-fold RMSE: linear regression on the raw columns (the ~69,000 check), and
   tuned gradient boosting with derived columns declared as expressions (target: at most 45,000).
@@ -71,13 +71,7 @@ def main() -> None:
             "dataset": "telco",
             "target": "Churn",
             "features": {"drop": ["customerID"]},
-            "candidates": [
-                {"estimator": "logistic_regression", "params": {"C": [0.03, 0.1, 1.0]}},
-                {
-                    "estimator": "hist_gradient_boosting",
-                    "params": {"learning_rate": [0.05], "max_iter": [200], "max_leaf_nodes": [8]},
-                },
-            ],
+            "candidates": [{"estimator": "logistic_regression", "params": {"C": [0.03, 0.1, 0.3, 1.0]}}],
             "validation": {"folds": 5, "inner_folds": 3, "metric": "roc_auc", "threshold": "max_f1"},
             "imbalance": "class_weight",
         }
