@@ -299,8 +299,7 @@ class _CsvReader:
             return None
         if frame.height != n:
             return None
-        positions = pl.Series(POSITION_COLUMN, np.arange(first_line, first_line + n, dtype=np.int64))
-        return frame.with_columns(positions)
+        return frame.with_columns(_numbers(frame, first_line))
 
     def _lines_ok(self, block: bytes) -> bool:
         """Every line has the header's number of fields (blank lines pass: they become empty rows)."""
@@ -391,6 +390,17 @@ class _CsvReader:
             schema=dict.fromkeys(self.names, pl.String),
         ).with_columns(pl.Series(POSITION_COLUMN, positions, dtype=pl.Int64))
         return frame, carry
+
+
+def _numbers(frame: pl.DataFrame, first: int) -> pl.Series:
+    """Line numbers from ``first``, chunked like the frame's columns (a parsed block arrives in many
+    chunks; a column chunked otherwise would make polars copy them all into one in each later step)."""
+    lengths = frame.get_column(frame.columns[0]).chunk_lengths() if frame.width else [frame.height]
+    parts, start = [], first
+    for size in lengths:
+        parts.append(pl.Series(POSITION_COLUMN, np.arange(start, start + size, dtype=np.int64)))
+        start += size
+    return pl.concat(parts, rechunk=False)
 
 
 def _unique_names(fields: list[str]) -> list[str]:

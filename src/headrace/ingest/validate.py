@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from ..config.sources import ColumnRule, ImputeConstant, IngestSpec, RowRule
@@ -220,7 +221,7 @@ def check(
     raw = frame  # the values as they came, for the quarantine (picked by _ROW at the end)
 
     # the row number in ``raw`` travels with every row, so nothing else is filtered alongside ``work``
-    work = frame.select([*kept, POSITION_COLUMN]).with_row_index(_ROW)
+    work = _with_row_numbers(frame.select([*kept, POSITION_COLUMN]))
 
     # empty rows (a blank line): dropped and counted
     if kept and work.height:
@@ -451,6 +452,23 @@ def column_stats(frame: pl.DataFrame, *, unique: Sequence[str] = ()) -> dict[str
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+def _with_row_numbers(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with its row numbers in ``_ROW``, chunked like its columns: polars would otherwise
+    copy every column into one chunk in each later step that mixes them (a parsed CSV arrives in many
+    chunks)."""
+    layouts = {tuple(frame.get_column(c).chunk_lengths()) for c in frame.columns}
+    if len(layouts) != 1:
+        frame = frame.rechunk()
+        layouts = {(frame.height,)}
+    (lengths,) = layouts
+    parts, start = [], 0
+    for size in lengths:
+        parts.append(pl.Series(_ROW, np.arange(start, start + size, dtype=np.int64)))
+        start += size
+    rows = pl.concat(parts, rechunk=False) if parts else pl.Series(_ROW, [], dtype=pl.Int64)
+    return frame.with_columns(rows)
+
+
 def _cleanse(work: pl.DataFrame, strings: list[str], trim: bool, tokens: list[str]) -> pl.DataFrame:
     """Trim ``strings`` and null their null tokens, rewriting only the columns where that changes
     something. A column with few distinct values (categories, flags: most text columns) is examined
