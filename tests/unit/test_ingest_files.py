@@ -130,6 +130,22 @@ def test_ragged_lines_and_invalid_utf8_go_to_quarantine_with_lines(env):
     assert q["raw"].to_list()[1] == "r3,3,extra"
 
 
+@pytest.mark.parametrize("empties", [3, 1500])  # few lines ending in an empty field, and many
+def test_short_line_without_quotes_is_caught_among_empty_last_fields(env, empties):
+    tmp, store, _ = env
+    path = tmp / "x.csv"
+    lines = [f"e{i},{i}," for i in range(empties)]  # every field there, the last one empty
+    lines[1:1] = ["s1,1", "", "f1,1,x"]  # a short line (the parser pads it), a blank line, a full one
+    path.write_text("id,n,note\n" + "\n".join(lines) + "\n")
+    spec = file_spec(path, columns={"id": {"required": True}, "n": {"type": "int"}, "note": {}})
+    result = run(env, spec)
+    assert result.ok and result.rows_committed == empties + 1
+    q = store.read("d__quarantine")
+    assert q["position"].to_list() == [3] and q["reason"].to_list() == ["expected 3 fields, found 2"]
+    assert q["raw"].to_list() == ["s1,1"]
+    assert result.batches[0].report.empty_rows_dropped == 1
+
+
 def test_rerun_skips_force_reloads_and_keys_hold_across_runs(env):
     tmp, store, meta = env
     path = tmp / "x.csv"

@@ -266,18 +266,17 @@ class _CsvReader:
             yield pl.DataFrame(schema={**dict.fromkeys(self.names, pl.String), POSITION_COLUMN: pl.Int64})
 
     def _fast(self, block: bytes, first_line: int, newlines: int) -> pl.DataFrame | None:
-        """polars on a block, after checking every line has the right number of fields; None if not.
+        """polars on a block, once every line is known to have the header's number of fields; None
+        if one may not (the caller then reads the block record by record).
 
-        A block without quotes (the common case) is checked by two byte counts: polars refuses a line
-        with more fields than the header, so when the block holds exactly ``fields - 1`` delimiters
-        per line, no line has fewer either. Other blocks (quotes, blank lines, ragged lines) are
-        checked line by line."""
+        polars refuses a line with more fields than the header, and fills the missing fields of a
+        shorter line with nulls. So in a block without quotes (the common case) only the lines whose
+        last field came out null need a look; a block with quotes is checked line by line first."""
         n = newlines + (0 if block.endswith(b"\n") else 1)
         if n == 0:
             return None
         quoted = self.quote is not None and block.find(self.quote.encode(self.encoding)) >= 0
-        counted = not quoted and block.count(self.delim.encode(self.encoding)) == (self.ncols - 1) * n
-        if not counted and not self._lines_ok(block):
+        if quoted and not self._lines_ok(block):
             return None
         data = block
         if not self.utf8:
@@ -299,7 +298,28 @@ class _CsvReader:
             return None
         if frame.height != n:
             return None
+        if not quoted and not self._short_lines_ok(frame, block):
+            return None
         return frame.with_columns(_numbers(frame, first_line))
+
+    def _short_lines_ok(self, frame: pl.DataFrame, block: bytes) -> bool:
+        """In a block without quotes (row i is line i), the lines whose last field is null are blank
+        or hold every field (the last one empty), not fewer fields than the header."""
+        last = frame.get_column(self.names[-1])
+        suspects = last.null_count()
+        if suspects == 0:
+            return True
+        if suspects > max(1000, frame.height // 100):  # many: every line, as for quoted blocks
+            return self._lines_ok(block)
+        ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
+        delim = self.delim.encode(self.encoding)
+        for row in last.is_null().arg_true().to_list():
+            start = 0 if row == 0 else int(ends[row - 1]) + 1
+            end = int(ends[row]) if row < len(ends) else len(block)
+            line = block[start:end].rstrip(b"\r")
+            if line and line.count(delim) != self.ncols - 1:
+                return False
+        return True
 
     def _lines_ok(self, block: bytes) -> bool:
         """Every line has the header's number of fields (blank lines pass: they become empty rows)."""
