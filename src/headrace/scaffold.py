@@ -24,6 +24,7 @@ sources:
     dataset: customers
     columns:
       customerID: {{type: string, required: true, unique: true}}
+      SeniorCitizen: {{type: int, allowed: [0, 1]}}
       tenure: {{type: int, required: true, min: 0, max: 120}}
       MonthlyCharges: {{type: float, required: true, min: 0}}
       TotalCharges: {{type: float, min: 0, impute: median}}

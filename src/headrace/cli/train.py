@@ -91,10 +91,14 @@ def train(
                 )
             return
         names = models or [
-            n for n, s in ws.project.models.items() if s.task in ("classification", "regression")
+            n
+            for n, s in ws.project.models.items()
+            if s.task in ("classification", "regression", "recommendation")
         ]
         if not names:
-            raise ConfigError("no tabular model in headrace.yaml", hint="add one under models:")
+            raise ConfigError(
+                "no tabular or recommendation model in headrace.yaml", hint="add one under models:"
+            )
         docs = []
         for name in names:
             spec = ws.project.model(name)
@@ -103,6 +107,26 @@ def train(
 
                 say = None if json else (lambda line: console.print(line, markup=False, highlight=False))
                 docs.append(train_in_workspace(ws, name, spec, promote=promote, progress=say))
+                continue
+            if spec.task == "recommendation":  # headrace.recommend: popularity, item-kNN, EASE
+                from ..recommend import train_recommender
+
+                version = data_version if data_version is not None else ws.store.version(spec.dataset)
+                trained = train_recommender(
+                    spec,
+                    ws.store.read(spec.dataset, version),
+                    registry=registry,
+                    name=name,
+                    data_version=version,
+                    promote=promote,
+                )
+                rec_doc = {"model": name, **trained.to_dict()}
+                docs.append(rec_doc)
+                if not json:
+                    console.print(
+                        f"{name}: chosen {trained.chosen} ({trained.protocol}, k={trained.k}); "
+                        + ", ".join(f"{m} {v:.4f}" for m, v in sorted(trained.metrics.items()))
+                    )
                 continue
             result = train_model(
                 name,
