@@ -388,6 +388,7 @@ def _one_batch(
             extra["fingerprint"] = batch.fingerprint
         if batch.cursor is not None:
             extra["cursor"] = batch.cursor
+        stats.start()  # beside the commits
         if clean.num_columns:
             outcome.version = store.append(spec.dataset, clean, BatchMeta(source_name, batch_id, extra))
             outcome.rows_committed = clean.num_rows
@@ -487,20 +488,31 @@ def _store_report(
 
 class _Stats:
     """The column statistics of a batch's clean chunks, each computed in a worker thread while the
-    runner goes on (checking the next chunk, committing), then merged as ``QualityReport.merge`` does.
-    polars releases the GIL, so this uses a core the commit leaves idle."""
+    runner goes on, then merged as ``QualityReport.merge`` does. The last chunk's wait until
+    :meth:`start` (called once the clean rows are handed to the store), so they run beside the Delta
+    write instead of competing with the conversion before it; earlier chunks start when the next one
+    arrives, so at most one chunk is held for them."""
 
     def __init__(self, spec: IngestSpec) -> None:
         self.spec = spec
         self.pool: ThreadPoolExecutor | None = None
         self.parts: list[tuple[int, Future[dict[str, ColumnStats]]]] = []
+        self.waiting: pl.DataFrame | None = None
 
     def add(self, clean: pl.DataFrame) -> None:
+        self.start()
+        self.waiting = clean
+
+    def start(self) -> None:
+        if self.waiting is None:
+            return
         if self.pool is None:
             self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headrace-stats")
+        clean, self.waiting = self.waiting, None
         self.parts.append((clean.height, self.pool.submit(clean_stats, clean, self.spec)))
 
     def columns(self) -> dict[str, ColumnStats]:
+        self.start()
         merged: QualityReport | None = None
         for rows, future in self.parts:
             part = QualityReport(dataset=self.spec.dataset, rows_clean=rows, columns=future.result())
@@ -512,6 +524,7 @@ class _Stats:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
         self.parts = []
+        self.waiting = None
 
 
 class _Staging:
