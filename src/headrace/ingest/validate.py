@@ -356,7 +356,7 @@ def check(
         bad = work.select(pl.any_horizontal(names)).to_series()
         totals = work.select([pl.col(n).sum() for n in names]).row(0)
         report.failures = {label: int(n) for label, n in zip(labels, totals, strict=True) if n}
-        failed = work.filter(bad).select([_ROW, *names])
+        failed = work.select([_ROW, *names]).filter(bad)
         reasons = failed.select(
             pl.concat_str(
                 [pl.when(pl.col(n)).then(pl.lit(label)) for label, n in zip(labels, names, strict=True)],
@@ -687,11 +687,22 @@ def _duplicate_in_batch(work: pl.DataFrame, cols: list[str]) -> pl.Expr:
     if not hashable:
         keyed = pl.when(candidate).then(key)
         return keyed.is_not_null() & ~keyed.is_first_distinct()
-    maybe = work.select(candidate & pl.when(candidate).then(key.hash()).is_duplicated()).to_series()
-    if not maybe.any():
+    hashed = work.select(pl.col(_ROW), pl.when(candidate).then(key.hash()).alias("hash"))
+    repeated = (
+        hashed.lazy()
+        .drop_nulls("hash")
+        .group_by("hash")
+        .agg(pl.len().alias("n"))
+        .filter(pl.col("n") > 1)
+        .select("hash")
+        .collect()
+        .get_column("hash")
+    )
+    if not repeated.len():
         return pl.lit(False)
+    maybe = hashed.get_column("hash").is_in(repeated.implode())
     # rows sharing a hash keep their order, so "first" among them is "first" among all candidates
-    few = work.filter(maybe).select(_ROW, key.alias("key"))
+    few = work.select(_ROW, key.alias("key")).filter(maybe)
     dup_rows = few.filter(~pl.col("key").is_first_distinct()).get_column(_ROW)
     return pl.col(_ROW).is_in(dup_rows.implode())
 
