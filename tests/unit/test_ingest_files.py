@@ -14,6 +14,7 @@ from headrace.config.sources import FileSource
 from headrace.datagen import churn_with_defects
 from headrace.errors import ConfigError
 from headrace.ingest.base import Batch, Source
+from headrace.ingest.files import file_fingerprint
 from headrace.ingest.replay import replay_quarantine
 from headrace.ingest.report import latest_reports, report_html
 from headrace.ingest.runner import SOURCE_FACTORIES, ingest, open_source, register_source
@@ -144,6 +145,13 @@ def test_short_line_without_quotes_is_caught_among_empty_last_fields(env, emptie
     assert q["position"].to_list() == [3] and q["reason"].to_list() == ["expected 3 fields, found 2"]
     assert q["raw"].to_list() == ["s1,1"]
     assert result.batches[0].report.empty_rows_dropped == 1
+
+
+def test_fingerprint_is_the_same_whether_the_file_was_read_first_or_not(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"id,n\n" + b"".join(b"k%d,%d\n" % (i, i) for i in range(1000)))
+    assert file_fingerprint(path, "s") == file_fingerprint(path, "s", path.read_bytes())
+    assert file_fingerprint(path, "s") != file_fingerprint(path, "t")
 
 
 def test_rerun_skips_force_reloads_and_keys_hold_across_runs(env):

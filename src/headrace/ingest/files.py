@@ -48,6 +48,7 @@ _EXTENSIONS = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
+_PRELOAD_BYTES = 256 << 20  # a file this small (and of about one chunk) is read once, not twice
 _MAX_RECORD_LINES = 1000  # a quoted field may span lines; an unterminated quote stops here
 
 
@@ -80,10 +81,15 @@ def detect_format(path: Path, declared: str | None) -> tuple[str | None, bool]:
     return fmt, gz
 
 
-def file_fingerprint(path: Path, source: str) -> str:
+def file_fingerprint(path: Path, source: str, content: bytes | None = None) -> str:
+    """sha256 of the source's name and the file's content (``content``: the file's bytes, when they
+    were already read)."""
     digest = hashlib.sha256(source.encode() + b"\0")
-    with path.open("rb") as f:
-        file_digest = hashlib.file_digest(f, "sha256")
+    if content is not None:
+        file_digest = hashlib.sha256(content)
+    else:
+        with path.open("rb") as f:
+            file_digest = hashlib.file_digest(f, "sha256")
     digest.update(file_digest.digest())
     return digest.hexdigest()
 
@@ -114,17 +120,23 @@ class FileReader:
 
     def _batch(self, path: Path) -> Batch:
         origin = str(path)
-        try:
-            fingerprint = file_fingerprint(path, self.name)
-        except OSError as exc:
-            return Batch(pl.DataFrame(), origin, error=f"cannot be read ({exc.strerror or exc})")
-        if self._loaded(fingerprint):
-            return Batch(pl.DataFrame(), origin, fingerprint=fingerprint, skipped=True)
         fmt, gz = detect_format(path, self.spec.format)
         if self.spec.compression == "gzip":
             gz = True
         elif self.spec.compression == "none":
             gz = False
+        try:
+            # a text file of at most about one chunk is read once, for its fingerprint and its rows
+            size = path.stat().st_size
+            small = fmt in ("csv", "json", "jsonl") and size <= min(
+                _PRELOAD_BYTES, self.spec.chunk_rows * 512
+            )
+            content = path.read_bytes() if small else None
+            fingerprint = file_fingerprint(path, self.name, content)
+        except OSError as exc:
+            return Batch(pl.DataFrame(), origin, error=f"cannot be read ({exc.strerror or exc})")
+        if self._loaded(fingerprint):
+            return Batch(pl.DataFrame(), origin, fingerprint=fingerprint, skipped=True)
         if fmt is None:
             return Batch(
                 pl.DataFrame(),
@@ -135,11 +147,11 @@ class FileReader:
         batch = Batch(pl.DataFrame(), origin, fingerprint=fingerprint)
         try:
             if fmt == "csv":
-                chunks = _CsvReader(path, gz, self.spec, batch).chunks()
+                chunks = _CsvReader(path, gz, self.spec, batch, content).chunks()
             elif fmt == "jsonl":
-                chunks = _jsonl_chunks(path, gz, self.spec, batch)
+                chunks = _jsonl_chunks(path, gz, self.spec, batch, content)
             elif fmt == "json":
-                chunks = iter([_json_frame(path, gz, self.spec, batch)])
+                chunks = iter([_json_frame(path, gz, self.spec, batch, content)])
             else:
                 chunks = _parquet_chunks(path, self.spec)
             first = next(chunks, None)
@@ -169,14 +181,18 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _open(path: Path, gz: bool) -> IO[bytes]:
-    return gzip.open(path, "rb") if gz else path.open("rb")  # type: ignore[return-value]
+def _open(path: Path, gz: bool, content: bytes | None = None) -> IO[bytes]:
+    """The file's (decompressed) bytes, from ``content`` when the file was already read."""
+    raw: IO[bytes] = io.BytesIO(content) if content is not None else path.open("rb")
+    return gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw  # type: ignore[return-value]
 
 
 # -- CSV -------------------------------------------------------------------------------------------
 class _CsvReader:
-    def __init__(self, path: Path, gz: bool, spec: FileSource, batch: Batch) -> None:
-        self.path, self.gz, self.spec, self.batch = path, gz, spec, batch
+    def __init__(
+        self, path: Path, gz: bool, spec: FileSource, batch: Batch, content: bytes | None = None
+    ) -> None:
+        self.path, self.gz, self.spec, self.batch, self.content = path, gz, spec, batch, content
         self.opts = spec.csv
         self.encoding = self.opts.encoding
         self.utf8 = self.encoding == "utf-8"
@@ -200,7 +216,8 @@ class _CsvReader:
         return next(reader, [])
 
     def chunks(self) -> Iterator[pl.DataFrame]:
-        stream = _open(self.path, self.gz)
+        stream = _open(self.path, self.gz, self.content)
+        self.content = None
         try:
             yield from self._chunks(stream)
         finally:
@@ -475,8 +492,10 @@ def _as_text(value: Any) -> str | None:
     return orjson.dumps(value).decode()
 
 
-def _json_frame(path: Path, gz: bool, spec: FileSource, batch: Batch) -> pl.DataFrame:
-    with _open(path, gz) as f:
+def _json_frame(
+    path: Path, gz: bool, spec: FileSource, batch: Batch, content: bytes | None = None
+) -> pl.DataFrame:
+    with _open(path, gz, content) as f:
         data = f.read()
     try:
         doc = orjson.loads(data)
@@ -503,8 +522,10 @@ def _json_frame(path: Path, gz: bool, spec: FileSource, batch: Batch) -> pl.Data
     return _records_frame(doc, 1, None, batch)
 
 
-def _jsonl_chunks(path: Path, gz: bool, spec: FileSource, batch: Batch) -> Iterator[pl.DataFrame]:
-    stream = _open(path, gz)
+def _jsonl_chunks(
+    path: Path, gz: bool, spec: FileSource, batch: Batch, content: bytes | None = None
+) -> Iterator[pl.DataFrame]:
+    stream = _open(path, gz, content)
     try:
         line_no = 1
         pending = b""
