@@ -184,6 +184,7 @@ def demo_stage(ctx: Any) -> list[str]:
             return ws.store.scan(dataset).select(pl.len()).collect().item() if ws.store.exists(dataset) else 0
 
         start = pending()
+        since = time.time()
         shifted = _conform(churn(200, seed=41, shift=1.0, id_offset=900_000), schema)
         send(shifted, "u", feedback=True)
         lines.append(
@@ -194,6 +195,11 @@ def demo_stage(ctx: Any) -> list[str]:
         lines.append(f"a new batch of 3000 customers arrived: {spec.dataset}@{version}")
         logged(start + 200)
 
+        # the live window is this stage's traffic alone (earlier stages served unshifted customers)
+        window = time.time() - since + 1.0
+        ws.project = ws.project.model_copy(
+            update={"monitoring": ws.project.monitoring.model_copy(update={"window": window})}
+        )
         first = cycle(ws, MODEL, registry=registry, trainer=trainer)
         lines += [f"{e['action']}: {e['reason']}" for e in first.events]
         report = first.check.drift
