@@ -67,7 +67,8 @@ def flavor_class(name: str) -> type[Any]:
             f"model flavor {name!r} needs {exc.name or module_name}, which is not installed",
             hint="install headrace with the extra that provides it, e.g. pip install 'headrace[vision]'",
         ) from exc
-    return getattr(module, class_name)  # type: ignore[no-any-return]
+    found: type[Any] = getattr(module, class_name)
+    return found
 
 
 def load_flavor(name: str, data: bytes) -> Any:

@@ -61,9 +61,9 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 class RollbackRule(Spec):
     """When a canary (or a freshly promoted champion) is rolled back: any one limit crossed."""
 
-    error_rate: float = Field(0.02, ge=0, le=1)
-    metric_drop: float = Field(0.05, ge=0)
-    p99_latency_ms: float | None = Field(None, gt=0)
+    error_rate: float = Field(default=0.02, ge=0, le=1)
+    metric_drop: float = Field(default=0.05, ge=0)
+    p99_latency_ms: float | None = Field(default=None, gt=0)
 
 
 class CanarySpec(Spec):
@@ -77,9 +77,9 @@ class CanarySpec(Spec):
     """
 
     mode: Literal["canary", "shadow"] = "canary"
-    share: float = Field(0.1, gt=0, lt=1)
+    share: float = Field(default=0.1, gt=0, lt=1)
     window: Duration = 600.0
-    min_requests: int = Field(100, ge=1)
+    min_requests: int = Field(default=100, ge=1)
     sticky_by: str | None = "x-user-id"
 
 
@@ -87,18 +87,18 @@ class RetentionSpec(Spec):
     """Which versions are retired (artifacts removed, ledger kept): past the newest ``keep_last``,
     or not served for ``unused_days``. Champion and challenger are never retired."""
 
-    keep_last: int = Field(5, ge=1)
-    unused_days: float | None = Field(None, gt=0)
+    keep_last: int = Field(default=5, ge=1)
+    unused_days: float | None = Field(default=None, gt=0)
 
 
 class AlertThresholds(Spec):
     """Thresholds written into the generated Prometheus alerting rules."""
 
-    error_rate: float = Field(0.02, ge=0, le=1)
-    p99_latency_ms: float = Field(250.0, gt=0)
-    quarantine_ratio: float = Field(0.05, ge=0, le=1)
+    error_rate: float = Field(default=0.02, ge=0, le=1)
+    p99_latency_ms: float = Field(default=250.0, gt=0)
+    quarantine_ratio: float = Field(default=0.05, ge=0, le=1)
     stream_delay_s: Duration = 60.0
-    for_: str = Field("5m", alias="for")
+    for_: str = Field(default="5m", alias="for")
 
     @field_validator("for_")
     @classmethod
@@ -108,23 +108,24 @@ class AlertThresholds(Spec):
 
 
 _TRIGGERS = Literal["drift", "performance", "schedule"]
+_DEFAULT_TRIGGERS: tuple[_TRIGGERS, ...] = ("drift", "performance")
 
 
 class MonitoringSpec(Spec):
     """Drift and live-performance thresholds, the retraining policy, canary, rollback and retention."""
 
-    psi_warn: float = Field(0.1, gt=0)
-    psi_alert: float = Field(0.25, gt=0)
-    ks_alpha: float = Field(0.01, gt=0, lt=1)
-    js_alert: float = Field(0.1, gt=0, le=1)
+    psi_warn: float = Field(default=0.1, gt=0)
+    psi_alert: float = Field(default=0.25, gt=0)
+    ks_alpha: float = Field(default=0.01, gt=0, lt=1)
+    js_alert: float = Field(default=0.1, gt=0, le=1)
     drift_method: Literal["psi", "ks", "js"] = "psi"
-    drift_share: float = Field(0.3, gt=0, le=1)
-    bins: int = Field(10, ge=2, le=100)
+    drift_share: float = Field(default=0.3, gt=0, le=1)
+    bins: int = Field(default=10, ge=2, le=100)
     window: Duration = 3600.0
-    min_rows: int = Field(100, ge=1)
+    min_rows: int = Field(default=100, ge=1)
     performance_windows: list[Duration] = Field(default_factory=lambda: [3600.0, 86400.0])
     metric: str | None = None
-    retrain_on: list[_TRIGGERS] = Field(default_factory=lambda: ["drift", "performance"])
+    retrain_on: list[_TRIGGERS] = Field(default_factory=lambda: list(_DEFAULT_TRIGGERS))
     schedule: Duration | None = None
     cooldown: Duration = 3600.0
     interval: Duration = 60.0
