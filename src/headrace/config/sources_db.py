@@ -172,8 +172,8 @@ class HttpIncremental(Spec):
     ``field`` is the record field (dotted path) whose largest value becomes the mark; ``param`` is
     the request parameter that carries it. Records re-sent at exactly the mark (APIs whose ``since``
     is inclusive) are recognised by the source's ``key`` (or a digest of the record) and skipped.
-    ``ordered`` says the API returns records in ascending ``field`` order, so the mark can move after every batch; otherwise
-    it moves only when the whole run has been read.
+    ``ordered`` says the API returns records in ascending ``field`` order, so the mark can move
+    after every batch; otherwise it moves only when the whole run has been read.
     """
 
     param: str

@@ -14,7 +14,8 @@
 - Incremental: the largest value of ``incremental.field`` becomes the mark, sent as
   ``incremental.param`` on the next run. Records re-sent at exactly the mark (an inclusive
   ``since``) are recognised by their key (or, without one, a digest of the record) and skipped.
-  After a bad page the mark stops moving for the rest of the run, so what the bad page held is asked for again next time rather than lost.
+  After a bad page the mark stops moving for the rest of the run, so what the bad page held is
+  asked for again next time rather than lost.
 - Secrets never reach a log line or a message: they are ``SecretStr`` in the spec, and an API key
   sent in the query is masked in every URL shown (including httpx's own request log).
 """
