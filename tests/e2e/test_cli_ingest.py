@@ -24,22 +24,35 @@ def headrace(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_ingest_quarantine_rerun_bad_file_replay(tmp_path: Path):
+def in_process(capsys: pytest.CaptureFixture[str], project: Path, *args: str) -> tuple[int, str, str]:
+    """``headrace --project PROJECT ARGS`` through the same ``main`` as the console script, in this
+    process (a new interpreter pays seconds of imports per command; two commands below still run as
+    real processes)."""
+    from headrace.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main(["--project", str(project), *args])
+    out, err = capsys.readouterr()
+    return int(done.value.code or 0), out, err
+
+
+def test_ingest_quarantine_rerun_bad_file_replay(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert headrace("init", "p", cwd=tmp_path).returncode == 0
     project = tmp_path / "p"
-    first = headrace("ingest", "--json", cwd=project)
-    assert first.returncode == 0, first.stderr
-    doc = json.loads(first.stdout)
+    code, out, err = in_process(capsys, project, "ingest", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
     run = doc["runs"][0]
     assert doc["ok"] and run["rows_read"] == 2000
     assert run["rows_committed"] + run["rows_quarantined"] == 2000 and run["rows_quarantined"] > 0
     assert run["reports"][0]["failures"]
 
-    again = headrace("ingest", "--json", cwd=project)
-    assert [b["status"] for b in json.loads(again.stdout)["runs"][0]["batches"]] == ["skipped", "skipped"]
+    code, out, _ = in_process(capsys, project, "ingest", "--json")
+    assert [b["status"] for b in json.loads(out)["runs"][0]["batches"]] == ["skipped", "skipped"]
 
-    q = headrace("datasets", "quarantine", "customers", "--json", cwd=project)
-    sample = json.loads(q.stdout)["sample"]
+    code, out, _ = in_process(capsys, project, "datasets", "quarantine", "customers", "--json")
+    sample = json.loads(out)["sample"]
     assert {"reason", "origin", "position", "batch_id", "customerID"} <= set(sample[0])
 
     (project / "data" / "customers" / "customers-3.csv").write_bytes(b'customerID,tenure\n"C1,\xff\n')
@@ -49,15 +62,15 @@ def test_ingest_quarantine_rerun_bad_file_replay(tmp_path: Path):
     assert "Traceback" not in bad.stderr
     assert (project / "report.html").read_text().startswith("<!doctype html>")
 
-    replay = headrace("datasets", "replay", "customers", "--json", cwd=project)
-    assert replay.returncode == 0, replay.stderr
-    assert json.loads(replay.stdout)["replayed"] == run["rows_quarantined"]
+    code, out, err = in_process(capsys, project, "datasets", "replay", "customers", "--json")
+    assert code == 0, err
+    assert json.loads(out)["replayed"] == run["rows_quarantined"]
 
-    report = headrace("datasets", "report", "customers", "--json", cwd=project)
-    assert json.loads(report.stdout)["reports"]
+    code, out, _ = in_process(capsys, project, "datasets", "report", "customers", "--json")
+    assert json.loads(out)["reports"]
 
-    unknown = headrace("ingest", "nope", cwd=project)
-    assert unknown.returncode == 2 and "no source named 'nope'" in unknown.stderr
+    code, _, err = in_process(capsys, project, "ingest", "nope")
+    assert code == 2 and "no source named 'nope'" in err
 
 
 def test_demo_runs_the_ingest_stage(tmp_path: Path):
