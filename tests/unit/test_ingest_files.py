@@ -85,6 +85,55 @@ def test_csv_options_delimiter_quote_encoding_no_header(env):
     assert sorted(store.read("d").rows()) == [("a1", "café; ok", 1), ("a2", "b", 2)]
 
 
+@pytest.mark.parametrize(
+    ("head", "rest", "skip"),
+    [
+        (
+            "\ufeffid,n\r\n",
+            "k1,1\r\nk2\r\n\r\nk3,3",
+            0,
+        ),  # BOM, CRLF, short line, blank line, no final newline
+        ('title line\n"i,d",n\n', 'k1,1\n"k\n2",2\nk3,3,3\n', 1),  # skip_rows, quoted header and newline
+        ("id,n\n", "", 0),  # the header alone
+    ],
+)
+def test_a_file_read_whole_and_one_streamed_give_the_same_rows(tmp_path, head, rest, skip):
+    # a small file is read once and parsed in place; with a tiny chunk_rows the same file is streamed
+    padding = "".join(f"p{i},{i}\r\n" if "\r" in head else f"p{i},{i}\n" for i in range(300)) if rest else ""
+    results = []
+    for chunk_rows in (500_000, 2):
+        folder = tmp_path / str(chunk_rows)
+        folder.mkdir()
+        path = folder / "x.csv"
+        path.write_bytes((head + padding + rest).encode())
+        spec = FileSource.model_validate(
+            {
+                "kind": "file",
+                "path": str(path),
+                "dataset": "d",
+                "csv": {"skip_rows": skip},
+                "chunk_rows": chunk_rows,
+            }
+        )
+        store = Store(folder / "lake")
+        meta = Metadata(f"sqlite:///{folder / 'meta.db'}")
+        try:
+            result = ingest(open_source("s", spec), spec, store=store, meta=meta, source_name="s")
+        finally:
+            meta.dispose()
+        assert result.ok, result.error
+        rows = sorted(store.read("d").rows()) if store.exists("d") else []
+        q = store.read("d__quarantine") if store.exists("d__quarantine") else None
+        held = [] if q is None else sorted(zip(q["position"], q["reason"], q["raw"], strict=True))
+        report = result.batches[0].report
+        results.append((rows, held, report.empty_rows_dropped))
+    assert results[0] == results[1]
+    assert not rest or len(head + padding + rest) > 2 * 512  # over what chunk_rows=2 reads whole
+    if head.startswith("\ufeff"):
+        assert ("k1", "1") in results[0][0] and ("k3", "3") in results[0][0]
+        assert [h[:2] for h in results[0][1]] == [(303, "expected 2 fields, found 1")]
+
+
 def test_unreadable_files_fail_alone_with_reasons(env):
     tmp, store, meta = env
     data = tmp / "in"

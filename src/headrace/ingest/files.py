@@ -216,14 +216,16 @@ class _CsvReader:
         return next(reader, [])
 
     def chunks(self) -> Iterator[pl.DataFrame]:
-        stream = _open(self.path, self.gz, self.content)
-        self.content = None
+        content, self.content = self.content, None
+        stream = _open(self.path, self.gz, content)
         try:
-            yield from self._chunks(stream)
+            yield from self._chunks(stream, None if self.gz else content)
         finally:
             stream.close()
 
-    def _chunks(self, stream: IO[bytes]) -> Iterator[pl.DataFrame]:
+    def _chunks(self, stream: IO[bytes], content: bytes | None = None) -> Iterator[pl.DataFrame]:
+        """The file's rows, block by block. ``content``: the whole (uncompressed) file, already read,
+        whose rows are parsed in place when they fit one block."""
         line_no = 0
         for _ in range(self.opts.skip_rows):
             stream.readline()
@@ -251,6 +253,18 @@ class _CsvReader:
         sample = max(len(first), 16)
         block_bytes = int(min(max(self.spec.chunk_rows * sample * 1.2, 1 << 16), 1 << 28))
         next_line = line_no + 1  # the line number of the first line in ``pending``
+        start = stream.tell() if content is not None and not pending else -1
+        if start >= 0 and len(content or b"") - start <= block_bytes:
+            assert content is not None
+            if start < len(content):
+                frame = self._fast(content, next_line, content.count(b"\n", start), start)
+                if frame is None:
+                    frame, _ = self._tolerant(content[start:], next_line, final=True)
+                if frame.height:
+                    yield frame
+                    return
+            yield pl.DataFrame(schema={**dict.fromkeys(self.names, pl.String), POSITION_COLUMN: pl.Int64})
+            return
         yielded = False
         while True:
             data = stream.read(block_bytes)
@@ -282,29 +296,30 @@ class _CsvReader:
         if not yielded:  # no rows: the header alone still goes through the schema checks
             yield pl.DataFrame(schema={**dict.fromkeys(self.names, pl.String), POSITION_COLUMN: pl.Int64})
 
-    def _fast(self, block: bytes, first_line: int, newlines: int) -> pl.DataFrame | None:
-        """polars on a block, once every line is known to have the header's number of fields; None
-        if one may not (the caller then reads the block record by record).
+    def _fast(self, data: bytes, first_line: int, newlines: int, start: int = 0) -> pl.DataFrame | None:
+        """polars on a block (``data`` from ``start``), once every line is known to have the header's
+        number of fields; None if one may not (the caller then reads the block record by record).
 
         polars refuses a line with more fields than the header, and fills the missing fields of a
         shorter line with nulls. So in a block without quotes (the common case) only the lines whose
         last field came out null need a look; a block with quotes is checked line by line first."""
-        n = newlines + (0 if block.endswith(b"\n") else 1)
-        if n == 0:
+        n = newlines + (0 if data.endswith(b"\n") else 1)
+        if n == 0 or start >= len(data):
             return None
-        quoted = self.quote is not None and block.find(self.quote.encode(self.encoding)) >= 0
-        if quoted and not self._lines_ok(block):
+        quoted = self.quote is not None and data.find(self.quote.encode(self.encoding), start) >= 0
+        if quoted and not self._lines_ok(data, start):
             return None
-        data = block
+        payload, skip = data, data.count(b"\n", 0, start)
         if not self.utf8:
             try:
-                data = block.decode(self.encoding).encode("utf-8")
+                payload, skip = data[start:].decode(self.encoding).encode("utf-8"), 0
             except UnicodeDecodeError:
                 return None
         try:
             frame = pl.read_csv(
-                io.BytesIO(data),
+                payload,
                 has_header=False,
+                skip_lines=skip,
                 schema=dict.fromkeys(self.names, pl.String),
                 separator=self.delim,
                 quote_char=self.quote,
@@ -315,11 +330,11 @@ class _CsvReader:
             return None
         if frame.height != n:
             return None
-        if not quoted and not self._short_lines_ok(frame, block):
+        if not quoted and not self._short_lines_ok(frame, data, start):
             return None
         return frame.with_columns(_numbers(frame, first_line))
 
-    def _short_lines_ok(self, frame: pl.DataFrame, block: bytes) -> bool:
+    def _short_lines_ok(self, frame: pl.DataFrame, data: bytes, start: int) -> bool:
         """In a block without quotes (row i is line i), the lines whose last field is null are blank
         or hold every field (the last one empty), not fewer fields than the header."""
         last = frame.get_column(self.names[-1])
@@ -327,23 +342,24 @@ class _CsvReader:
         if suspects == 0:
             return True
         if suspects > max(1000, frame.height // 100):  # many: every line, as for quoted blocks
-            return self._lines_ok(block)
-        ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
+            return self._lines_ok(data, start)
+        ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8, offset=start) == 10) + start
         delim = self.delim.encode(self.encoding)
         for row in last.is_null().arg_true().to_list():
-            start = 0 if row == 0 else int(ends[row - 1]) + 1
-            end = int(ends[row]) if row < len(ends) else len(block)
-            line = block[start:end].rstrip(b"\r")
+            begin = start if row == 0 else int(ends[row - 1]) + 1
+            end = int(ends[row]) if row < len(ends) else len(data)
+            line = data[begin:end].rstrip(b"\r")
             if line and line.count(delim) != self.ncols - 1:
                 return False
         return True
 
-    def _lines_ok(self, block: bytes) -> bool:
-        """Every line has the header's number of fields (blank lines pass: they become empty rows)."""
-        arr = np.frombuffer(block, dtype=np.uint8)
+    def _lines_ok(self, data: bytes, start: int = 0) -> bool:
+        """Every line of the block (``data`` from ``start``) has the header's number of fields (blank
+        lines pass: they become empty rows)."""
+        arr = np.frombuffer(data, dtype=np.uint8, offset=start)
         ends = np.flatnonzero(arr == 10)
-        if not block.endswith(b"\n"):
-            ends = np.append(ends, len(block))
+        if not data.endswith(b"\n"):
+            ends = np.append(ends, len(arr))
         starts = np.concatenate(([0], ends[:-1] + 1))
         n = len(ends)
         delims = np.flatnonzero(arr == ord(self.delim))
@@ -360,7 +376,7 @@ class _CsvReader:
         if suspect.any():
             return False
         for i in np.flatnonzero(quoted):  # quoted lines: the C csv module counts their fields
-            line = block[starts[i] : ends[i]].rstrip(b"\r")
+            line = data[start + starts[i] : start + ends[i]].rstrip(b"\r")
             try:
                 if len(self._split(line.decode(self.encoding))) != self.ncols:
                     return False
