@@ -8,7 +8,7 @@ import pytest
 from headrace.config.sources import FileSource, IngestSpec
 from headrace.datagen import churn_with_defects
 from headrace.errors import ConfigError, DataError
-from headrace.ingest.validate import QualityReport, check
+from headrace.ingest.validate import QualityReport, check, column_stats
 
 
 def spec(**kw) -> IngestSpec:
@@ -246,3 +246,21 @@ def test_cleansing_of_a_large_batch_matches_row_by_row_cleansing():
     assert r.rejected.height == 0
     assert r.clean.equals(expected)
     assert r.clean["late"].null_count() == 1 and r.clean["tidy"].equals(frame["tidy"])
+
+
+def test_column_stats_of_a_large_frame_match_direct_aggregates():
+    n = 60_000  # large enough that text columns of few values are summarised through those values
+    frame = pl.DataFrame(
+        {
+            "cat": [None if i % 7 == 0 else ["b", "a", "c"][i % 3] for i in range(n)],
+            "late": ["m"] * (n - 1) + ["z"],
+            "id": [f"k{i}" for i in range(n)],
+            "x": [float(i % 100) for i in range(n)],
+        }
+    )
+    stats = column_stats(frame)
+    for c in frame.columns:
+        col = frame[c]
+        assert (stats[c].nulls, stats[c].distinct) == (col.null_count(), col.n_unique()), c
+        assert (stats[c].min, stats[c].max) == (col.min(), col.max()), c
+    assert stats["x"].mean == pytest.approx(frame["x"].mean())

@@ -425,12 +425,17 @@ def column_stats(frame: pl.DataFrame, *, unique: Sequence[str] = ()) -> dict[str
 
     ``unique``: columns known to hold no repeated non-null value (a ``unique`` rule passed), whose
     distinct count follows from the null count without hashing every value (null counts as one
-    value, as in polars' ``n_unique``)."""
+    value, as in polars' ``n_unique``). A text column of few distinct values gets its distinct count,
+    min and max from those values (one hashing pass instead of a hash and two string scans)."""
     if not frame.columns:
         return {}
+    texts = [c for c, t in frame.schema.items() if t == pl.String and c not in unique]
+    few = set(_few_valued(frame, texts)) if frame.height else set()
     aggs: list[pl.Expr] = []
     for c, dtype in frame.schema.items():
         aggs.append(pl.col(c).null_count().alias(f"{c}\0nulls"))
+        if c in few:
+            continue
         if c not in unique:
             aggs.append(pl.col(c).n_unique().alias(f"{c}\0distinct"))
         if dtype.is_numeric() or dtype.is_temporal() or dtype == pl.String:
@@ -439,6 +444,13 @@ def column_stats(frame: pl.DataFrame, *, unique: Sequence[str] = ()) -> dict[str
         if dtype.is_numeric():
             aggs.append(pl.col(c).cast(pl.Float64).mean().alias(f"{c}\0mean"))
     row = frame.select(aggs).row(0, named=True) if frame.height else {}
+    if few:
+        values = frame.select([pl.col(c).unique().implode() for c in few])
+        row |= values.select(
+            [pl.col(c).list.len().alias(f"{c}\0distinct") for c in few]
+            + [pl.col(c).explode().min().alias(f"{c}\0min") for c in few]
+            + [pl.col(c).explode().max().alias(f"{c}\0max") for c in few]
+        ).row(0, named=True)
     out: dict[str, ColumnStats] = {}
     for c, dtype in frame.schema.items():
         mean = row.get(f"{c}\0mean")
@@ -456,6 +468,15 @@ def column_stats(frame: pl.DataFrame, *, unique: Sequence[str] = ()) -> dict[str
             mean=None if mean is None else float(mean),
         )
     return out
+
+
+def _few_valued(frame: pl.DataFrame, cols: list[str]) -> list[str]:
+    """The columns whose first rows hold few distinct values, in a frame large enough that going
+    through a column's distinct values beats a pass over every row (a guess: either way is exact)."""
+    if not cols or frame.height <= 4 * _SAMPLE_ROWS:
+        return []
+    sample = frame.select(pl.col(cols).head(_SAMPLE_ROWS).n_unique()).row(0, named=True)
+    return [c for c in cols if sample[c] <= _SAMPLE_ROWS // 10]
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -481,8 +502,7 @@ def _cleanse(work: pl.DataFrame, strings: list[str], trim: bool, tokens: list[st
     something. A column with few distinct values (categories, flags: most text columns) is examined
     through its distinct values, far cheaper than rewriting every row; any other is trimmed outright.
     """
-    sample = work.select(pl.col(strings).head(_SAMPLE_ROWS).n_unique()).row(0, named=True)
-    few = [c for c in strings if work.height > 4 * _SAMPLE_ROWS and sample[c] <= _SAMPLE_ROWS // 10]
+    few = _few_valued(work, strings)
     many = [c for c in strings if c not in few]
     if trim and many:
         work = work.with_columns(pl.col(many).str.strip_chars())
