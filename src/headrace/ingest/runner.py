@@ -510,6 +510,9 @@ class _Stats:
             self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headrace-stats")
         clean, self.waiting = self.waiting, None
         self.parts.append((clean.height, self.pool.submit(clean_stats, clean, self.spec)))
+        pending = [future for _, future in self.parts if not future.done()]
+        if len(pending) > 2:  # bounded memory: never more than a few chunks held for their statistics
+            pending[0].result()
 
     def columns(self) -> dict[str, ColumnStats]:
         self.start()
