@@ -255,17 +255,10 @@ class Registry:
             previous = self._alias_version(conn, name, alias)
             if previous == version:
                 return target
-            self._put_alias(conn, name, alias, version)
-            self._append(
-                conn,
-                name,
-                "set_alias",
-                version=version,
-                alias=alias,
-                previous_version=previous,
-                reason=reason or f"{alias} set",
+            self._move_alias(
+                conn, name, alias, version, "set_alias", previous=previous, reason=reason or f"{alias} set",
                 actor=actor,
-            )
+            )  # fmt: skip
         return self.get(name, version)
 
     def remove_alias(self, name: str, alias: str, *, reason: str = "", actor: str | None = None) -> None:
@@ -273,16 +266,7 @@ class Registry:
             previous = self._alias_version(conn, name, alias)
             if previous is None:
                 raise NotFound(f"model {name!r} has no alias {alias!r}", hint=self._aliases_hint(conn, name))
-            conn.execute(delete(_aliases).where(and_(_aliases.c.model == name, _aliases.c.alias == alias)))
-            self._append(
-                conn,
-                name,
-                "remove_alias",
-                alias=alias,
-                previous_version=previous,
-                reason=reason or f"{alias} removed",
-                actor=actor,
-            )
+            self._drop_alias(conn, name, alias, previous, reason=reason or f"{alias} removed", actor=actor)
 
     def check_gate(self, name: str, version: int, gate: PromoteRule | None) -> GateDecision:
         """Judge ``version`` against the gate: a floor (or ceiling) on the metric, and a minimum gain
@@ -360,30 +344,14 @@ class Registry:
             previous = self._alias_version(conn, name, alias)
             if previous == version:
                 return target
-            self._put_alias(conn, name, alias, version)
-            self._append(
-                conn,
-                name,
-                "promote",
-                version=version,
-                alias=alias,
-                previous_version=previous,
-                reason=reason,
-                actor=actor,
-                details={"gate": decision.to_dict()} if decision is not None else {},
-            )
+            gate_details = {"gate": decision.to_dict()} if decision is not None else {}
+            self._move_alias(
+                conn, name, alias, version, "promote", previous=previous, reason=reason, actor=actor,
+                details=gate_details,
+            )  # fmt: skip
             if alias == CHAMPION and self._alias_version(conn, name, CHALLENGER) == version:
-                conn.execute(
-                    delete(_aliases).where(and_(_aliases.c.model == name, _aliases.c.alias == CHALLENGER))
-                )
-                self._append(
-                    conn,
-                    name,
-                    "remove_alias",
-                    alias=CHALLENGER,
-                    previous_version=version,
-                    reason=f"v{version} became champion",
-                    actor=actor,
+                self._drop_alias(
+                    conn, name, CHALLENGER, version, reason=f"v{version} became champion", actor=actor
                 )
         log.info("promoted %s@%s to %s (was %s): %s", name, version, alias, previous, reason)
         return self.get(name, version)
@@ -411,16 +379,8 @@ class Registry:
                     hint="promote another version instead",
                 )
             target = candidates[-1]
-            self._put_alias(conn, name, CHAMPION, target)
-            self._append(
-                conn,
-                name,
-                "rollback",
-                version=target,
-                alias=CHAMPION,
-                previous_version=current,
-                reason=reason,
-                actor=actor,
+            self._move_alias(
+                conn, name, CHAMPION, target, "rollback", previous=current, reason=reason, actor=actor
             )
         log.warning("rolled %s back from v%s to v%s: %s", name, current, target, reason)
         return self.get(name, target)
@@ -636,6 +596,35 @@ class Registry:
             conn.execute(_aliases.insert().values(**row))
         else:
             conn.execute(update(_aliases).where(where).values(version=version, updated_at=utcnow()))
+
+    def _move_alias(
+        self,
+        conn: Connection,
+        name: str,
+        alias: str,
+        version: int,
+        action: str,
+        *,
+        previous: int | None,
+        reason: str,
+        actor: str | None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Point ``alias`` at ``version`` and record why in the ledger, in the caller's transaction."""
+        self._put_alias(conn, name, alias, version)
+        self._append(
+            conn, name, action, version=version, alias=alias, previous_version=previous, reason=reason,
+            actor=actor, details=details,
+        )  # fmt: skip
+
+    def _drop_alias(
+        self, conn: Connection, name: str, alias: str, previous: int, *, reason: str, actor: str | None
+    ) -> None:
+        """Remove ``alias`` (it pointed at ``previous``) and record why in the ledger."""
+        conn.execute(delete(_aliases).where(and_(_aliases.c.model == name, _aliases.c.alias == alias)))
+        self._append(
+            conn, name, "remove_alias", alias=alias, previous_version=previous, reason=reason, actor=actor
+        )
 
     @staticmethod
     def _champion_stack(conn: Connection, name: str) -> builtins.list[int]:
