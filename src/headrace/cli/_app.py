@@ -6,14 +6,16 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ..log import setup_logging
-from ..workspace import Workspace
+
+if TYPE_CHECKING:
+    from ..workspace import Workspace
 
 __all__ = ["CliState", "app", "console", "emit_json", "err_console", "state", "table", "workspace"]
 
@@ -45,6 +47,8 @@ def state(ctx: typer.Context) -> CliState:
 
 def workspace(ctx: typer.Context) -> Workspace:
     """The project named by --project (or found from the current folder), opened."""
+    from ..workspace import Workspace  # store, metadata and pydantic load only for commands that need them
+
     return Workspace.open(state(ctx).project)
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from ..demo import StageResult, run_demo
-from ..scaffold import init_project
-from ..status import project_status
+if TYPE_CHECKING:
+    from ..demo import StageResult
 from ._app import app, console, emit_json, table, workspace
 
 
@@ -20,6 +20,8 @@ def init(
     force: bool = typer.Option(False, help="overwrite an existing headrace.yaml"),
 ) -> None:
     """Scaffold a project: headrace.yaml and sample data with a few planted defects."""
+    from ..scaffold import init_project
+
     path = init_project(directory, name=name, force=force)
     console.print(f"wrote {path} and sample data in {path.parent / 'data'}")
     console.print(f"next: cd {directory} && headrace status")
@@ -30,6 +32,8 @@ def status(
     ctx: typer.Context, json: bool = typer.Option(False, "--json", help="print one JSON document")
 ) -> None:
     """Datasets, runs, models and deployments at a glance."""
+    from ..status import project_status
+
     ws = workspace(ctx)
     try:
         doc = project_status(ws)
@@ -100,6 +104,8 @@ def demo(
     ),
 ) -> None:
     """The whole lifecycle on generated data: prints what each stage did."""
+    from ..demo import run_demo
+
     folder = directory or Path(tempfile.mkdtemp(prefix="headrace-demo-"))
     console.print(f"[bold]headrace demo[/bold] in {folder}")
 

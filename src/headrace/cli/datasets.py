@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from ..errors import NotFound
-from ..status import dataset_summary
-from ..store import QUARANTINE_SUFFIX
+
+if TYPE_CHECKING:
+    pass
 from ._app import app, console, emit_json, table, workspace
 
 datasets_app = typer.Typer(help="Datasets: list, show, quarantine.", no_args_is_help=False)
@@ -22,6 +25,9 @@ def _default(ctx: typer.Context, json: bool = typer.Option(False, "--json")) -> 
 @datasets_app.command("list")
 def list_datasets(ctx: typer.Context, json: bool = typer.Option(False, "--json")) -> None:
     """Every dataset with its rows, versions and quarantined rows."""
+    from ..status import dataset_summary
+    from ..store import QUARANTINE_SUFFIX
+
     ws = workspace(ctx)
     names = [d for d in ws.store.datasets() if not d.endswith(QUARANTINE_SUFFIX)]
     docs = [dataset_summary(ws, n) for n in names]
@@ -47,6 +53,8 @@ def show(
     json: bool = typer.Option(False, "--json"),
 ) -> None:
     """A dataset's schema, history and first rows."""
+    from ..status import dataset_summary
+
     ws = workspace(ctx)
     summary = dataset_summary(ws, name)
     history = ws.store.versions(name)

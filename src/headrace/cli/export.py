@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
-from ..ingest.export import export_dataset
+if TYPE_CHECKING:
+    pass
 from ._app import app, console, emit_json, workspace
 
 
@@ -22,6 +25,8 @@ def export(
     json: bool = typer.Option(False, "--json", help="print one JSON document"),
 ) -> None:
     """Write a dataset into a database table (PostgreSQL COPY, MariaDB batched inserts), all or nothing."""
+    from ..ingest.export import export_dataset
+
     if if_exists not in ("append", "replace", "fail"):
         raise typer.BadParameter("must be append, replace or fail", param_hint="--if-exists")
     ws = workspace(ctx)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TextColumn
 from rich.text import Text
 
 from ..errors import UsageError
-from ..ingest.replay import replay_quarantine
-from ..ingest.report import latest_reports, report_html, report_tables
-from ..ingest.runner import RunResult, ingest, open_source
+
+if TYPE_CHECKING:
+    from ..ingest.runner import RunResult
 from ._app import app, console, emit_json, err_console, table, workspace
 from .datasets import datasets_app
 
@@ -50,6 +50,9 @@ def ingest_command(
     json: bool = typer.Option(False, "--json", help="print one JSON document"),
 ) -> None:
     """Run batch sources: validate, cleanse, quarantine bad rows, commit. Exit 1 if a batch failed."""
+    from ..ingest.report import report_html
+    from ..ingest.runner import ingest, open_source
+
     ws = workspace(ctx)
     try:
         names = list(sources or [])
@@ -98,6 +101,8 @@ def ingest_command(
 
 
 def _print_results(results: list[RunResult]) -> None:
+    from ..ingest.report import report_tables
+
     rows = []
     for r in results:
         counts = {s: sum(1 for b in r.batches if b.status == s) for s in ("committed", "skipped", "failed")}
@@ -151,6 +156,8 @@ def replay_command(
     json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Re-check a dataset's quarantined rows with the current rules; rows that now pass are committed."""
+    from ..ingest.replay import replay_quarantine
+
     ws = workspace(ctx)
     try:
         feeding = [n for n, s in ws.project.sources.items() if s.dataset == name]
@@ -196,6 +203,8 @@ def report_command(
     json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The stored quality reports of a dataset's newest batches."""
+    from ..ingest.report import latest_reports, report_html, report_tables
+
     ws = workspace(ctx)
     try:
         reports = latest_reports(ws.meta, name, limit=last)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from ..errors import UsageError
-from ..registry import ModelVersion, Registry, split_ref
+
+if TYPE_CHECKING:
+    from ..registry import ModelVersion, Registry
 from ._app import app, console, emit_json, table, workspace
 
 __all__ = ["models_app"]
@@ -22,6 +24,8 @@ _KEY_METRICS = ("roc_auc", "f1", "accuracy", "rmse", "mae", "r2")
 
 
 def _registry(ctx: typer.Context) -> tuple[Any, Registry]:
+    from ..registry import Registry
+
     ws = workspace(ctx)
     return ws, Registry(ws.meta, ws.artifacts)
 
@@ -90,6 +94,8 @@ def show(
     json: bool = typer.Option(False, "--json"),
 ) -> None:
     """One version: metrics, parameters, signature, lineage."""
+    from ..registry import split_ref
+
     name, ref = split_ref(model)
     ws, registry = _registry(ctx)
     try:
@@ -128,6 +134,8 @@ def promote(
     json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Point an alias (champion by default) at a version; the champion goes through the gate."""
+    from ..registry import split_ref
+
     name, ref = split_ref(model)
     target = version if version is not None else ref
     if target is None:
@@ -175,6 +183,8 @@ def retire(
     json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Retire a version: its artifact is removed, its record and ledger entries stay."""
+    from ..registry import split_ref
+
     name, ref = split_ref(model)
     target = version if version is not None else ref
     if target is None:

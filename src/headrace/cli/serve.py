@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import typer
 
-from ..serve.project import PROJECT_ENV, app_from_workspace
+if TYPE_CHECKING:
+    pass
 from ._app import app, console, workspace
 
 
@@ -29,6 +31,8 @@ def serve_command(
     'Authorization: Bearer <token>' with the token from $HEADRACE_ADMIN_TOKEN (or serving.admin_token).
     """
     import uvicorn
+
+    from ..serve.project import PROJECT_ENV, app_from_workspace
 
     ws = workspace(ctx)
     spec = ws.project.serving

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import typer
 
-from ..stream.simulator import simulate_sensors
+if TYPE_CHECKING:
+    pass
 from ._app import app, console, emit_json
 
 simulate_app = typer.Typer(
@@ -41,6 +43,8 @@ def sensors(
     json: bool = typer.Option(False, "--json", help="print one JSON document"),
 ) -> None:
     """Publish COUNT readings from DEVICES devices (temperature, humidity, vibration, battery)."""
+    from ..stream.simulator import simulate_sensors
+
     if protocol not in ("5", "3.1.1"):
         raise typer.BadParameter("must be 5 or 3.1.1", param_hint="--protocol")
     result = simulate_sensors(

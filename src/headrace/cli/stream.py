@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from ..errors import SourceError, UsageError
-from ..stream.worker import run_source, run_workers
+
+if TYPE_CHECKING:
+    pass
 from ._app import app, console, emit_json, state, table, workspace
 
 STREAM_KINDS = ("mqtt", "nats")
@@ -35,6 +37,8 @@ def stream_command(
     Messages are committed in micro-batches and acknowledged to the broker only after the commit;
     duplicates are dropped by message key; bad payloads go to the dataset's quarantine.
     """
+    from ..stream.worker import run_source, run_workers
+
     ws = workspace(ctx)
     try:
         names = list(sources or [])

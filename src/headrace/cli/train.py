@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from ..errors import ConfigError, RegistryError, UsageError
-from ..registry import Registry, split_ref
+
+if TYPE_CHECKING:
+    pass
 from ._app import app, console, emit_json, table, workspace
 
 __all__ = ["evaluate", "train"]
@@ -48,6 +50,7 @@ def train(
     json: bool = typer.Option(False, "--json", help="print one JSON document"),
 ) -> None:
     """Train, cross-validate and register a new version of each model."""
+    from ..registry import Registry
     from ..train.run import reproduce as run_reproduce
     from ..train.run import train_model
 
@@ -194,6 +197,7 @@ def evaluate(
     json: bool = typer.Option(False, "--json", help="print the report's JSON document"),
 ) -> None:
     """Write the validation report (HTML and JSON) of a model version."""
+    from ..registry import Registry, split_ref
     from ..train.report import write_report
 
     name, ref = split_ref(model)
