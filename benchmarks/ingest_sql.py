@@ -1,6 +1,7 @@
 """1,000,000 rows from the local PostgreSQL: headrace's SQL source against pandas.read_sql (what users
-do today) and the fastest raw path (COPY to a CSV file: psql's \\copy when psql is installed, and
-psycopg's COPY), from one run, with peak memory.
+do today) and the fastest raw path (COPY to a CSV file with psql's \\copy when psql is installed and with
+psycopg; ADBC's PostgreSQL driver into Arrow; connectorx when it is installed), from one run, with
+peak memory.
 
     .venv/bin/python benchmarks/ingest_sql.py [--rows 1000000] [--url postgresql://postgres@127.0.0.1/test]
 
@@ -12,6 +13,7 @@ whole ingestion (validate, commit to a Delta dataset, record the run).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import multiprocessing as mp
 import os
 import resource
@@ -93,6 +95,26 @@ def _copy_psql(url: str, table: str) -> dict[str, Any]:
     return {"rows": None, "seconds": seconds}
 
 
+def _adbc_raw(url: str, table: str) -> dict[str, Any]:
+    import adbc_driver_postgresql.dbapi as adbc
+
+    started = time.perf_counter()
+    rows = 0
+    with adbc.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT {COLUMNS} FROM {table}")
+        for batch in cur.fetch_record_batch():
+            rows += batch.num_rows
+    return {"rows": rows, "seconds": time.perf_counter() - started}
+
+
+def _connectorx(url: str, table: str) -> dict[str, Any]:
+    import connectorx
+
+    started = time.perf_counter()
+    arrow = connectorx.read_sql(url, f"SELECT {COLUMNS} FROM {table}", return_type="arrow")
+    return {"rows": arrow.num_rows, "seconds": time.perf_counter() - started}
+
+
 def _child(fn_name: str, url: str, table: str, queue: Any) -> None:
     result = globals()[fn_name](url, table)
     result["peak_mb"] = _peak_mb()
@@ -138,7 +160,10 @@ def main() -> None:
         contenders = [("raw: psycopg COPY to CSV file", "_copy_psycopg")]
         if shutil.which("psql"):
             contenders.append(("raw: psql \\copy to CSV file", "_copy_psql"))
-        contenders.append(("headrace source (COPY -> Arrow)", "_headrace_source"))
+        contenders.append(("raw: ADBC into Arrow, no checks", "_adbc_raw"))
+        if importlib.util.find_spec("connectorx") is not None:
+            contenders.append(("raw: connectorx into Arrow", "_connectorx"))
+        contenders.append(("headrace source (ADBC binary COPY)", "_headrace_source"))
         contenders.append(("headrace ingest (source + checks + Delta commit)", "_headrace_ingest"))
         contenders.append(("pandas.read_sql", "_pandas"))
         results = {label: _run(ctx, fn, args.url, table) for label, fn in contenders}
@@ -151,7 +176,7 @@ def main() -> None:
     for label, r in results.items():
         rate = args.rows / r["seconds"]
         print(f"{label:52} {r['seconds']:8.2f} {rate:12,.0f} {r['peak_mb']:8.0f}")
-    source = results["headrace source (COPY -> Arrow)"]["seconds"]
+    source = results["headrace source (ADBC binary COPY)"]["seconds"]
     raw = min(r["seconds"] for label, r in results.items() if label.startswith("raw:"))
     pandas = results["pandas.read_sql"]["seconds"]
     print(f"headrace source vs fastest raw path: {source / raw:.2f}x the time (goal <= 1.5x)")

@@ -199,6 +199,33 @@ def test_postgres_copy_and_cursor_paths_agree_on_every_type(pg, postgres_url):
     assert frames["copy"].schema["amount"] == pl.Decimal(12, 2)
 
 
+def test_postgres_fast_path_reads_every_type_it_claims_like_the_cursor_path(pg, postgres_url):
+    conn, name = pg
+    conn.execute(
+        f"""CREATE TABLE {name} (id int8, sm int2, f4 real, v varchar(5), c char(3), j json, u uuid,
+            ts timestamp, big numeric(30, 10), oid_ oid, nm name)"""
+    )
+    conn.execute(
+        f"""INSERT INTO {name} SELECT g, g % 100, g / 7.0, 'v' || g % 10, CASE WHEN g % 4 = 0 THEN '' END,
+            ('{{"k": ' || g || ', "s": "a\\"b"}}')::json,
+            CASE WHEN g % 3 = 0 THEN NULL ELSE md5(g::text)::uuid END,
+            TIMESTAMP '2024-02-29 23:59:59.999999' + g * INTERVAL '1 minute',
+            g * 12345.6789012345, g, 'n' || g FROM generate_series(1, 400) g"""
+    )
+    frames = {}
+    for path in ("copy", "off"):
+        spec = SqlSource(kind="sql", url=postgres_url, table=name, dataset="x", fast_path=path, chunk_size=90)
+        reader = SqlReader("t", spec)
+        frames[path] = pl.concat([b.frame for b in reader.read()]).sort("id")
+        assert reader.used_fast_path is (path == "copy")
+    assert_frame_equal(frames["copy"], frames["off"])
+    row = frames["copy"].row(0, named=True)
+    assert row["u"] == conn.execute("SELECT md5('1')::uuid::text").fetchone()[0]
+    assert json.loads(row["j"]) == {"k": 1, "s": 'a"b'}
+    assert row["big"] == Decimal("12345.6789012345")
+    assert frames["copy"].schema["c"] == pl.String() and frames["copy"]["c"].null_count() == 300
+
+
 def test_postgres_query_source(pg, postgres_url):
     conn, name = pg
     _seed_pg(conn, name, 100)

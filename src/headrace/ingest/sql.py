@@ -25,13 +25,11 @@ How it reads:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import io
 import json
 import logging
-import queue
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -40,7 +38,6 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.csv as pacsv
 from sqlalchemy import (
     ColumnElement,
     Select,
@@ -55,7 +52,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from ..config.sources_db import SqlSource
@@ -231,6 +228,25 @@ class ColumnType:
     via_text: bool = False  # parsed from text then cast to dtype (a NUMERIC of no declared scale)
 
 
+def _polars_of(arrow: pa.DataType) -> pl.DataType:
+    """The polars type of an Arrow type, without building a frame (whose first use imports pandas)."""
+    if pa.types.is_timestamp(arrow):
+        return pl.Datetime(arrow.unit, arrow.tz)
+    return _ARROW_POLARS[arrow]
+
+
+_ARROW_POLARS: dict[pa.DataType, pl.DataType] = {
+    pa.bool_(): pl.Boolean(),
+    pa.int16(): pl.Int16(),
+    pa.int32(): pl.Int32(),
+    pa.int64(): pl.Int64(),
+    pa.float32(): pl.Float32(),
+    pa.float64(): pl.Float64(),
+    pa.string(): pl.String(),
+    pa.date32(): pl.Date(),
+}
+
+
 def _pg_column(name: str, oid: int, precision: int | None, scale: int | None) -> ColumnType:
     if oid == _PG_NUMERIC:
         if precision:
@@ -240,8 +256,7 @@ def _pg_column(name: str, oid: int, precision: int | None, scale: int | None) ->
         return ColumnType(name, pl.Decimal(*_DEFAULT_DECIMAL), pa.string(), via_text=True)
     if oid in _PG_ARROW:
         arrow = _PG_ARROW[oid]
-        dtype = pl.from_arrow(pa.array([], type=arrow)).dtype  # type: ignore[union-attr]
-        return ColumnType(name, dtype, arrow, json=oid in _PG_JSON, text=oid in _PG_UUID)
+        return ColumnType(name, _polars_of(arrow), arrow, json=oid in _PG_JSON, text=oid in _PG_UUID)
     return ColumnType(name, _PG_POLARS_EXTRA.get(oid))
 
 
@@ -309,18 +324,24 @@ def _series(col: ColumnType, values: Sequence[Any], prior: pl.DataType | None) -
 
 # ------------------------------------------------------------------------------------------ errors
 _TRANSIENT: tuple[type[BaseException], ...] = (sa_exc.OperationalError, sa_exc.InterfaceError)
-try:  # raw psycopg errors reach us from the COPY path
+try:  # raw psycopg errors reach us from the describe step, ADBC's from the fast path
+    import adbc_driver_manager
     import psycopg
 
-    _TRANSIENT += (psycopg.OperationalError, psycopg.InterfaceError)
-except ImportError:  # pragma: no cover - psycopg is a dependency
+    _TRANSIENT += (
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+        adbc_driver_manager.OperationalError,
+        adbc_driver_manager.InterfaceError,
+    )
+except ImportError:  # pragma: no cover - both are dependencies
     psycopg = None  # type: ignore[assignment]
 
 
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
-    if isinstance(exc, _TRANSIENT):
+    if isinstance(exc, (*_TRANSIENT, _StreamBroken)):
         return True
     cause = exc.__cause__ or exc.__context__
     return cause is not None and cause is not exc and isinstance(cause, _TRANSIENT)
@@ -528,27 +549,25 @@ class SqlReader:
                 # The result's column types, without reading a row.
                 cur.execute(f"SELECT * FROM ({sql_text}) AS hr_describe LIMIT 0", params)
                 columns = _describe("postgresql", cur.description or [])
-                copyable = all(c.arrow is not None for c in columns)
-                if not copyable and self.spec.fast_path == "copy":
-                    odd = [c.name for c in columns if c.arrow is None]
-                    raise ConfigError(
-                        f"source {self.name!r}: fast_path: copy cannot read columns {odd} faithfully",
-                        hint="set fast_path: auto (a server-side cursor reads them) or cast them in a query",
-                    )
-                if not copyable:
-                    self.used_fast_path = False
-                    conn.rollback()
-                    raw.close()
-                    raw = None
-                    yield from self._frames_fetch(stmt, "postgresql")
-                    return
-                self.used_fast_path = True
-                statement = f"COPY ({sql_text}) TO STDOUT (FORMAT csv)"
-                yield from _parse_copy(_CopyPump(cur, statement, params), columns)
+            # ADBC reads with binary COPY, which takes no parameters: psycopg binds them client-side
+            # with its own quoting (as its Cursor.copy does), never our formatting.
+            literal = psycopg.ClientCursor(conn).mogrify(sql_text, params)
             conn.rollback()
         finally:
-            if raw is not None:
-                raw.close()
+            raw.close()
+        copyable = all(c.arrow is not None for c in columns)
+        if not copyable and self.spec.fast_path == "copy":
+            odd = [c.name for c in columns if c.arrow is None]
+            raise ConfigError(
+                f"source {self.name!r}: fast_path: copy cannot read columns {odd} faithfully",
+                hint="set fast_path: auto (a server-side cursor reads them) or cast them in a query",
+            )
+        self.used_fast_path = copyable
+        if not copyable:
+            yield from self._frames_fetch(stmt, "postgresql")
+            return
+        conninfo = _libpq_conninfo(self.spec.url, f"headrace {self.name}", self.spec.connect_timeout)
+        yield from _adbc_frames(conninfo, literal, columns)
 
 
 def _typed(value: str | int | float) -> Any:
@@ -578,129 +597,77 @@ def _binds(prefix: str, values: Sequence[Any]) -> list[Any]:
     return [bindparam(f"{prefix}_{i}", v) for i, v in enumerate(values)]
 
 
-# ------------------------------------------------------------------------------------ COPY parsing
-_END = object()
+# ------------------------------------------------------------------------------ the ADBC fast path
+def _libpq_conninfo(url: str, application_name: str, connect_timeout: float) -> str:
+    """The source URL as a libpq connection string with the options every headrace read sets."""
+    from psycopg.conninfo import make_conninfo
+
+    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    return make_conninfo(
+        plain,
+        application_name=application_name[:63],  # shows in pg_stat_activity
+        connect_timeout=max(1, int(connect_timeout)),
+        options="-c TimeZone=UTC",
+    )
 
 
-class _CopyPump(io.RawIOBase):
-    """COPY's output as a readable file, pumped by a thread so the wire and the parser overlap.
+def _uuid_text(name: str) -> pl.Expr:
+    """16 raw bytes as the canonical 8-4-4-4-12 text PostgreSQL prints."""
+    hexed = pl.col(name).bin.encode("hex")
+    parts = [hexed.str.slice(a, n) for a, n in ((0, 8), (8, 4), (12, 4), (16, 4), (20, 12))]
+    return pl.concat_str(parts, separator="-").alias(name)
 
-    psycopg hands COPY data over one row at a time; joining rows into blocks in a thread of its own
-    lets Arrow parse one block (without the GIL) while the next arrives. The queue is short, so at
-    most a few blocks are held. An error on the wire is raised again from ``read``.
+
+class _StreamBroken(Exception):
+    """The fast path's stream ended with an I/O error (a dropped connection, a killed backend)."""
+
+
+def _stream(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    # ADBC reports a failure mid-stream as Arrow's IO status, which surfaces as a bare OSError.
+    try:
+        yield from reader
+    except OSError as exc:
+        raise _StreamBroken(str(exc).strip()) from exc
+
+
+def _adbc_frames(conninfo: str, sql_text: str, columns: list[ColumnType]) -> Iterator[pl.DataFrame]:
+    """Rows of ``sql_text`` as frames, read by ADBC's libpq driver (binary COPY straight into Arrow).
+
+    Values the driver hands over in an extension type are taken from its storage and cast to the
+    column type the result description declared: NUMERIC arrives as its exact text and becomes a
+    decimal of the declared scale, JSON stays JSON text, a UUID's 16 bytes become its usual text.
     """
+    import adbc_driver_postgresql
 
-    block_bytes = 4 << 20
-
-    def __init__(self, cursor: Any, statement: str, params: dict[str, Any]) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=4)
-        self._stop = threading.Event()
-        self._view = memoryview(b"")
-        self._done = False
-        self._thread = threading.Thread(
-            target=self._pump, args=(cursor, statement, params), name="headrace-copy", daemon=True
-        )
-        self._thread.start()
-
-    def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _pump(self, cursor: Any, statement: str, params: dict[str, Any]) -> None:
-        try:
-            with cursor.copy(statement, params) as copy:
-                block = bytearray()
-                for row in copy:
-                    block += row
-                    if len(block) >= self.block_bytes:
-                        if not self._put(bytes(block)):
-                            return
-                        block.clear()
-                if block:
-                    self._put(bytes(block))
-            self._put(_END)
-        except BaseException as exc:  # handed to the reading thread, which raises it
-            self._put(exc)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not len(self._view):
-            if self._done:
-                return 0
-            item = self._queue.get()
-            if item is _END:
-                self._done = True
-                return 0
-            if isinstance(item, BaseException):
-                self._done = True
-                raise item
-            self._view = memoryview(item)
-        n = min(len(buffer), len(self._view))
-        buffer[:n] = self._view[:n]
-        self._view = self._view[n:]
-        return n
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        super().close()
-
-
-def _parse_copy(pump: _CopyPump, columns: list[ColumnType]) -> Iterator[pl.DataFrame]:
     names = [c.name for c in columns]
     if len(set(names)) != len(names):
-        pump.close()
         raise ConfigError(
             f"the SQL result has duplicate column names {names}",
             hint="alias the columns in the query so every name is distinct",
         )
-    error: list[BaseException] = []
-
-    class _Recording(io.BufferedReader):
-        def readinto(self, buffer: Any) -> int:
-            try:
-                return super().readinto(buffer)
-            except BaseException as exc:  # Arrow wraps it; keep the original to raise
-                error.append(exc)
-                raise
-
-    stream = _Recording(pump, buffer_size=1 << 20)
-    casts = [pl.col(c.name).cast(c.dtype) for c in columns if c.via_text and c.dtype is not None]
-    try:
-        if not stream.peek(1):  # no rows at all (Arrow refuses an empty CSV)
-            return
-        # COPY's CSV: NULL is an unquoted empty field, an empty string is "" (kept as ''), booleans t/f.
-        reader = pacsv.open_csv(
-            stream,
-            read_options=pacsv.ReadOptions(column_names=names, block_size=4 << 20, use_threads=True),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                column_types={c.name: c.arrow for c in columns},
-                null_values=[""],
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=False,
-                true_values=["t"],
-                false_values=["f"],
-            ),
-        )
-        for record_batch in reader:
-            frame: pl.DataFrame = pl.from_arrow(pa.Table.from_batches([record_batch]), rechunk=False)  # type: ignore[assignment]
+    # The driver manager's own API, not its DB-API module (which imports pandas: 0.3 s at start).
+    with contextlib.ExitStack() as held:
+        database = held.enter_context(adbc_driver_postgresql.connect(conninfo))
+        connection = held.enter_context(adbc_driver_manager.AdbcConnection(database))
+        statement = held.enter_context(adbc_driver_manager.AdbcStatement(connection))
+        statement.set_sql_query(sql_text)
+        handle, _ = statement.execute_query()
+        reader = held.enter_context(pa.RecordBatchReader._import_from_c(handle.address))
+        casts: list[pl.Expr] | None = None
+        for batch in _stream(reader):
+            arrays = [a.storage if isinstance(a.type, pa.BaseExtensionType) else a for a in batch.columns]
+            frame: pl.DataFrame = pl.from_arrow(  # type: ignore[assignment]
+                pa.RecordBatch.from_arrays(arrays, names=names), rechunk=False
+            )
+            if casts is None:
+                casts = [
+                    _uuid_text(c.name)
+                    if c.text and frame.schema[c.name] == pl.Binary()
+                    else pl.col(c.name).cast(c.dtype)
+                    for c in columns
+                    if c.dtype is not None and frame.schema[c.name] != c.dtype
+                ]
             yield frame.with_columns(casts) if casts else frame
-    except (pa.ArrowException, OSError) as exc:
-        if error:  # a dropped connection, raised on the wire side: the original is transient
-            raise error[0] from exc
-        if isinstance(exc, pa.ArrowInvalid):
-            raise DataError(f"COPY output could not be parsed ({_first(exc)})") from exc
-        raise
-    finally:
-        pump.close()
 
 
 # ----------------------------------------------------------------------------------------- chunker
