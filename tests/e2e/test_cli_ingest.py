@@ -85,3 +85,87 @@ def test_demo_runs_the_ingest_stage(tmp_path: Path):
         ctx.ws.close()
     assert lines[0].startswith("customers: 4000 rows read from 2 files")
     assert any("quarantined customerID=" in line for line in lines)
+
+
+SQL_HTTP_PROJECT = """\
+project: batch-sources
+store: .headrace/lake
+metadata: sqlite:///.headrace/headrace.db
+artifacts: .headrace/artifacts
+sources:
+  payments:
+    kind: sql
+    url: ${{PG_URL}}
+    table: {table}
+    dataset: payments
+    cursor: updated_at
+    cursor_key: [id]
+    chunk_size: 70
+    columns:
+      amount: {{min: 0}}
+  orders:
+    kind: http
+    url: {base}/orders/cursor
+    auth: {{type: bearer, token: "${{ORDERS_TOKEN}}"}}
+    pagination: {{type: cursor, cursor_path: next_cursor}}
+    records_path: records
+    dataset: orders
+    incremental: {{param: updated_since, field: updated_at}}
+    batch_rows: 25
+"""
+
+
+def test_ingest_sql_and_http_sources_from_the_project_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], postgres_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    import uuid
+
+    import psycopg
+
+    from headrace.ingest.demo_api import DemoApi, serve
+
+    table = f"hr_e2e_{uuid.uuid4().hex[:10]}"
+    pg = psycopg.connect(postgres_url, autocommit=True)
+    pg.execute(
+        f"CREATE TABLE {table} (id int PRIMARY KEY, amount numeric(8,2), updated_at timestamptz NOT NULL)"
+    )
+    pg.execute(
+        f"""INSERT INTO {table} SELECT g, CASE WHEN g % 50 = 0 THEN -1 ELSE g / 4.0 END,
+            TIMESTAMPTZ '2024-01-01 00:00:00+00' + (g / 3) * INTERVAL '1 minute' FROM generate_series(1, 300) g"""
+    )
+    api = DemoApi(count=90, per_page=20, token="s3cret-token")
+    monkeypatch.setenv("PG_URL", postgres_url)
+    monkeypatch.setenv("ORDERS_TOKEN", "s3cret-token")
+    try:
+        with serve(api.app()) as base:
+            project = tmp_path / "p"
+            project.mkdir()
+            (project / "headrace.yaml").write_text(SQL_HTTP_PROJECT.format(table=table, base=base))
+            code, out, err = in_process(capsys, project, "ingest", "--json")
+            assert code == 0, err
+            runs = {r["source"]: r for r in json.loads(out)["runs"]}
+            # Six rows break the 'min: 0' rule and are quarantined; every other row is committed.
+            assert runs["payments"]["rows_read"] == 300
+            assert (runs["payments"]["rows_committed"], runs["payments"]["rows_quarantined"]) == (294, 6)
+            assert runs["payments"]["cursor_before"] is None and runs["payments"]["cursor_after"]
+            assert runs["orders"]["rows_committed"] == 90
+            assert "s3cret-token" not in out + err
+
+            pg.execute(f"UPDATE {table} SET amount = 1, updated_at = now() WHERE id IN (50, 100)")
+            pg.execute(f"INSERT INTO {table} VALUES (301, 2.5, now())")
+            api.insert(5)
+            code, out, err = in_process(capsys, project, "ingest", "--json")
+            assert code == 0, err
+            runs = {r["source"]: r for r in json.loads(out)["runs"]}
+            assert (runs["payments"]["rows_read"], runs["payments"]["rows_committed"]) == (3, 3)
+            assert runs["payments"]["cursor_before"] is not None
+            assert runs["orders"]["rows_committed"] == 5
+
+            # Only the named source runs; the recorded runs list both sources' history.
+            code, out, err = in_process(capsys, project, "ingest", "orders", "--json")
+            assert code == 0, err
+            assert [r["source"] for r in json.loads(out)["runs"]] == ["orders"]
+            assert json.loads(out)["runs"][0]["rows_read"] == 0
+    finally:
+        pg.execute(f"DROP TABLE IF EXISTS {table}")
+        pg.close()
