@@ -13,6 +13,7 @@ The deltalake runtime panics in a forked child: processes that use a Store must 
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from collections.abc import Mapping
@@ -23,8 +24,9 @@ from typing import Any, Literal
 
 import polars as pl
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Schema, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from .errors import NotFound, StoreError
 
@@ -105,16 +107,18 @@ class Store:
         ``schema_mode='merge'`` adds new columns to the table (older rows read them as null).
         An empty batch is still committed, so the run leaves a trace in the dataset's history.
         """
-        table = batch.to_arrow() if isinstance(batch, pl.DataFrame) else batch
-        table = _delta_compatible(table)
+        rows = batch.height if isinstance(batch, pl.DataFrame) else batch.num_rows
         payload = {
             "batch_id": meta.batch_id,
             "source": meta.source,
-            "rows": table.num_rows,
+            "rows": rows,
             "extra": dict(meta.extra),
         }
         props = CommitProperties(custom_metadata={_META_KEY: json.dumps(payload, default=str)})
         try:
+            if isinstance(batch, pl.DataFrame) and self._append_fast(dataset, batch, props):
+                return self.version(dataset)
+            table = _delta_compatible(batch.to_arrow() if isinstance(batch, pl.DataFrame) else batch)
             write_deltalake(
                 self.uri(dataset),
                 table,
@@ -129,6 +133,62 @@ class Store:
                 hint="the table is unchanged; check that the batch's column types match the dataset's",
             ) from exc
         return self.version(dataset)
+
+    def _append_fast(self, dataset: str, frame: pl.DataFrame, props: CommitProperties) -> bool:
+        """Write the Parquet file with polars (its encoder uses every core; delta-rs's writer one)
+        and commit it with Delta's transaction API: about 2.4x faster for a 1M-row batch (see
+        benchmarks/ingest_files.py). Only for a local table that is new or has exactly this schema,
+        no partitions and only plain column types; anything else goes through ``write_deltalake``,
+        which merges schemas and casts. The file is invisible until the commit, as with the writer.
+        """
+        # What Delta lacks, cast the way _delta_compatible does for the writer.
+        casts = [
+            pl.col(c).cast(pl.String() if dtype == pl.Null() else pl.Int64())
+            for c, dtype in frame.schema.items()
+            if dtype == pl.Null() or dtype.is_unsigned_integer()
+        ]
+        frame = frame.with_columns(casts) if casts else frame
+        arrow = frame.head(0).to_arrow().schema
+        if not self._local or not all(_plain(f.type) for f in arrow):
+            return False
+        uri = self.uri(dataset)
+        schema = Schema.from_arrow(_delta_schema(arrow))
+        existing: DeltaTable | None
+        try:
+            existing = DeltaTable(uri, storage_options=self.storage_options or None)
+        except TableNotFoundError:
+            existing = None
+        if existing is not None and (
+            existing.metadata().partition_columns
+            or existing.metadata().configuration
+            or existing.protocol().min_writer_version > 2
+            or existing.schema().to_json() != schema.to_json()
+        ):
+            return False
+        folder = Path(uri.removeprefix("file://"))
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+        frame.write_parquet(folder / name, compression="snappy", statistics=True)
+        stat = (folder / name).stat()
+        add = AddAction(name, stat.st_size, {}, int(stat.st_mtime * 1000), True, _file_stats(frame))
+        try:
+            if existing is None:
+                create_table_with_add_actions(
+                    uri,
+                    schema,
+                    [add],
+                    mode="append",
+                    commit_properties=props,
+                    storage_options=self.storage_options or None,
+                )
+            else:
+                existing.create_write_transaction(
+                    [add], mode="append", schema=schema, commit_properties=props
+                )
+        except BaseException:
+            (folder / name).unlink(missing_ok=True)
+            raise
+        return True
 
     def compact(self, dataset: str) -> dict[str, Any]:
         """Merge small files (many streaming commits) into larger ones; readers are unaffected."""
@@ -241,11 +301,53 @@ def _version_info(entry: Mapping[str, Any]) -> VersionInfo:
     )
 
 
-def _delta_compatible(table: pa.Table) -> pa.Table:
-    """Delta has no unsigned, large-string-view or null-typed columns: cast them to what it has."""
+def _plain(dtype: pa.DataType) -> bool:
+    """A column type that polars writes to Parquet exactly as Delta declares it."""
+    t = pa.types
+    if t.is_timestamp(dtype):
+        return dtype.unit == "us" and dtype.tz in ("UTC", "+00:00")
+    return (
+        t.is_signed_integer(dtype)
+        or t.is_floating(dtype)
+        or t.is_boolean(dtype)
+        or t.is_string(dtype)
+        or t.is_large_string(dtype)
+        or t.is_string_view(dtype)
+        or t.is_date32(dtype)
+    )
+
+
+def _file_stats(frame: pl.DataFrame) -> str:
+    """A Delta ``stats`` entry: rows, nulls per column, and the bounds of numbers and dates (what
+    data skipping may rely on; text and timestamps are left without bounds rather than risk one)."""
+    nulls = frame.null_count().row(0, named=True)
+    bounded = [
+        name
+        for name, dtype in frame.schema.items()
+        if (dtype.is_integer() or dtype.is_float() or dtype == pl.Date()) and nulls[name] < frame.height
+    ]
+    lows: dict[str, Any] = {}
+    highs: dict[str, Any] = {}
+    if bounded:
+        row = frame.select(
+            [pl.col(c).min().alias(f"lo:{c}") for c in bounded]
+            + [pl.col(c).max().alias(f"hi:{c}") for c in bounded]
+            + [pl.col(c).is_nan().any().alias(f"nan:{c}") for c in bounded if frame.schema[c].is_float()]
+        ).row(0, named=True)
+        for c in bounded:
+            lo, hi = row[f"lo:{c}"], row[f"hi:{c}"]
+            if row.get(f"nan:{c}") or (
+                isinstance(lo, float) and not (math.isfinite(lo) and math.isfinite(hi))
+            ):
+                continue
+            lows[c], highs[c] = (lo.isoformat(), hi.isoformat()) if hasattr(lo, "isoformat") else (lo, hi)
+    return json.dumps({"numRecords": frame.height, "minValues": lows, "maxValues": highs, "nullCount": nulls})
+
+
+def _delta_schema(schema: pa.Schema) -> pa.Schema:
+    """Delta has no unsigned, string-view or null-typed columns: the types it has in their place."""
     fields = []
-    changed = False
-    for f in table.schema:
+    for f in schema:
         target = f.type
         if pa.types.is_null(f.type):
             target = pa.string()
@@ -253,7 +355,12 @@ def _delta_compatible(table: pa.Table) -> pa.Table:
             target = pa.int64()
         elif pa.types.is_string_view(f.type):
             target = pa.large_string()
-        if target != f.type:
-            changed = True
         fields.append(pa.field(f.name, target))
-    return table.cast(pa.schema(fields)) if changed else table
+    return pa.schema(fields)
+
+
+def _delta_compatible(table: pa.Table) -> pa.Table:
+    """``table`` cast to :func:`_delta_schema` where that changes a type."""
+    target = _delta_schema(table.schema)
+    changed = any(a.type != b.type for a, b in zip(table.schema, target, strict=True))
+    return table.cast(target) if changed else table

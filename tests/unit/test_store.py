@@ -96,3 +96,62 @@ def test_killed_append_leaves_table_as_it_was(tmp_path: Path):
     assert reopened.read("d")["a"].to_list() == [1, 2, 3]
     # and the table still takes appends
     assert reopened.append("d", pl.DataFrame({"a": [4], "b": ["s"]}), BatchMeta(source="s")) == 1
+
+
+def _files(store: Store, dataset: str) -> list[dict]:
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    return pa.table(DeltaTable(store.uri(dataset)).get_add_actions(flatten=True)).to_pylist()
+
+
+def test_fast_and_writer_paths_give_the_same_table(tmp_path: Path):
+    import datetime as dt
+
+    import pyarrow as pa
+
+    store = Store(tmp_path)
+    frame = pl.DataFrame(
+        {
+            "i": [1, None, -7],
+            "f": [0.5, float("nan"), None],
+            "s": ["a", None, "ü" * 50],
+            "b": [True, False, None],
+            "d": [dt.date(2024, 2, 29), None, dt.date(1999, 1, 1)],
+            "t": [dt.datetime(2024, 1, 1, 12, 30, 1, 5, tzinfo=dt.UTC), None, None],
+            "u": pl.Series([1, 2, 3], dtype=pl.UInt8),
+        }
+    )
+    store.append("fast", frame, BatchMeta(source="s"))
+    # A decimal column is not written by the fast path: the same rows then go through delta-rs.
+    arrow = frame.to_arrow().append_column("x", pa.array([1, 2, 3], pa.decimal128(5, 1)))
+    store.append("writer", arrow, BatchMeta(source="s"))
+    assert store.read("fast").equals(store.read("writer").drop("x"))
+    assert store.read("fast").schema["u"] == pl.Int64
+    (fast,) = _files(store, "fast")
+    assert fast["num_records"] == 3
+    assert (fast["null_count.i"], fast["min.i"], fast["max.i"]) == (1, -7, 1)
+    assert (fast["min.d"], fast["max.d"]) == (dt.date(1999, 1, 1), dt.date(2024, 2, 29))
+    assert fast["min.f"] is None  # a column holding NaN gets no bounds, so no file is skipped wrongly
+
+
+def test_filters_on_many_fast_files_find_every_row(tmp_path: Path):
+    store = Store(tmp_path)
+    for start in range(0, 500, 100):
+        part = pl.DataFrame({"k": range(start, start + 100), "v": [start / 7] * 100})
+        store.append("d", part, BatchMeta(source="s"))
+    assert len(_files(store, "d")) == 5 and store.info("d").rows == 500
+    picked = store.scan("d").filter((pl.col("k") >= 250) & (pl.col("k") < 260)).collect()
+    assert sorted(picked["k"].to_list()) == list(range(250, 260))
+    store.compact("d")
+    assert sorted(store.read("d")["k"].to_list()) == list(range(500))
+
+
+def test_a_new_column_after_fast_appends_is_merged_then_fast_again(tmp_path: Path):
+    store = Store(tmp_path)
+    store.append("d", pl.DataFrame({"a": [1]}), BatchMeta(source="s"))
+    store.append("d", pl.DataFrame({"a": [2], "b": ["x"]}), BatchMeta(source="s"))
+    store.append("d", pl.DataFrame({"a": [3], "b": ["y"]}), BatchMeta(source="s"))
+    frame = store.read("d").sort("a")
+    assert frame.to_dict(as_series=False) == {"a": [1, 2, 3], "b": [None, "x", "y"]}
+    assert [v.rows for v in store.versions("d")] == [1, 1, 1]

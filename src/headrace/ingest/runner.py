@@ -382,21 +382,25 @@ def _one_batch(
                 f"{spec.max_reject_ratio:.1%}; nothing of this batch was committed",
                 hint=f"see the failures: {_top_failures(report)}",
             )
-        clean = staging.table()
+        clean = staging.result()
         extra: dict[str, Any] = {"origin": batch.origin, "run_id": run_id}
         if batch.fingerprint:
             extra["fingerprint"] = batch.fingerprint
         if batch.cursor is not None:
             extra["cursor"] = batch.cursor
         stats.start()  # beside the commits
-        if clean.num_columns:
+        if clean.width if isinstance(clean, pl.DataFrame) else clean.num_columns:
             outcome.version = store.append(spec.dataset, clean, BatchMeta(source_name, batch_id, extra))
-            outcome.rows_committed = clean.num_rows
+            outcome.rows_committed = clean.height if isinstance(clean, pl.DataFrame) else clean.num_rows
         if rejected:
             qframe = pl.concat(rejected, how="diagonal_relaxed")
             store.append(store.quarantine_name(spec.dataset), qframe, BatchMeta(source_name, batch_id, extra))
             outcome.rows_quarantined = qframe.height
-        state.columns = list(dict.fromkeys([*state.columns, *clean.column_names]))
+        state.columns = list(
+            dict.fromkeys(
+                [*state.columns, *(clean.columns if isinstance(clean, pl.DataFrame) else clean.column_names)]
+            )
+        )
         state.keys = keys
         report.columns = stats.columns()
         _record(meta, batch, spec, source_name, run_id, batch_id, outcome, report)
@@ -560,11 +564,13 @@ class _Staging:
         frame.write_ipc(path, compression="uncompressed", compat_level=pl.CompatLevel.oldest())
         self.files.append(path)
 
-    def table(self) -> pa.Table:
+    def result(self) -> pl.DataFrame | pa.Table:
+        """The batch's clean rows: the frame itself when it stayed in memory (the store's fast path
+        writes it as is), else the spilled files memory-mapped as one Arrow table."""
         if not self.frames and not self.files:
             return pa.table({})
         if self.frames:
-            return self.frames[0].to_arrow(compat_level=pl.CompatLevel.oldest())
+            return self.frames[0]
         tables = [pa.ipc.open_file(pa.memory_map(str(p))).read_all() for p in self.files]
         return pa.concat_tables(tables, promote_options="permissive")
 
