@@ -131,7 +131,8 @@ def test_ingest_sql_and_http_sources_from_the_project_file(
     )
     pg.execute(
         f"""INSERT INTO {table} SELECT g, CASE WHEN g % 50 = 0 THEN -1 ELSE g / 4.0 END,
-            TIMESTAMPTZ '2024-01-01 00:00:00+00' + (g / 3) * INTERVAL '1 minute' FROM generate_series(1, 300) g"""
+            TIMESTAMPTZ '2024-01-01 00:00:00+00' + (g / 3) * INTERVAL '1 minute'
+            FROM generate_series(1, 300) g"""
     )
     api = DemoApi(count=90, per_page=20, token="s3cret-token")
     monkeypatch.setenv("PG_URL", postgres_url)

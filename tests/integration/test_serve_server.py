@@ -3,6 +3,7 @@ and schemathesis against the app's own OpenAPI document (no 500 for generated in
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -44,8 +45,23 @@ def _spec(**kw):
         "admin_token": TOKEN,
         "reload_seconds": 0.2,
         "prediction_log": PredictionLogSpec(flush_seconds=0.2),
+        "gc_freeze": False,  # freezing is process-wide: only the test below asks for it
     }
     return ServingSpec(**{**base, **kw})
+
+
+def test_what_is_loaded_at_start_is_frozen_out_of_the_collector(project):
+    registry, store = project
+    gc.unfreeze()
+    try:
+        with serve_in_thread(create_app(registry, _spec(), store=store)) as url:
+            assert httpx.get(f"{url}/health/ready").status_code == 200
+            assert gc.get_freeze_count() == 0
+        with serve_in_thread(create_app(registry, _spec(gc_freeze=True), store=store)) as url:
+            assert httpx.get(f"{url}/health/ready").status_code == 200
+            assert gc.get_freeze_count() > 10_000  # the libraries and the model, at least
+    finally:
+        gc.unfreeze()
 
 
 def test_predictions_over_http_equal_the_in_process_model(project):

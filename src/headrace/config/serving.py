@@ -38,6 +38,9 @@ class ServingSpec(Spec):
     max_batch_rows: int = Field(default=10_000, ge=1)
     reload_seconds: float = Field(default=2.0, gt=0)  # how often the champion alias is checked
     fast_path: bool = True
+    gc_freeze: bool = Field(
+        default=True, description="after loading, keep what is loaded out of the garbage collector's passes"
+    )
     redis_url: str | None = None  # live recommender state shared by replicas; in process when unset
     redis_prefix: str = "headrace:live"
     interactions_dataset: str | None = None  # default: the recommender's training dataset
