@@ -314,9 +314,9 @@ def main() -> None:
         client.close()
 
     print(f"\nwrk, {args.connections} connections, {args.seconds} s each, one uvicorn worker per server")
-    print(f"{'endpoint':58} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    print(f"{'endpoint':72} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
     for name, r in results.items():
-        print(f"{name:58} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['non_2xx']:8.0f}")
+        print(f"{name:72} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['non_2xx']:8.0f}")
     bare_rps = results["bare FastAPI, fixed JSON"]["rps"]
     ours_rps = results["headrace one-row churn predict, max"]["rps"]
     paced_key = next(k for k in results if "predict, paced" in k)
