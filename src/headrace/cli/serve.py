@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import TYPE_CHECKING
 
 import typer
@@ -60,14 +62,24 @@ def serve_command(
     if models:
         os.environ["HEADRACE_SERVE_MODELS"] = ",".join(models)
     ws.close()
-    uvicorn.run(
-        "headrace.serve.project:app_from_env",
-        factory=True,
-        host=bind,
-        port=listen,
-        workers=n,
-        loop="uvloop",
-        http="httptools",
-        log_level=log_level,
-        access_log=False,
-    )
+    # /metrics sums over the workers: they keep their values in files in one folder (unless the
+    # environment already names one, as a process manager running several servers would).
+    own_folder = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        own_folder = tempfile.mkdtemp(prefix="headrace-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_folder
+    try:
+        uvicorn.run(
+            "headrace.serve.project:app_from_env",
+            factory=True,
+            host=bind,
+            port=listen,
+            workers=n,
+            loop="uvloop",
+            http="httptools",
+            log_level=log_level,
+            access_log=False,
+        )
+    finally:
+        if own_folder is not None:
+            shutil.rmtree(own_folder, ignore_errors=True)

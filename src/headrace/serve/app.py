@@ -366,6 +366,7 @@ def create_app(
             if writer is not None:
                 await run_in_threadpool(writer.close)
             await live_state.close()
+            metrics.process_stopped()
 
     app = FastAPI(
         title=title,

@@ -1,26 +1,41 @@
 """The serving metrics, all under ``headrace_``, with the shared labels ``model``, ``version``, ``route``.
 
 Each app gets its own ``CollectorRegistry`` (two apps in one process, as tests do, never collide).
+With several worker processes (``headrace serve --workers N``) every value is kept in files under
+``$PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode) and ``/metrics``, whichever
+worker answers, sums them over the workers: one request counted once, by the worker that served it.
 Labelled children are cached: ``labels()`` takes a lock and builds a tuple, and a one-row prediction
 should not pay that twice per request.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-__all__ = ["LATENCY_BUCKETS", "ServeMetrics"]
+__all__ = ["LATENCY_BUCKETS", "ServeMetrics", "multiprocess_dir"]
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 SCORE_BUCKETS = tuple(i / 10 for i in range(1, 10))
+
+
+def multiprocess_dir() -> str | None:
+    """The folder shared by the worker processes, when prometheus_client's multiprocess mode is on."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 class ServeMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        shared = multiprocess_dir()
+        if shared is not None and registry is None:
+            # The metrics below write to the shared files; what /metrics renders is read from them.
+            MultiProcessCollector(self.registry, path=shared)
+            r = CollectorRegistry()
         self.requests = Counter(
             "headrace_requests",
             "Requests by route, model, version and status code",
@@ -40,7 +55,13 @@ class ServeMetrics:
             ["route", "model", "error"],
             registry=r,
         )
-        self.in_flight = Gauge("headrace_requests_in_flight", "Requests being handled", ["route"], registry=r)
+        self.in_flight = Gauge(
+            "headrace_requests_in_flight",
+            "Requests being handled",
+            ["route"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.predictions = Counter(
             "headrace_predictions",
             "Predicted labels (classification) or rows (regression) by model and version",
@@ -59,12 +80,14 @@ class ServeMetrics:
             "Seconds to load (and compile) a model version",
             ["model", "version"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.model_info = Gauge(
             "headrace_model_info",
             "1 for the version being served, with its path",
             ["model", "version", "path"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.swaps = Counter("headrace_model_swaps", "Hot swaps to a new champion", ["model"], registry=r)
         self.log_rows = Counter(
@@ -97,3 +120,10 @@ class ServeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    @staticmethod
+    def process_stopped() -> None:
+        """Drop this worker's live gauges from the shared files (multiprocess mode only)."""
+        shared = multiprocess_dir()
+        if shared is not None:
+            mark_process_dead(os.getpid(), path=shared)
