@@ -7,7 +7,7 @@ sources also ``ack`` a batch once it is committed, and only then.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -60,7 +60,7 @@ class Resumable(Protocol):
 
 @runtime_checkable
 class Deduplicating(Protocol):
-    """A source whose inputs have fingerprints (files): before ``read``, the runner passes a test of
-    whether a fingerprint was already loaded; such inputs are yielded as ``Batch(skipped=True)``."""
+    """A source whose inputs have fingerprints (files): before ``read``, the runner passes the
+    fingerprints already loaded; such inputs are yielded as ``Batch(skipped=True)``."""
 
-    def skip_loaded(self, loaded: Callable[[str], bool]) -> None: ...
+    def skip_loaded(self, loaded: Collection[str]) -> None: ...

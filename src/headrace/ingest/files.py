@@ -21,7 +21,8 @@ import gzip
 import hashlib
 import io
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Collection, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -94,15 +95,25 @@ def file_fingerprint(path: Path, source: str, content: bytes | None = None) -> s
     return digest.hexdigest()
 
 
+_HASHER: ThreadPoolExecutor | None = None
+
+
+def _hasher() -> ThreadPoolExecutor:
+    global _HASHER
+    if _HASHER is None:
+        _HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headrace-fingerprint")
+    return _HASHER
+
+
 class FileReader:
     """The :class:`~headrace.ingest.base.Source` for a :class:`FileSource` (also ``Deduplicating``)."""
 
     def __init__(self, name: str, spec: FileSource) -> None:
         self.name = name
         self.spec = spec
-        self._loaded: Callable[[str], bool] = lambda _fp: False
+        self._loaded: Collection[str] = frozenset()
 
-    def skip_loaded(self, loaded: Callable[[str], bool]) -> None:
+    def skip_loaded(self, loaded: Collection[str]) -> None:
         self._loaded = loaded
 
     def files(self) -> list[Path]:
@@ -132,10 +143,16 @@ class FileReader:
                 _PRELOAD_BYTES, self.spec.chunk_rows * 512
             )
             content = path.read_bytes() if small else None
-            fingerprint = file_fingerprint(path, self.name, content)
+            pending: Future[str] | None = None
+            if self._loaded or fmt is None:
+                fingerprint: str | None = file_fingerprint(path, self.name, content)
+            else:
+                # Nothing of this source is loaded yet, so no file can be skipped: the fingerprint
+                # is taken in a thread while the file is parsed (hashlib lets go of the GIL).
+                pending, fingerprint = _hasher().submit(file_fingerprint, path, self.name, content), None
         except OSError as exc:
             return Batch(pl.DataFrame(), origin, error=f"cannot be read ({exc.strerror or exc})")
-        if self._loaded(fingerprint):
+        if fingerprint is not None and fingerprint in self._loaded:
             return Batch(pl.DataFrame(), origin, fingerprint=fingerprint, skipped=True)
         if fmt is None:
             return Batch(
@@ -160,6 +177,14 @@ class FileReader:
             return batch
         except (OSError, EOFError, ValueError, pl.exceptions.PolarsError) as exc:
             batch.error = f"cannot be read as {fmt}: {_short(exc)}"
+            return batch
+        finally:
+            if pending is not None:
+                try:
+                    batch.fingerprint = pending.result()
+                except OSError as exc:
+                    batch.error = batch.error or f"cannot be read ({exc.strerror or exc})"
+        if batch.error:
             return batch
         batch.frame = first if first is not None else pl.DataFrame()
         batch.chunks = _guard(chunks, fmt)

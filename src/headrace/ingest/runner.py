@@ -238,7 +238,7 @@ def ingest(
             source.resume(cursor_before)
         if isinstance(source, Deduplicating):
             known = set() if force else loaded_fingerprints(meta, store, source_name, spec.dataset)
-            source.skip_loaded(known.__contains__)
+            source.skip_loaded(known)
         for batch in source.read():
             outcome = _one_batch(batch, spec, store, meta, source_name, run_id, state, progress)
             result.batches.append(outcome)
