@@ -172,7 +172,7 @@ def judge_canary(signals: Signals, policy: MonitoringSpec) -> Decision:
     if elapsed >= window and health.requests >= need:
         detail = f"error rate {_pct(health.error_rate)}"
         if health.p99_ms is not None:
-            detail += f", p99 {health.p99_ms:.0f} ms"
+            detail += f", p99 {health.p99_ms:.3g} ms"
         if health.metric is not None:
             detail += f", live {signals.metric} {health.metric:.3f}"
             if base is not None and base.metric is not None:
