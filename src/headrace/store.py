@@ -18,7 +18,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -153,11 +153,7 @@ class Store:
             return False
         uri = self.uri(dataset)
         schema = Schema.from_arrow(_delta_schema(arrow))
-        existing: DeltaTable | None
-        try:
-            existing = DeltaTable(uri, storage_options=self.storage_options or None)
-        except TableNotFoundError:
-            existing = None
+        existing = self._table_or_none(uri)
         if existing is not None and (
             existing.metadata().partition_columns
             or existing.metadata().configuration
@@ -165,22 +161,34 @@ class Store:
             or existing.schema().to_json() != schema.to_json()
         ):
             return False
+        stats = _file_stats(frame)
+        if stats is None:
+            return False
         folder = Path(uri.removeprefix("file://"))
         folder.mkdir(parents=True, exist_ok=True)
         name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
-        frame.write_parquet(folder / name, compression="snappy", statistics=True)
-        stat = (folder / name).stat()
-        add = AddAction(name, stat.st_size, {}, int(stat.st_mtime * 1000), True, _file_stats(frame))
         try:
+            frame.write_parquet(folder / name, compression="snappy", statistics=True)
+            stat = (folder / name).stat()
+            add = AddAction(name, stat.st_size, {}, int(stat.st_mtime * 1000), True, stats)
             if existing is None:
-                create_table_with_add_actions(
-                    uri,
-                    schema,
-                    [add],
-                    mode="append",
-                    commit_properties=props,
-                    storage_options=self.storage_options or None,
-                )
+                try:
+                    create_table_with_add_actions(
+                        uri,
+                        schema,
+                        [add],
+                        mode="append",
+                        commit_properties=props,
+                        storage_options=self.storage_options or None,
+                    )
+                except Exception:
+                    # Another writer created the table meanwhile: append to it if it is alike.
+                    existing = self._table_or_none(uri)
+                    if existing is None or existing.schema().to_json() != schema.to_json():
+                        raise
+                    existing.create_write_transaction(
+                        [add], mode="append", schema=schema, commit_properties=props
+                    )
             else:
                 existing.create_write_transaction(
                     [add], mode="append", schema=schema, commit_properties=props
@@ -189,6 +197,12 @@ class Store:
             (folder / name).unlink(missing_ok=True)
             raise
         return True
+
+    def _table_or_none(self, uri: str) -> DeltaTable | None:
+        try:
+            return DeltaTable(uri, storage_options=self.storage_options or None)
+        except TableNotFoundError:
+            return None
 
     def compact(self, dataset: str) -> dict[str, Any]:
         """Merge small files (many streaming commits) into larger ones; readers are unaffected."""
@@ -317,31 +331,70 @@ def _plain(dtype: pa.DataType) -> bool:
     )
 
 
-def _file_stats(frame: pl.DataFrame) -> str:
-    """A Delta ``stats`` entry: rows, nulls per column, and the bounds of numbers and dates (what
-    data skipping may rely on; text and timestamps are left without bounds rather than risk one)."""
+_STATS_PREFIX = 32  # characters of text kept in the bounds, as delta-rs does
+
+
+def _file_stats(frame: pl.DataFrame) -> str | None:
+    """The Delta ``stats`` entry of a file holding ``frame``, written the way delta-rs writes its own:
+    rows, nulls, and bounds for every column with a value (readers such as deltalake's pyarrow
+    dataset drop a file whose filtered column has no bounds). Bounds are only ever looser than the
+    data: text cut to 32 characters with the cut maximum's last character raised, timestamps to the
+    millisecond below (minimum) and above (maximum), NaN ignored as delta-rs ignores it. None when a
+    value has no such bound (an infinite float, a date outside years 1-9999, text ending in the last
+    code point): the caller then leaves the batch to delta-rs's writer.
+    """
+    schema = frame.schema
     nulls = frame.null_count().row(0, named=True)
-    bounded = [
-        name
-        for name, dtype in frame.schema.items()
-        if (dtype.is_integer() or dtype.is_float() or dtype == pl.Date()) and nulls[name] < frame.height
-    ]
+    present = [c for c in frame.columns if nulls[c] < frame.height]
+    exprs: list[pl.Expr] = []
+    for c in present:
+        col = pl.col(c)
+        if schema[c].is_float():
+            col = col.filter(col.is_not_nan())
+        elif schema[c] == pl.Datetime("us", "UTC"):
+            exprs.append(col.min().dt.truncate("1ms").alias(f"lo:{c}"))
+            exprs.append((col.max() + pl.duration(microseconds=999)).dt.truncate("1ms").alias(f"hi:{c}"))
+            continue
+        exprs += [col.min().alias(f"lo:{c}"), col.max().alias(f"hi:{c}")]
+    try:
+        row = frame.select(exprs).row(0, named=True) if exprs else {}
+    except (ValueError, OverflowError, pl.exceptions.PolarsError):  # a date Python cannot hold
+        return None
     lows: dict[str, Any] = {}
     highs: dict[str, Any] = {}
-    if bounded:
-        row = frame.select(
-            [pl.col(c).min().alias(f"lo:{c}") for c in bounded]
-            + [pl.col(c).max().alias(f"hi:{c}") for c in bounded]
-            + [pl.col(c).is_nan().any().alias(f"nan:{c}") for c in bounded if frame.schema[c].is_float()]
-        ).row(0, named=True)
-        for c in bounded:
-            lo, hi = row[f"lo:{c}"], row[f"hi:{c}"]
-            if row.get(f"nan:{c}") or (
-                isinstance(lo, float) and not (math.isfinite(lo) and math.isfinite(hi))
-            ):
-                continue
-            lows[c], highs[c] = (lo.isoformat(), hi.isoformat()) if hasattr(lo, "isoformat") else (lo, hi)
+    for c in present:
+        lo, hi = row[f"lo:{c}"], row[f"hi:{c}"]
+        if lo is None:  # a float column of NaN only
+            continue
+        if isinstance(lo, float) and not (math.isfinite(lo) and math.isfinite(hi)):
+            return None
+        if isinstance(lo, datetime):
+            lo, hi = _stats_time(lo), _stats_time(hi)
+        elif isinstance(lo, date):
+            lo, hi = lo.isoformat(), hi.isoformat()
+        elif isinstance(lo, str):
+            lo, hi = lo[:_STATS_PREFIX], _upper_prefix(hi)
+            if hi is None:
+                return None
+        lows[c], highs[c] = lo, hi
     return json.dumps({"numRecords": frame.height, "minValues": lows, "maxValues": highs, "nullCount": nulls})
+
+
+def _stats_time(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def _upper_prefix(text: str) -> str | None:
+    """``text`` itself, or a prefix of it raised in its last character so it sorts after ``text``."""
+    if len(text) <= _STATS_PREFIX:
+        return text
+    head = text[:_STATS_PREFIX]
+    last = ord(head[-1]) + 1
+    if last == 0xD800:  # surrogates are not characters: the next one after them
+        last = 0xE000
+    if last > 0x10FFFF:
+        return None
+    return head[:-1] + chr(last)
 
 
 def _delta_schema(schema: pa.Schema) -> pa.Schema:

@@ -161,7 +161,7 @@ def test_champion_swap_under_load_fails_no_request(project):
                     outcomes.append((0, None))
                 i += 1
 
-    app = create_app(registry, _spec())
+    app = create_app(registry, _spec(gc_freeze=True))  # the swapped-out model is thawed and collected
     with serve_in_thread(app) as url:
         threads = [threading.Thread(target=load, args=(url, k)) for k in range(4)]
         for t in threads:
@@ -180,10 +180,12 @@ def test_champion_swap_under_load_fails_no_request(project):
             )
             assert r.json()["champion"] == 1
             time.sleep(0.5)
+            assert gc.get_freeze_count() > 10_000  # frozen again after the swaps
         finally:
             stop.set()
             for t in threads:
                 t.join()
+            gc.unfreeze()
     statuses = {s for s, _ in outcomes}
     versions = [v for _, v in outcomes]
     assert statuses == {200}, f"failed requests: {[o for o in outcomes if o[0] != 200][:5]}"

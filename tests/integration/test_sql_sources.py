@@ -17,6 +17,7 @@ from polars.testing import assert_frame_equal
 from sqlalchemy import select
 
 from headrace.config.sources_db import SqlSource
+from headrace.errors import DataError, SourceError
 from headrace.ingest.runner import ingest, open_source
 from headrace.ingest.sql import SqlReader, decode_mark
 from headrace.metadata import SCHEMA, Metadata
@@ -315,3 +316,34 @@ def test_mariadb_full_then_incremental_types_round_trip(maria, mariadb_url, home
     latest = data.sort("updated_at").unique("id", keep="last")
     assert latest.height == 601
     assert latest.filter(pl.col("id").is_in([3, 4]))["note"].to_list() == ["updated", "updated"]
+
+
+def test_postgres_fast_path_takes_a_password_with_spaces(pg, postgres_url):
+    conn, name = pg
+    conn.execute(f"CREATE TABLE {name} (id int)")
+    conn.execute(f"INSERT INTO {name} VALUES (1), (2)")
+    # trust auth ignores the password: what matters is that the address is built and quoted right
+    url = postgres_url.replace("postgres@", "postgres:s3cret%20p'w@", 1)
+    assert url != postgres_url
+    reader = SqlReader("pw", SqlSource(kind="sql", url=url, table=name, dataset="x", fast_path="copy"))
+    assert pl.concat([b.frame for b in reader.read()])["id"].sort().to_list() == [1, 2]
+    assert reader.used_fast_path is True
+
+
+@pytest.mark.parametrize("column", ["timestamptz", "timestamp", "date"])
+def test_postgres_infinity_is_refused_not_stored_as_a_wrong_instant(pg, postgres_url, column):
+    conn, name = pg
+    conn.execute(f"CREATE TABLE {name} (id int, at {column})")
+    conn.execute(f"INSERT INTO {name} VALUES (1, 'epoch'), (2, 'infinity'), (3, '-infinity')")
+    spec = SqlSource(kind="sql", url=postgres_url, table=name, dataset="x", fast_path="copy")
+    with pytest.raises(DataError, match="column 'at' holds 'infinity'"):
+        list(SqlReader("inf", spec).read())
+
+
+def test_postgres_error_mid_stream_is_terminal_not_retried(postgres_url):
+    query = "SELECT x, 1 / (x - 150000) AS y FROM generate_series(1, 300000) x"
+    spec = SqlSource(kind="sql", url=postgres_url, query=query, dataset="x", retries=3, backoff=0.01)
+    reader = SqlReader("div", spec)
+    with pytest.raises(SourceError, match="division by zero"):
+        list(reader.read())
+    assert reader.retried == 0 and reader.used_fast_path is True

@@ -105,6 +105,13 @@ def _files(store: Store, dataset: str) -> list[dict]:
     return pa.table(DeltaTable(store.uri(dataset)).get_add_actions(flatten=True)).to_pylist()
 
 
+def _paths(store: Store, dataset: str) -> list[str]:
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    return pa.table(DeltaTable(store.uri(dataset)).get_add_actions()).column("path").to_pylist()
+
+
 def test_fast_and_writer_paths_give_the_same_table(tmp_path: Path):
     import datetime as dt
 
@@ -129,10 +136,56 @@ def test_fast_and_writer_paths_give_the_same_table(tmp_path: Path):
     assert store.read("fast").equals(store.read("writer").drop("x"))
     assert store.read("fast").schema["u"] == pl.Int64
     (fast,) = _files(store, "fast")
+    (writer,) = _files(store, "writer")
     assert fast["num_records"] == 3
-    assert (fast["null_count.i"], fast["min.i"], fast["max.i"]) == (1, -7, 1)
-    assert (fast["min.d"], fast["max.d"]) == (dt.date(1999, 1, 1), dt.date(2024, 2, 29))
-    assert fast["min.f"] is None  # a column holding NaN gets no bounds, so no file is skipped wrongly
+    # The bounds are delta-rs's own (text cut and raised, NaN ignored), timestamps to the millisecond
+    # with the maximum rounded up rather than down, so no reader skips a file that holds a match.
+    for column in ("i", "f", "s", "b", "d", "u"):
+        for key in ("null_count", "min", "max"):
+            assert fast[f"{key}.{column}"] == writer[f"{key}.{column}"], (key, column)
+    assert (fast["min.i"], fast["max.i"], fast["min.f"], fast["max.f"]) == (-7, 1, 0.5, 0.5)
+    assert fast["max.s"] == "ü" * 31 + "ý"
+    assert fast["min.t"] == writer["min.t"] == dt.datetime(2024, 1, 1, 12, 30, 1, tzinfo=dt.UTC)
+    assert fast["max.t"] == dt.datetime(2024, 1, 1, 12, 30, 1, 1000, tzinfo=dt.UTC)
+
+
+def test_every_filter_through_deltalakes_own_reader_finds_its_rows(tmp_path: Path):
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    from deltalake import DeltaTable
+
+    store = Store(tmp_path)
+    when = dt.datetime(2024, 1, 1, 0, 0, 0, 456789, tzinfo=dt.UTC)
+    frame = pl.DataFrame(
+        {"s": ["a", "x" * 40], "b": [True, None], "t": [when, None], "n": [None, None]},
+        schema={"s": pl.String, "b": pl.Boolean, "t": pl.Datetime("us", "UTC"), "n": pl.Int64},
+    )
+    store.append("d", frame, BatchMeta(source="s"))
+    dataset = DeltaTable(store.uri("d")).to_pyarrow_dataset()
+    stamp = pa.scalar(dt.datetime(2024, 1, 1, 0, 0, 0, 456500), pa.timestamp("us", "UTC"))
+    for condition, rows in (
+        (ds.field("s") == "a", 1),
+        (ds.field("s") == "x" * 40, 1),
+        (ds.field("b") == True, 1),  # noqa: E712 (an Arrow expression, not a Python comparison)
+        (ds.field("t") > stamp, 1),
+        (ds.field("n").is_null(), 2),
+    ):
+        assert dataset.to_table(filter=condition).num_rows == rows, condition
+
+
+def test_values_without_a_safe_bound_go_through_the_writer(tmp_path: Path):
+    import datetime as dt
+
+    store = Store(tmp_path)
+    store.append("inf", pl.DataFrame({"f": [1.0, float("inf")]}), BatchMeta(source="s"))
+    before_year_one = pl.DataFrame({"d": [dt.date(1, 1, 1)]}).select(pl.col("d") - pl.duration(days=1))
+    store.append("old", before_year_one, BatchMeta(source="s"))
+    assert store.read("inf")["f"].to_list() == [1.0, float("inf")]
+    for name in ("inf", "old"):  # every file in the table's folder is one the log knows
+        files = {p.name for p in (tmp_path / name).glob("*.parquet")}
+        assert files == set(_paths(store, name))
 
 
 def test_filters_on_many_fast_files_find_every_row(tmp_path: Path):

@@ -599,16 +599,33 @@ def _binds(prefix: str, values: Sequence[Any]) -> list[Any]:
 
 # ------------------------------------------------------------------------------ the ADBC fast path
 def _libpq_conninfo(url: str, application_name: str, connect_timeout: float) -> str:
-    """The source URL as a libpq connection string with the options every headrace read sets."""
+    """The source URL as a libpq connection string, built from its parts (so a password with spaces
+    or quotes is quoted by psycopg), with the options every headrace read sets."""
     from psycopg.conninfo import make_conninfo
 
-    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    return make_conninfo(
-        plain,
-        application_name=application_name[:63],  # shows in pg_stat_activity
-        connect_timeout=max(1, int(connect_timeout)),
-        options="-c TimeZone=UTC",
-    )
+    parts = make_url(url)
+    given: dict[str, Any] = {k: v if isinstance(v, str) else v[-1] for k, v in parts.query.items()}
+    named = {
+        "host": parts.host,
+        "port": parts.port,
+        "user": parts.username,
+        "password": parts.password,
+        "dbname": parts.database,
+    }
+    given.update({k: v for k, v in named.items() if v is not None})
+    try:
+        return make_conninfo(
+            "",
+            **given,
+            application_name=application_name[:63],  # shows in pg_stat_activity
+            connect_timeout=max(1, int(connect_timeout)),
+            options="-c TimeZone=UTC",
+        )
+    except psycopg.ProgrammingError:  # its message may quote the password: not shown
+        raise ConfigError(
+            f"SQL source URL {redact(url)} is not a usable PostgreSQL address",
+            hint="use postgresql://USER:PASSWORD@HOST:PORT/DB with URL-escaped parts",
+        ) from None
 
 
 def _uuid_text(name: str) -> pl.Expr:
@@ -622,12 +639,48 @@ class _StreamBroken(Exception):
     """The fast path's stream ended with an I/O error (a dropped connection, a killed backend)."""
 
 
+def _reader(handle: Any) -> pa.RecordBatchReader:
+    """The stream of a query: through ADBC's own wrapper where it is there, which raises a failure
+    mid-stream as the typed error the server sent (OperationalError for a killed backend, DataError
+    for a division by zero); else Arrow's bare reader, whose OSError we can only take as transient."""
+    try:
+        from adbc_driver_manager._reader import AdbcRecordBatchReader
+    except ImportError:  # pragma: no cover - a private module of the driver manager
+        return pa.RecordBatchReader._import_from_c(handle.address)
+    return AdbcRecordBatchReader._import_from_c(handle.address)
+
+
 def _stream(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
-    # ADBC reports a failure mid-stream as Arrow's IO status, which surfaces as a bare OSError.
     try:
         yield from reader
     except OSError as exc:
         raise _StreamBroken(str(exc).strip()) from exc
+
+
+# PostgreSQL's earliest timestamp and date (4713 BC); ADBC turns 'infinity' and '-infinity' into
+# values far below these (its epoch shift overflows), which must not pass for real instants.
+_PG_MIN_MICROS = -210_866_803_200_000_000
+_PG_MIN_DAYS = -2_440_588
+
+
+def _refuse_infinity(frame: pl.DataFrame) -> None:
+    checks = [
+        (pl.col(c).dt.epoch("us") < _PG_MIN_MICROS).any().alias(c)
+        for c, t in frame.schema.items()
+        if isinstance(t, pl.Datetime)
+    ] + [
+        (pl.col(c).cast(pl.Int32) < _PG_MIN_DAYS).any().alias(c)
+        for c, t in frame.schema.items()
+        if t == pl.Date
+    ]
+    if not checks:
+        return
+    bad = [c for c, hit in frame.select(checks).row(0, named=True).items() if hit]
+    if bad:
+        raise DataError(
+            f"column {bad[0]!r} holds 'infinity' or '-infinity', which is not an instant",
+            hint=f"map it in a query, e.g. NULLIF({bad[0]}, 'infinity'), or read it as text ({bad[0]}::text)",
+        )
 
 
 def _adbc_frames(conninfo: str, sql_text: str, columns: list[ColumnType]) -> Iterator[pl.DataFrame]:
@@ -652,7 +705,7 @@ def _adbc_frames(conninfo: str, sql_text: str, columns: list[ColumnType]) -> Ite
         statement = held.enter_context(adbc_driver_manager.AdbcStatement(connection))
         statement.set_sql_query(sql_text)
         handle, _ = statement.execute_query()
-        reader = held.enter_context(pa.RecordBatchReader._import_from_c(handle.address))
+        reader = held.enter_context(_reader(handle))
         casts: list[pl.Expr] | None = None
         for batch in _stream(reader):
             arrays = [a.storage if isinstance(a.type, pa.BaseExtensionType) else a for a in batch.columns]
@@ -667,6 +720,7 @@ def _adbc_frames(conninfo: str, sql_text: str, columns: list[ColumnType]) -> Ite
                     for c in columns
                     if c.dtype is not None and frame.schema[c.name] != c.dtype
                 ]
+            _refuse_infinity(frame)
             yield frame.with_columns(casts) if casts else frame
 
 

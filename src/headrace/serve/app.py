@@ -323,9 +323,12 @@ def create_app(
             on_dropped=lambda d, n: metrics.child(metrics.log_dropped, d).inc(n),
         )
 
+    refreeze = {"due": False}
+
     def on_loaded(served: Served, previous: Served | None) -> None:
         metrics.child(metrics.load_seconds, served.name, served.version_label).set(served.load_seconds)
         if previous is not None:
+            refreeze["due"] = spec.gc_freeze
             metrics.model_info.labels(previous.name, previous.version_label, _path_of(previous)).set(0)
             if previous.version != served.version:
                 metrics.child(metrics.swaps, served.name).inc()
@@ -344,6 +347,15 @@ def create_app(
         log_row=(lambda row: writer.put(plog.dataset, row)) if writer is not None else None,
     )
 
+    def thaw_swapped() -> None:
+        """A swapped-out model was frozen with the rest: one cycle after a swap (its last requests
+        long done), thaw everything, collect what is garbage by now, and freeze the rest again."""
+        if refreeze["due"]:
+            refreeze["due"] = False
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(host.check_all)
@@ -356,7 +368,7 @@ def create_app(
             gc.freeze()
         if writer is not None:
             writer.start()
-        watcher = asyncio.create_task(_watch(host, spec.reload_seconds))
+        watcher = asyncio.create_task(_watch(host, spec.reload_seconds, before=thaw_swapped))
         try:
             yield
         finally:
@@ -984,10 +996,12 @@ def _add_security_scheme(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-async def _watch(host: ModelHost, every: float) -> None:
+async def _watch(host: ModelHost, every: float, before: Callable[[], None] | None = None) -> None:
     """Poll the registry's aliases; load and swap in a new champion off the event loop."""
     while True:
         await asyncio.sleep(every)
+        if before is not None:
+            before()
         try:
             await run_in_threadpool(host.check_all)
         except Exception:  # a registry outage must not stop the watcher
