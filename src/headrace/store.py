@@ -18,7 +18,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -161,14 +161,15 @@ class Store:
             or existing.schema().to_json() != schema.to_json()
         ):
             return False
-        stats = _file_stats(frame)
-        if stats is None:
-            return False
         folder = Path(uri.removeprefix("file://"))
         folder.mkdir(parents=True, exist_ok=True)
         name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
         try:
             frame.write_parquet(folder / name, compression="snappy", statistics=True)
+            stats = _file_stats(frame, folder / name)
+            if stats is None:
+                (folder / name).unlink()
+                return False
             stat = (folder / name).stat()
             add = AddAction(name, stat.st_size, {}, int(stat.st_mtime * 1000), True, stats)
             if existing is None:
@@ -331,70 +332,62 @@ def _plain(dtype: pa.DataType) -> bool:
     )
 
 
-_STATS_PREFIX = 32  # characters of text kept in the bounds, as delta-rs does
-
-
-def _file_stats(frame: pl.DataFrame) -> str | None:
-    """The Delta ``stats`` entry of a file holding ``frame``, written the way delta-rs writes its own:
-    rows, nulls, and bounds for every column with a value (readers such as deltalake's pyarrow
-    dataset drop a file whose filtered column has no bounds). Bounds are only ever looser than the
-    data: text cut to 32 characters with the cut maximum's last character raised, timestamps to the
-    millisecond below (minimum) and above (maximum), NaN ignored as delta-rs ignores it. None when a
-    value has no such bound (an infinite float, a date outside years 1-9999, text ending in the last
-    code point): the caller then leaves the batch to delta-rs's writer.
+def _file_stats(frame: pl.DataFrame, path: Path) -> str | None:
+    """The Delta ``stats`` entry of the Parquet file ``path`` just written from ``frame``, as delta-rs
+    writes its own: rows, nulls, and bounds for every column with a value (readers such as deltalake's
+    pyarrow dataset drop a file whose filtered column has no bounds). The bounds come from the file's
+    footer, where polars' writer already put them the way delta-rs does (text cut to 32 characters,
+    the cut maximum raised in its last character; NaN ignored); timestamps go to the millisecond below
+    (minimum) and above (maximum), so a bound is only ever looser than the data. None when a column
+    with values has no bounds there or one that cannot be written (an infinite float, a date outside
+    years 1-9999): the caller then leaves the batch to delta-rs's writer.
     """
-    schema = frame.schema
+    import pyarrow.parquet as pq
+
     nulls = frame.null_count().row(0, named=True)
-    present = [c for c in frame.columns if nulls[c] < frame.height]
-    exprs: list[pl.Expr] = []
-    for c in present:
-        col = pl.col(c)
-        if schema[c].is_float():
-            col = col.filter(col.is_not_nan())
-        elif schema[c] == pl.Datetime("us", "UTC"):
-            exprs.append(col.min().dt.truncate("1ms").alias(f"lo:{c}"))
-            exprs.append((col.max() + pl.duration(microseconds=999)).dt.truncate("1ms").alias(f"hi:{c}"))
-            continue
-        exprs += [col.min().alias(f"lo:{c}"), col.max().alias(f"hi:{c}")]
-    try:
-        row = frame.select(exprs).row(0, named=True) if exprs else {}
-    except (ValueError, OverflowError, pl.exceptions.PolarsError):  # a date Python cannot hold
-        return None
     lows: dict[str, Any] = {}
     highs: dict[str, Any] = {}
-    for c in present:
-        lo, hi = row[f"lo:{c}"], row[f"hi:{c}"]
-        if lo is None:  # a float column of NaN only
+    try:
+        footer = pq.read_metadata(path)
+        for g in range(footer.num_row_groups):
+            group = footer.row_group(g)
+            for i in range(group.num_columns):
+                chunk = group.column(i)
+                name, stats = chunk.path_in_schema, chunk.statistics
+                if stats is None or not stats.has_min_max:
+                    continue
+                lo, hi = stats.min, stats.max
+                lows[name] = lo if name not in lows else min(lows[name], lo)
+                highs[name] = hi if name not in highs else max(highs[name], hi)
+    except (ValueError, OverflowError, OSError):  # a date or time Python cannot hold
+        return None
+    for name in frame.columns:
+        if nulls[name] == frame.height:
             continue
+        if name not in lows:
+            if (
+                frame.schema[name].is_float()
+                and frame.get_column(name).is_nan().sum() + nulls[name] == frame.height
+            ):
+                continue  # NaN only: no bounds, as with delta-rs
+            return None
+        lo, hi = lows[name], highs[name]
         if isinstance(lo, float) and not (math.isfinite(lo) and math.isfinite(hi)):
             return None
         if isinstance(lo, datetime):
-            lo, hi = _stats_time(lo), _stats_time(hi)
+            lows[name], highs[name] = _stats_time(lo), _stats_time(_ceil_ms(hi))
         elif isinstance(lo, date):
-            lo, hi = lo.isoformat(), hi.isoformat()
-        elif isinstance(lo, str):
-            lo, hi = lo[:_STATS_PREFIX], _upper_prefix(hi)
-            if hi is None:
-                return None
-        lows[c], highs[c] = lo, hi
+            lows[name], highs[name] = lo.isoformat(), hi.isoformat()
     return json.dumps({"numRecords": frame.height, "minValues": lows, "maxValues": highs, "nullCount": nulls})
+
+
+def _ceil_ms(value: datetime) -> datetime:
+    extra = value.microsecond % 1000
+    return value + timedelta(microseconds=1000 - extra) if extra else value
 
 
 def _stats_time(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
-def _upper_prefix(text: str) -> str | None:
-    """``text`` itself, or a prefix of it raised in its last character so it sorts after ``text``."""
-    if len(text) <= _STATS_PREFIX:
-        return text
-    head = text[:_STATS_PREFIX]
-    last = ord(head[-1]) + 1
-    if last == 0xD800:  # surrogates are not characters: the next one after them
-        last = 0xE000
-    if last > 0x10FFFF:
-        return None
-    return head[:-1] + chr(last)
 
 
 def _delta_schema(schema: pa.Schema) -> pa.Schema:
