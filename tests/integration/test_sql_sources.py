@@ -17,7 +17,7 @@ from polars.testing import assert_frame_equal
 from sqlalchemy import select
 
 from headrace.config.sources_db import SqlSource
-from headrace.errors import DataError, SourceError
+from headrace.errors import DataError, HeadraceError, SourceError
 from headrace.ingest.runner import ingest, open_source
 from headrace.ingest.sql import SqlReader, decode_mark
 from headrace.metadata import SCHEMA, Metadata
@@ -347,3 +347,14 @@ def test_postgres_error_mid_stream_is_terminal_not_retried(postgres_url):
     with pytest.raises(SourceError, match="division by zero"):
         list(reader.read())
     assert reader.retried == 0 and reader.used_fast_path is True
+
+
+@pytest.mark.parametrize("fast_path", ["auto", "off"])
+@pytest.mark.parametrize("declared", ["numeric(10, 2)", "numeric"])
+def test_postgres_nan_numeric_fails_the_read_cleanly(pg, postgres_url, fast_path, declared):
+    conn, name = pg
+    conn.execute(f"CREATE TABLE {name} (n {declared})")
+    conn.execute(f"INSERT INTO {name} VALUES (2.5), ('NaN')")
+    spec = SqlSource(kind="sql", url=postgres_url, table=name, dataset="x", fast_path=fast_path)
+    with pytest.raises(HeadraceError, match="(?i)nan"):  # both read paths end the read, naming the value
+        list(SqlReader("nan", spec).read())

@@ -303,6 +303,10 @@ def _to_text(value: Any, as_json: bool) -> Any:
     return str(value)
 
 
+# Values polars cannot hold in the type asked for; a NaN NUMERIC even panics in its Decimal builder.
+_UNFIT = (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError, pl.exceptions.PanicException)
+
+
 def _series(col: ColumnType, values: Sequence[Any], prior: pl.DataType | None) -> pl.Series:
     """One column of Python values as a typed Series; the declared type wins, inference otherwise."""
     if col.json or col.text or any(isinstance(v, dict | list) for v in values[:1000]):
@@ -311,14 +315,21 @@ def _series(col: ColumnType, values: Sequence[Any], prior: pl.DataType | None) -
     if col.via_text and target is not None:
         text_values = pl.Series(col.name, [None if v is None else str(v) for v in values], dtype=pl.String())
         return text_values.cast(target)
+    if isinstance(target, pl.Decimal):
+        odd = next((v for v in values if isinstance(v, Decimal) and not v.is_finite()), None)
+        if odd is not None:
+            raise DataError(
+                f"column {col.name!r} holds {odd} ('{odd}'::numeric), which a decimal column cannot hold",
+                hint=f"map it in a query, e.g. NULLIF({col.name}, 'NaN'), or read it as float8",
+            )
     if target is not None:
         try:
             return pl.Series(col.name, values, dtype=target, strict=True)
-        except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
+        except _UNFIT:
             log.debug("column %s: values do not fit %s; inferring", col.name, target)
     try:
         return pl.Series(col.name, values, strict=False)
-    except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
+    except _UNFIT:
         return pl.Series(col.name, [None if v is None else str(v) for v in values], dtype=pl.String())
 
 
