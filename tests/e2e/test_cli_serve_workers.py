@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -72,6 +73,16 @@ def test_two_workers_report_one_sum_of_requests(tmp_path: Path):
         assert len(served_by) == 2, sorted(p.name for p in shared.iterdir())
         # ... and every scrape, whichever worker took it, counts each request once.
         assert scrapes == [len(records)] * len(scrapes)
+
+        # A worker killed outright is replaced, and the new one drops the dead one's live gauges.
+        victim = int(next(iter(served_by)))
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while any(shared.glob(f"gauge_live*_{victim}.db")) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert not any(shared.glob(f"gauge_live*_{victim}.db")), sorted(p.name for p in shared.iterdir())
+        with httpx.Client(base_url=base, timeout=10) as one:
+            assert _requests_counted(one.get("/metrics").text) == len(records)  # counters are kept
     finally:
         server.terminate()
         try:

@@ -356,5 +356,5 @@ def test_postgres_nan_numeric_fails_the_read_cleanly(pg, postgres_url, fast_path
     conn.execute(f"CREATE TABLE {name} (n {declared})")
     conn.execute(f"INSERT INTO {name} VALUES (2.5), ('NaN')")
     spec = SqlSource(kind="sql", url=postgres_url, table=name, dataset="x", fast_path=fast_path)
-    with pytest.raises(HeadraceError, match="(?i)nan"):  # both read paths end the read, naming the value
+    with pytest.raises(HeadraceError, match=r"(?i)nan"):  # both read paths end the read, naming the value
         list(SqlReader("nan", spec).read())

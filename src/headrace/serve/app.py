@@ -358,6 +358,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        metrics.sweep_dead_workers()
         await run_in_threadpool(host.check_all)
         if spec.gc_freeze:
             # What is loaded by now (libraries, models) lives as long as the server: moved out of

@@ -11,6 +11,7 @@ should not pay that twice per request.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -127,3 +128,28 @@ class ServeMetrics:
         shared = multiprocess_dir()
         if shared is not None:
             mark_process_dead(os.getpid(), path=shared)
+
+    @staticmethod
+    def sweep_dead_workers() -> list[int]:
+        """Drop the live gauges of workers that died without stopping (a crash, a kill): the worker
+        started in a dead one's place calls this, so in-flight counts and model info stay true."""
+        shared = multiprocess_dir()
+        if shared is None:
+            return []
+        dead = []
+        for path in Path(shared).glob("gauge_live*_*.db"):
+            pid = int(path.stem.rsplit("_", 1)[-1])
+            if pid != os.getpid() and not _alive(pid):
+                mark_process_dead(pid, path=shared)
+                dead.append(pid)
+        return sorted(set(dead))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
