@@ -134,6 +134,46 @@ def test_a_file_read_whole_and_one_streamed_give_the_same_rows(tmp_path, head, r
         assert [h[:2] for h in results[0][1]] == [(303, "expected 2 fields, found 1")]
 
 
+@pytest.mark.parametrize("records", [None, "data.items"])
+def test_a_json_document_read_whole_and_one_streamed_give_the_same_rows(tmp_path, records):
+    # over min(256 MB, chunk_rows * 512) bytes a JSON document is streamed by ijson, chunk by chunk
+    items = [{"id": f"r{i}", "n": i % 7 - 1, "tags": {"a": i % 3}} for i in range(400)]
+    items[150] = [1, 2]  # not an object: quarantined with its record number
+    doc = {"data": {"items": items}} if records else items
+    results = []
+    for chunk_rows in (500_000, 10):
+        folder = tmp_path / str(chunk_rows)
+        folder.mkdir()
+        (folder / "x.json").write_text(json.dumps(doc))
+        spec = file_spec(folder / "x.json", json={"records": records}, chunk_rows=chunk_rows)
+        store = Store(folder / "lake")
+        meta = Metadata(f"sqlite:///{folder / 'meta.db'}")
+        try:
+            reader = open_source("s", spec)
+            batch = next(iter(reader.read()))
+            chunks = 1 + sum(1 for _ in batch.chunks or ())
+            result = ingest(open_source("s", spec), spec, store=store, meta=meta, source_name="s")
+        finally:
+            meta.dispose()
+        assert result.ok, result.error
+        q = store.read("d__quarantine")
+        results.append((sorted(store.read("d").rows()), sorted(zip(q["position"], q["reason"], strict=True))))
+        assert chunks == (1 if chunk_rows == 500_000 else 40)
+    assert results[0] == results[1]
+    assert (151, "a JSON list, not an object") in results[0][1]
+
+
+def test_a_streamed_json_document_that_breaks_midway_loads_nothing(env):
+    tmp, store, _ = env
+    text = json.dumps([{"id": f"r{i}", "n": i} for i in range(400)])
+    (tmp / "cut.json").write_text(text[: len(text) * 3 // 4])  # truncated after many whole records
+    (tmp / "obj.json").write_text(json.dumps({"data": [{"id": "x", "n": 1}] * 300}))  # records not set
+    for name, why in (("cut.json", "not valid JSON"), ("obj.json", "no list of records at the top level")):
+        result = run(env, file_spec(tmp / name, chunk_rows=10))
+        assert not result.ok and why in (result.batches[0].error or ""), result.batches[0].error
+    assert not store.exists("d")
+
+
 def test_unreadable_files_fail_alone_with_reasons(env):
     tmp, store, meta = env
     data = tmp / "in"

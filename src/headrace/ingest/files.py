@@ -168,7 +168,7 @@ class FileReader:
             elif fmt == "jsonl":
                 chunks = _jsonl_chunks(path, gz, self.spec, batch, content)
             elif fmt == "json":
-                chunks = iter([_json_frame(path, gz, self.spec, batch, content)])
+                chunks = _json_chunks(path, gz, self.spec, batch, content)
             else:
                 chunks = _parquet_chunks(path, self.spec)
             first = next(chunks, None)
@@ -561,6 +561,49 @@ def _json_frame(
     if not isinstance(doc, list):
         raise DataError(f"the document is a JSON {type(doc).__name__}, not a list of records")
     return _records_frame(doc, 1, None, batch)
+
+
+def _json_chunks(
+    path: Path, gz: bool, spec: FileSource, batch: Batch, content: bytes | None = None
+) -> Iterator[pl.DataFrame]:
+    """A JSON document's records: read whole when the file is small (``content``, parsed by orjson),
+    else streamed by ijson ``chunk_rows`` records at a time, so memory holds one chunk, not the file."""
+    if content is not None:
+        yield _json_frame(path, gz, spec, batch, content)
+        return
+    import ijson
+
+    where = spec.json_options.records
+    prefix = f"{where}.item" if where else "item"
+    stream = _open(path, gz)
+    try:
+        position, chunk = 1, []
+        for record in ijson.items(stream, prefix, use_float=True):
+            chunk.append(record)
+            if len(chunk) >= spec.chunk_rows:
+                yield _records_frame(chunk, position, None, batch)
+                position, chunk = position + len(chunk), []
+        if position == 1 and not chunk and not _json_has_list(path, gz, where or ""):
+            raise DataError(
+                f"no list of records at {'json.records ' + repr(where) if where else 'the top level'}",
+                hint="set json.records to the dotted path of the list of records",
+            )
+        if chunk or position == 1:
+            yield _records_frame(chunk, position, None, batch)
+    except (ijson.JSONError, UnicodeDecodeError) as exc:
+        raise DataError(
+            f"not valid JSON ({_short(exc)})", hint="fix or re-export the file; nothing of it was loaded"
+        ) from None
+    finally:
+        stream.close()
+
+
+def _json_has_list(path: Path, gz: bool, prefix: str) -> bool:
+    """Whether the document holds a list at ``prefix`` (ijson's dotted path; '' for the top)."""
+    import ijson
+
+    with _open(path, gz) as stream:
+        return any(p == prefix and event == "start_array" for p, event, _ in ijson.parse(stream))
 
 
 def _jsonl_chunks(
