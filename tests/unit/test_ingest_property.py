@@ -24,11 +24,19 @@ JUNK = st.one_of(
 )
 
 
-def _run(tmp: Path, name: str, body: bytes, fmt: str):
+def _run(tmp: Path, name: str, body: bytes, fmt: str, chunk_rows: int = 500_000):
+    """One ingestion of ``body``; with ``chunk_rows=1`` a file over 512 bytes is streamed, not read whole."""
     path = tmp / name
     path.write_bytes(body)
     spec = FileSource.model_validate(
-        {"kind": "file", "path": str(path), "dataset": "d", "format": fmt, "columns": COLUMNS}
+        {
+            "kind": "file",
+            "path": str(path),
+            "dataset": "d",
+            "format": fmt,
+            "columns": COLUMNS,
+            "chunk_rows": chunk_rows,
+        }
     )
     store = Store(tmp / "lake")
     meta = Metadata(f"sqlite:///{tmp / 'm.db'}")
@@ -83,11 +91,11 @@ def test_csv_with_junk_lines_keeps_every_good_row(tmp_path_factory, ids, junk):
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.binary(max_size=300))
-def test_random_bytes_never_crash(tmp_path_factory, data):
+@given(data=st.binary(max_size=1500), chunk_rows=st.sampled_from([500_000, 1]))
+def test_random_bytes_never_crash(tmp_path_factory, data, chunk_rows):
     tmp = tmp_path_factory.mktemp("bytes")
     for fmt in ("csv", "json", "jsonl", "parquet"):
-        result, _clean = _run(tmp, f"x.{fmt}", data, fmt)
+        result, _clean = _run(tmp, f"x.{fmt}", data, fmt, chunk_rows)
         assert result.status in ("succeeded", "failed", "partial")
         assert all(b.status in ("committed", "failed") for b in result.batches)
         assert all(b.error for b in result.batches if b.status == "failed")
@@ -98,16 +106,19 @@ def test_random_bytes_never_crash(tmp_path_factory, data):
     ids=GOOD_IDS,
     cut=st.integers(1, 400),
     bad=st.lists(st.one_of(st.integers(), st.text(max_size=5)), max_size=4),
+    streamed=st.booleans(),
 )
-def test_json_truncated_or_mixed_types(tmp_path_factory, ids, cut, bad):
+def test_json_truncated_or_mixed_types(tmp_path_factory, ids, cut, bad, streamed):
     tmp = tmp_path_factory.mktemp("json")
     records = [{"id": f"g{i}", "n": i} for i in ids] + [{"id": f"b{k}", "n": v} for k, v in enumerate(bad)]
-    body = json.dumps(records).encode()
-    truncated = body[: min(cut, len(body) - 1)]
-    result, clean = _run(tmp, "t.json", truncated, "json")
+    # streamed: indented past 512 bytes and read one record per chunk by ijson
+    body = json.dumps(records, indent=120 if streamed else None).encode()
+    chunk_rows = 1 if streamed else 500_000
+    truncated = body[: min(cut * len(body) // 401 if streamed else cut, len(body) - 1)]
+    result, clean = _run(tmp, "t.json", truncated, "json", chunk_rows)
     assert result.status == "failed" and clean == set()  # the whole file is refused, loudly
     assert "not valid JSON" in (result.batches[0].error or "")
-    result, clean = _run(tmp, "m.json", body, "json")
+    result, clean = _run(tmp, "m.json", body, "json", chunk_rows)
     assert result.ok and {f"g{i}" for i in ids} <= clean
     q = Store(tmp / "lake").read("d__quarantine") if result.rows_quarantined else None
     held = set() if q is None else set(q["id"].to_list())
