@@ -375,10 +375,15 @@ def _file_stats(frame: pl.DataFrame, path: Path) -> str | None:
         if isinstance(lo, float) and not (math.isfinite(lo) and math.isfinite(hi)):
             return None
         if isinstance(lo, datetime):
-            lows[name], highs[name] = _stats_time(lo), _stats_time(_ceil_ms(hi))
+            try:
+                lows[name], highs[name] = _stats_time(lo), _stats_time(_ceil_ms(hi))
+            except OverflowError:  # the last millisecond of year 9999 has no bound above it
+                return None
         elif isinstance(lo, date):
             lows[name], highs[name] = lo.isoformat(), hi.isoformat()
-    return json.dumps({"numRecords": frame.height, "minValues": lows, "maxValues": highs, "nullCount": nulls})
+    # Characters past U+FFFF as themselves: delta-rs decodes their \u surrogate escapes a plane low.
+    doc = {"numRecords": frame.height, "minValues": lows, "maxValues": highs, "nullCount": nulls}
+    return json.dumps(doc, ensure_ascii=False)
 
 
 def _ceil_ms(value: datetime) -> datetime:
@@ -387,7 +392,12 @@ def _ceil_ms(value: datetime) -> datetime:
 
 
 def _stats_time(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    """ISO 8601 to the millisecond, the year in four digits (strftime leaves years < 1000 short)."""
+    v = value
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
+        f".{v.microsecond // 1000:03d}Z"
+    )
 
 
 def _delta_schema(schema: pa.Schema) -> pa.Schema:

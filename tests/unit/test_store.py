@@ -175,6 +175,29 @@ def test_every_filter_through_deltalakes_own_reader_finds_its_rows(tmp_path: Pat
         assert dataset.to_table(filter=condition).num_rows == rows, condition
 
 
+def test_early_years_and_the_last_plane_keep_their_rows_under_filters(tmp_path: Path):
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    from deltalake import DeltaTable
+
+    store = Store(tmp_path)
+    early = dt.datetime(999, 1, 1, 0, 0, 0, 5, tzinfo=dt.UTC)
+    frame = pl.DataFrame(
+        {"t": [early, dt.datetime(2000, 1, 1, tzinfo=dt.UTC)], "s": ["x\U0010ffff", "a"]},
+        schema={"t": pl.Datetime("us", "UTC"), "s": pl.String},
+    )
+    store.append("d", frame, BatchMeta(source="s"))
+    dataset = DeltaTable(store.uri("d")).to_pyarrow_dataset()
+    assert dataset.to_table(filter=ds.field("t") == pa.scalar(early, pa.timestamp("us", "UTC"))).num_rows == 1
+    assert dataset.to_table(filter=ds.field("s") == "x\U0010ffff").num_rows == 1
+    assert store.scan("d").filter(pl.col("s") == "x\U0010ffff").collect().height == 1
+    last = dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC)  # no millisecond above it
+    store.append("late", pl.DataFrame({"t": [last]}), BatchMeta(source="s"))
+    assert store.read("late")["t"].to_list() == [last]
+
+
 def test_values_without_a_safe_bound_go_through_the_writer(tmp_path: Path):
     import datetime as dt
 
