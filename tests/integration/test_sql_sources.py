@@ -17,7 +17,7 @@ from polars.testing import assert_frame_equal
 from sqlalchemy import select
 
 from headrace.config.sources_db import SqlSource
-from headrace.errors import DataError, HeadraceError, SourceError
+from headrace.errors import DataError, SourceError
 from headrace.ingest.runner import ingest, open_source
 from headrace.ingest.sql import SqlReader, decode_mark
 from headrace.metadata import SCHEMA, Metadata
@@ -356,5 +356,5 @@ def test_postgres_nan_numeric_fails_the_read_cleanly(pg, postgres_url, fast_path
     conn.execute(f"CREATE TABLE {name} (n {declared})")
     conn.execute(f"INSERT INTO {name} VALUES (2.5), ('NaN')")
     spec = SqlSource(kind="sql", url=postgres_url, table=name, dataset="x", fast_path=fast_path)
-    with pytest.raises(HeadraceError, match=r"(?i)nan"):  # both read paths end the read, naming the value
+    with pytest.raises(DataError, match=r"column 'n' holds (?i:nan)"):  # both paths, one clear line
         list(SqlReader("nan", spec).read())

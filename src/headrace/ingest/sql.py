@@ -307,21 +307,25 @@ def _to_text(value: Any, as_json: bool) -> Any:
 _UNFIT = (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError, pl.exceptions.PanicException)
 
 
+def _not_a_decimal(column: str, value: str) -> DataError:
+    return DataError(
+        f"column {column!r} holds {value} ('{value}'::numeric), which a decimal column cannot hold",
+        hint=f"map it in a query, e.g. NULLIF({column}, 'NaN'), or read it as float8",
+    )
+
+
 def _series(col: ColumnType, values: Sequence[Any], prior: pl.DataType | None) -> pl.Series:
     """One column of Python values as a typed Series; the declared type wins, inference otherwise."""
     if col.json or col.text or any(isinstance(v, dict | list) for v in values[:1000]):
         values = [_to_text(v, col.json or not col.text) for v in values]
     target = col.dtype or prior
-    if col.via_text and target is not None:
-        text_values = pl.Series(col.name, [None if v is None else str(v) for v in values], dtype=pl.String())
-        return text_values.cast(target)
     if isinstance(target, pl.Decimal):
         odd = next((v for v in values if isinstance(v, Decimal) and not v.is_finite()), None)
         if odd is not None:
-            raise DataError(
-                f"column {col.name!r} holds {odd} ('{odd}'::numeric), which a decimal column cannot hold",
-                hint=f"map it in a query, e.g. NULLIF({col.name}, 'NaN'), or read it as float8",
-            )
+            raise _not_a_decimal(col.name, str(odd))
+    if col.via_text and target is not None:
+        text_values = pl.Series(col.name, [None if v is None else str(v) for v in values], dtype=pl.String())
+        return text_values.cast(target)
     if target is not None:
         try:
             return pl.Series(col.name, values, dtype=target, strict=True)
@@ -674,6 +678,19 @@ _PG_MIN_MICROS = -210_866_803_200_000_000
 _PG_MIN_DAYS = -2_440_588
 
 
+def _refuse_nan_numeric(frame: pl.DataFrame, columns: list[ColumnType]) -> None:
+    """NUMERIC's NaN and infinities arrive as text a decimal cannot take: name the column."""
+    texts = [c.name for c in columns if isinstance(c.dtype, pl.Decimal) and frame.schema[c.name] == pl.String]
+    if not texts:
+        return
+    odd = frame.select([pl.col(c).filter(_non_finite_text(pl.col(c))).first().alias(c) for c in texts]).row(
+        0, named=True
+    )
+    for name, value in odd.items():
+        if value is not None:
+            raise _not_a_decimal(name, value)
+
+
 def _refuse_infinity(frame: pl.DataFrame) -> None:
     checks = [
         (pl.col(c).dt.epoch("us") < _PG_MIN_MICROS).any().alias(c)
@@ -732,6 +749,7 @@ def _adbc_frames(conninfo: str, sql_text: str, columns: list[ColumnType]) -> Ite
                     if c.dtype is not None and frame.schema[c.name] != c.dtype
                 ]
             _refuse_infinity(frame)
+            _refuse_nan_numeric(frame, columns)
             yield frame.with_columns(casts) if casts else frame
 
 
