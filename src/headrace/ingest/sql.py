@@ -683,9 +683,10 @@ def _refuse_nan_numeric(frame: pl.DataFrame, columns: list[ColumnType]) -> None:
     texts = [c.name for c in columns if isinstance(c.dtype, pl.Decimal) and frame.schema[c.name] == pl.String]
     if not texts:
         return
-    odd = frame.select([pl.col(c).filter(_non_finite_text(pl.col(c))).first().alias(c) for c in texts]).row(
-        0, named=True
-    )
+    # ADBC writes 'nan', 'inf', '-inf'; a number starts with a digit, a sign or a point
+    non_finite = r"(?i)^[+-]?(nan|inf)"
+    picks = [pl.col(c).filter(pl.col(c).str.contains(non_finite)).first().alias(c) for c in texts]
+    odd = frame.select(picks).row(0, named=True)
     for name, value in odd.items():
         if value is not None:
             raise _not_a_decimal(name, value)
