@@ -168,10 +168,28 @@ def test_a_streamed_json_document_that_breaks_midway_loads_nothing(env):
     text = json.dumps([{"id": f"r{i}", "n": i} for i in range(400)])
     (tmp / "cut.json").write_text(text[: len(text) * 3 // 4])  # truncated after many whole records
     (tmp / "obj.json").write_text(json.dumps({"data": [{"id": "x", "n": 1}] * 300}))  # records not set
-    for name, why in (("cut.json", "not valid JSON"), ("obj.json", "no list of records at the top level")):
+    (tmp / "key.json").write_text(json.dumps({"item": {"id": "x", "n": 1}, "pad": "p" * 6000}))
+    for name, why in (
+        ("cut.json", "not valid JSON"),
+        ("obj.json", "no list of records at the top level"),
+        ("key.json", "no list of records at the top level"),  # a key named "item" is not a list
+    ):
         result = run(env, file_spec(tmp / name, chunk_rows=10))
         assert not result.ok and why in (result.batches[0].error or ""), result.batches[0].error
     assert not store.exists("d")
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_a_column_whose_type_changes_between_chunks_becomes_text(env, fmt):
+    tmp, store, _ = env
+    records = [{"id": f"r{i}", "n": i, "zip": 1000 + i} for i in range(300)]
+    records[250]["zip"] = "K1A 0B1"  # numbers in the first chunks, then text
+    body = json.dumps(records) if fmt == "json" else "\n".join(json.dumps(r) for r in records)
+    (tmp / f"z.{fmt}").write_text(body)
+    result = run(env, file_spec(tmp / f"z.{fmt}", chunk_rows=20))
+    assert result.ok and result.rows_committed == 300, result.error
+    data = store.read("d").sort("n")
+    assert data["zip"].to_list() == [str(1000 + i) if i != 250 else "K1A 0B1" for i in range(300)]
 
 
 def test_unreadable_files_fail_alone_with_reasons(env):

@@ -577,17 +577,19 @@ def _json_chunks(
     prefix = f"{where}.item" if where else "item"
     stream = _open(path, gz)
     try:
+        # ijson's path for the items of a list is also that of a key named "item": make sure a list
+        # is what is there before taking anything from it
+        if not _json_has_list(path, gz, where or ""):
+            raise DataError(
+                f"no list of records at {'json.records ' + repr(where) if where else 'the top level'}",
+                hint="set json.records to the dotted path of the list of records",
+            )
         position, chunk = 1, []
         for record in ijson.items(stream, prefix, use_float=True):
             chunk.append(record)
             if len(chunk) >= spec.chunk_rows:
                 yield _records_frame(chunk, position, None, batch)
                 position, chunk = position + len(chunk), []
-        if position == 1 and not chunk and not _json_has_list(path, gz, where or ""):
-            raise DataError(
-                f"no list of records at {'json.records ' + repr(where) if where else 'the top level'}",
-                hint="set json.records to the dotted path of the list of records",
-            )
         if chunk or position == 1:
             yield _records_frame(chunk, position, None, batch)
     except (ijson.JSONError, UnicodeDecodeError) as exc:

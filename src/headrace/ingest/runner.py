@@ -24,6 +24,7 @@ or kind -> "module:function" imported on first use); other kinds register with `
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import logging
 import shutil
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import polars as pl
 import pyarrow as pa
 from sqlalchemy import delete, insert, select, update
@@ -572,12 +574,53 @@ class _Staging:
         if self.frames:
             return self.frames[0]
         tables = [pa.ipc.open_file(pa.memory_map(str(p))).read_all() for p in self.files]
-        return pa.concat_tables(tables, promote_options="permissive")
+        try:
+            return pa.concat_tables(tables, promote_options="permissive")
+        except (pa.ArrowTypeError, pa.ArrowInvalid):  # a column typed one way, then another
+            return pa.concat_tables(_text_where_types_clash(tables), promote_options="permissive")
 
     def close(self) -> None:
         self.frames = []
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _text_where_types_clash(tables: list[pa.Table]) -> list[pa.Table]:
+    """The chunks of one file with every column whose types cannot be merged (numbers in the first
+    chunks, text in a later one, as JSON inference gives) turned into text, as the whole-file reader
+    does when one record disagrees; nested values become JSON text."""
+    kinds: dict[str, set[pa.DataType]] = {}
+    for table in tables:
+        for f in table.schema:
+            if not pa.types.is_null(f.type):
+                kinds.setdefault(f.name, set()).add(f.type)
+    clash = set()
+    for name, types in kinds.items():
+        try:
+            pa.unify_schemas([pa.schema([pa.field(name, t)]) for t in types], promote_options="permissive")
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            clash.add(name)
+    out = []
+    for table in tables:
+        for name in clash & set(table.column_names):
+            values = [_as_text(v) for v in table.column(name).to_pylist()]
+            table = table.set_column(
+                table.schema.get_field_index(name), name, pa.array(values, pa.large_string())
+            )
+        out.append(table)
+    return out
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return orjson.dumps(value, default=str).decode()
+    if isinstance(value, dt.date):  # dates and datetimes
+        return value.isoformat()
+    return str(value)
 
 
 def _top_failures(report: QualityReport, n: int = 3) -> str:
