@@ -8,18 +8,18 @@ from sqlalchemy import desc, func, select
 
 from .errors import NotFound
 from .metadata import SCHEMA
-from .store import QUARANTINE_SUFFIX
+from .store import QUARANTINE_SUFFIX, Store
 from .workspace import Workspace
 
-__all__ = ["dataset_summary", "project_status"]
+__all__ = ["dataset_summary", "project_status", "summarize_dataset"]
 
 
-def dataset_summary(ws: Workspace, name: str) -> dict[str, Any]:
-    info = ws.store.info(name)
-    quarantined = 0
-    qname = ws.store.quarantine_name(name)
+def summarize_dataset(store: Store, name: str) -> dict[str, Any]:
+    """Rows, versions, columns, quarantined rows and the last batch of one dataset (its time a
+    datetime); what ``headrace status`` and the dashboard show."""
+    info = store.info(name)
     try:
-        quarantined = ws.store.info(qname).rows
+        quarantined = store.info(store.quarantine_name(name)).rows
     except NotFound:
         quarantined = 0
     last = info.last_batch
@@ -36,10 +36,19 @@ def dataset_summary(ws: Workspace, name: str) -> dict[str, Any]:
             "batch_id": last.batch_id,
             "source": last.source,
             "rows": last.rows,
-            "at": last.timestamp.isoformat() if last.timestamp else None,
+            "at": last.timestamp,
             "version": last.version,
         },
     }
+
+
+def dataset_summary(ws: Workspace, name: str) -> dict[str, Any]:
+    """:func:`summarize_dataset` as plain data (the time as ISO 8601 text)."""
+    doc = summarize_dataset(ws.store, name)
+    last = doc["last_batch"]
+    if last is not None and last["at"] is not None:
+        last["at"] = last["at"].isoformat()
+    return doc
 
 
 def project_status(ws: Workspace, limit: int = 10) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from ..metadata import SCHEMA, utcnow
 from ..registry import CHALLENGER, CHAMPION, ModelVersion, Registry
 from ..workspace import Workspace
 from .drift import DriftReport, DriftThresholds, drift
+from .feedback import decode_json, join_feedback, prediction_outputs
 from .performance import PerformanceReport, default_metric, live_performance
 from .policy import Decision, Signals, VersionHealth, decide, retention_plan
 from .routing import CANARY_ERROR, SHADOW, SHADOW_ERROR
@@ -135,52 +136,8 @@ def _feedback(ws: Workspace, model: str, since: datetime) -> pl.DataFrame:
     return frame
 
 
-def _decode_json(values: list[str | None]) -> list[Any]:
-    out: list[Any] = []
-    for text in values:
-        try:
-            out.append(json.loads(text) if text is not None else None)
-        except (TypeError, ValueError):
-            out.append(text)
-    return out
-
-
-def _outputs(frame: pl.DataFrame) -> list[Any]:
-    decoded = _decode_json(frame["output"].to_list())
-    return [d.get("prediction") if isinstance(d, dict) else None for d in decoded]
-
-
-def _joined(log_rows: pl.DataFrame, feedback: pl.DataFrame) -> pl.DataFrame:
-    """The canonical frame of ``headrace.monitor.performance``: ts, version, prediction, actual, score."""
-    if log_rows.height == 0 or feedback.height == 0:
-        return pl.DataFrame(
-            schema={
-                "ts": pl.Datetime("us", "UTC"),
-                "version": pl.Int64(),
-                "prediction": pl.String(),
-                "actual": pl.String(),
-                "score": pl.Float64(),
-            }
-        )
-    fb = feedback.select(pl.col("prediction_id").alias("id"), pl.col("actual").alias("_actual")).unique(
-        subset="id", keep="last"
-    )
-    rows = log_rows.join(fb, on="id", how="inner")
-    predictions = _outputs(rows)
-    actual = _decode_json(rows["_actual"].to_list())
-    return pl.DataFrame(
-        {
-            "ts": rows["ts"],
-            "version": rows["version"],
-            "prediction": [None if p is None else str(p) for p in predictions],
-            "actual": [None if a is None else str(a) for a in actual],
-            "score": rows["score"],
-        }
-    ).drop_nulls(["prediction", "actual"])
-
-
 def _inputs(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
-    decoded = _decode_json(frame["inputs"].to_list())
+    decoded = decode_json(frame["inputs"].to_list())
     records = [d if isinstance(d, dict) else {} for d in decoded]
     return pl.DataFrame({c: [r.get(c) for r in records] for c in columns}, strict=False)
 
@@ -246,7 +203,7 @@ def _health(rows: pl.DataFrame, version: int, joined: pl.DataFrame, metric: str,
     latency = ok["latency_ms"].drop_nulls().to_numpy()
     classes: dict[str, int] = {}
     if task == "classification" and ok.height:
-        for label in _outputs(ok):
+        for label in prediction_outputs(ok):
             classes[str(label)] = classes.get(str(label), 0) + 1
     value = None
     feedback_rows = 0
@@ -379,7 +336,7 @@ def check(
     feedback_since = now - timedelta(seconds=max(policy.performance_windows))
     feedback = _feedback(ws, model, min(feedback_since, earliest))
     perf_rows = live_frame(ws, model, feedback_since) if feedback.height else pl.DataFrame()
-    joined = _joined(perf_rows, feedback)
+    joined = join_feedback(perf_rows, feedback)
     result_drift: DriftReport | None = None
     drift_error: str | None = None
     if champion_rows.height >= policy.min_rows:
@@ -408,7 +365,9 @@ def check(
     canary_health = baseline = None
     if challenger_version is not None and canary_started is not None:
         period = rows.filter(pl.col("ts") >= canary_started) if rows.height else rows
-        joined_period = _joined(period, feedback) if feedback.height else _joined(pl.DataFrame(), feedback)
+        joined_period = (
+            join_feedback(period, feedback) if feedback.height else join_feedback(pl.DataFrame(), feedback)
+        )
         canary_health = _health(period, challenger_version, joined_period, metric, champion.task)
         baseline = _health(period, champion.version, joined_period, metric, champion.task)
         canary_doc = {
@@ -425,7 +384,7 @@ def check(
     if since_champion is not None and previous is not None and served.height:
         recent = rows.filter(pl.col("ts") >= max(since_champion, since))
         champion_health = _health(
-            recent, champion.version, _joined(pl.DataFrame(), feedback), metric, champion.task
+            recent, champion.version, join_feedback(pl.DataFrame(), feedback), metric, champion.task
         )
     signals = Signals(
         model=model,

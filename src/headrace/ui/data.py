@@ -10,7 +10,6 @@ serving API give, computed by the same code where it exists (``Store.info``,
 from __future__ import annotations
 
 import io
-import json
 import logging
 import math
 import threading
@@ -27,7 +26,9 @@ from ..config.monitoring import MonitoringSpec
 from ..config.serving import PredictionLogSpec
 from ..errors import HeadraceError, NotFound, StoreError
 from ..metadata import SCHEMA, Metadata
+from ..monitor.feedback import join_feedback
 from ..registry import CHALLENGER, CHAMPION, LedgerEntry, ModelVersion, Registry
+from ..status import summarize_dataset
 from ..store import QUARANTINE_SUFFIX, Store
 
 __all__ = ["Dashboard", "binary_curves", "bucket_seconds", "histogram_quantile", "trapezoid"]
@@ -174,29 +175,8 @@ class Dashboard:
         self, name: str, health: Mapping[str, Mapping[str, Any]] | None = None
     ) -> dict[str, Any]:
         assert self.store is not None
-        info = self.store.info(name)
-        qname = self.store.quarantine_name(name)
-        quarantined = self.store.info(qname).rows if self.store.exists(qname) else 0
-        last = info.last_batch
         ratio = (health or {}).get(name, {}).get("quarantine_ratio")
-        return {
-            "name": name,
-            "rows": info.rows,
-            "version": info.version,
-            "versions": info.version + 1,
-            "columns": info.columns,
-            "quarantined_rows": quarantined,
-            "quarantine_ratio": ratio,
-            "last_batch": None
-            if last is None
-            else {
-                "batch_id": last.batch_id,
-                "source": last.source,
-                "rows": last.rows,
-                "at": last.timestamp,
-                "version": last.version,
-            },
-        }
+        return {**summarize_dataset(self.store, name), "quarantine_ratio": ratio}
 
     def ingestion_health(self) -> dict[str, dict[str, Any]]:
         from ..monitor.metrics import ingestion_health
@@ -744,7 +724,7 @@ class Dashboard:
         if task in ("classification", "regression") and feedback.height:
             if "model" in feedback.columns:
                 feedback = feedback.filter(pl.col("model").is_null() | (pl.col("model") == name))
-            joined = _joined(ok, feedback)
+            joined = join_feedback(ok, feedback)
             metric = "accuracy" if task == "classification" else "rmse"
             if joined.height:
                 score = _score(metric)
@@ -832,29 +812,6 @@ class Dashboard:
         return {"routes": routes}
 
 
-def _joined(log_rows: pl.DataFrame, feedback: pl.DataFrame) -> pl.DataFrame:
-    """ts, version, prediction, actual, score: predictions that have ground truth."""
-    fb = feedback.select(pl.col("prediction_id").alias("id"), pl.col("actual").alias("_actual")).unique(
-        subset="id", keep="last"
-    )
-    rows = log_rows.join(fb, on="id", how="inner")
-    if rows.height == 0:
-        return pl.DataFrame()
-    predictions = [
-        _load(o).get("prediction") if isinstance(_load(o), dict) else None for o in rows["output"].to_list()
-    ]
-    actual = [_load(a) for a in rows["_actual"].to_list()]
-    return pl.DataFrame(
-        {
-            "ts": rows["ts"],
-            "version": rows["version"],
-            "prediction": [None if p is None else str(p) for p in predictions],
-            "actual": [None if a is None else str(a) for a in actual],
-            "score": rows["score"],
-        }
-    ).drop_nulls(["prediction", "actual"])
-
-
 def _score(metric: str) -> pl.Expr:
     """Accuracy (labels compared as text) or RMSE (numbers) of the joined frame, as one expression."""
     if metric == "accuracy":
@@ -863,15 +820,6 @@ def _score(metric: str) -> pl.Expr:
         pl.Float64, strict=False
     )
     return (error**2).mean().sqrt()
-
-
-def _load(text: Any) -> Any:
-    if not isinstance(text, str):
-        return text
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 def binary_curves(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
