@@ -356,7 +356,7 @@ except ImportError:  # pragma: no cover - both are dependencies
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
-    if isinstance(exc, (*_TRANSIENT, _StreamBroken)):
+    if isinstance(exc, _TRANSIENT):
         return True
     cause = exc.__cause__ or exc.__context__
     return cause is not None and cause is not exc and isinstance(cause, _TRANSIENT)
@@ -650,65 +650,43 @@ def _uuid_text(name: str) -> pl.Expr:
     return pl.concat_str(parts, separator="-").alias(name)
 
 
-class _StreamBroken(Exception):
-    """The fast path's stream ended with an I/O error (a dropped connection, a killed backend)."""
-
-
-def _reader(handle: Any) -> pa.RecordBatchReader:
-    """The stream of a query: through ADBC's own wrapper where it is there, which raises a failure
-    mid-stream as the typed error the server sent (OperationalError for a killed backend, DataError
-    for a division by zero); else Arrow's bare reader, whose OSError we can only take as transient."""
-    try:
-        from adbc_driver_manager._reader import AdbcRecordBatchReader
-    except ImportError:  # pragma: no cover - a private module of the driver manager
-        return pa.RecordBatchReader._import_from_c(handle.address)
-    return AdbcRecordBatchReader._import_from_c(handle.address)
-
-
-def _stream(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
-    try:
-        yield from reader
-    except OSError as exc:
-        raise _StreamBroken(str(exc).strip()) from exc
-
-
 # PostgreSQL's earliest timestamp and date (4713 BC); ADBC turns 'infinity' and '-infinity' into
 # values far below these (its epoch shift overflows), which must not pass for real instants.
 _PG_MIN_MICROS = -210_866_803_200_000_000
 _PG_MIN_DAYS = -2_440_588
+# ADBC writes NUMERIC's NaN and infinities as 'nan', 'inf', '-inf'; a number starts with a digit,
+# a sign or a point
+_NON_FINITE = r"(?i)^[+-]?(nan|inf)"
 
 
-def _refuse_nan_numeric(frame: pl.DataFrame, columns: list[ColumnType]) -> None:
-    """NUMERIC's NaN and infinities arrive as text a decimal cannot take: name the column."""
-    texts = [c.name for c in columns if isinstance(c.dtype, pl.Decimal) and frame.schema[c.name] == pl.String]
-    if not texts:
+def _guards(schema: pl.Schema, columns: list[ColumnType]) -> list[pl.Expr]:
+    """One expression per column that can hold a value with no faithful place in its type: true
+    (an infinite date or time) or the first such value (a NaN NUMERIC), else false or null."""
+    out = []
+    for name, dtype in schema.items():
+        if isinstance(dtype, pl.Datetime):
+            out.append((pl.col(name).dt.epoch("us") < _PG_MIN_MICROS).any().alias(f"time\0{name}"))
+        elif dtype == pl.Date:
+            out.append((pl.col(name).cast(pl.Int32) < _PG_MIN_DAYS).any().alias(f"time\0{name}"))
+    for c in columns:
+        if isinstance(c.dtype, pl.Decimal) and schema[c.name] == pl.String:
+            text = pl.col(c.name)
+            out.append(text.filter(text.str.contains(_NON_FINITE)).first().alias(f"number\0{c.name}"))
+    return out
+
+
+def _refuse_unfaithful(frame: pl.DataFrame, guards: list[pl.Expr]) -> None:
+    if not guards:
         return
-    # ADBC writes 'nan', 'inf', '-inf'; a number starts with a digit, a sign or a point
-    non_finite = r"(?i)^[+-]?(nan|inf)"
-    picks = [pl.col(c).filter(pl.col(c).str.contains(non_finite)).first().alias(c) for c in texts]
-    odd = frame.select(picks).row(0, named=True)
-    for name, value in odd.items():
-        if value is not None:
-            raise _not_a_decimal(name, value)
-
-
-def _refuse_infinity(frame: pl.DataFrame) -> None:
-    checks = [
-        (pl.col(c).dt.epoch("us") < _PG_MIN_MICROS).any().alias(c)
-        for c, t in frame.schema.items()
-        if isinstance(t, pl.Datetime)
-    ] + [
-        (pl.col(c).cast(pl.Int32) < _PG_MIN_DAYS).any().alias(c)
-        for c, t in frame.schema.items()
-        if t == pl.Date
-    ]
-    if not checks:
-        return
-    bad = [c for c, hit in frame.select(checks).row(0, named=True).items() if hit]
-    if bad:
+    for key, hit in frame.select(guards).row(0, named=True).items():
+        if hit is None or hit is False:
+            continue
+        kind, name = key.split("\0", 1)
+        if kind == "number":
+            raise _not_a_decimal(name, hit)
         raise DataError(
-            f"column {bad[0]!r} holds 'infinity' or '-infinity', which is not an instant",
-            hint=f"map it in a query, e.g. NULLIF({bad[0]}, 'infinity'), or read it as text ({bad[0]}::text)",
+            f"column {name!r} holds 'infinity' or '-infinity', which is not an instant",
+            hint=f"map it in a query, e.g. NULLIF({name}, 'infinity'), or read it as text ({name}::text)",
         )
 
 
@@ -720,6 +698,7 @@ def _adbc_frames(conninfo: str, sql_text: str, columns: list[ColumnType]) -> Ite
     decimal of the declared scale, JSON stays JSON text, a UUID's 16 bytes become its usual text.
     """
     import adbc_driver_postgresql
+    from adbc_driver_manager._reader import AdbcRecordBatchReader
 
     names = [c.name for c in columns]
     if len(set(names)) != len(names):
@@ -734,9 +713,12 @@ def _adbc_frames(conninfo: str, sql_text: str, columns: list[ColumnType]) -> Ite
         statement = held.enter_context(adbc_driver_manager.AdbcStatement(connection))
         statement.set_sql_query(sql_text)
         handle, _ = statement.execute_query()
-        reader = held.enter_context(_reader(handle))
+        # ADBC's own reader (what its DB-API uses) raises a failure mid-stream as the typed error
+        # the server sent: OperationalError for a killed backend (retried), DataError for 1/0
+        reader = held.enter_context(AdbcRecordBatchReader._import_from_c(handle.address))
         casts: list[pl.Expr] | None = None
-        for batch in _stream(reader):
+        guards: list[pl.Expr] = []
+        for batch in reader:
             arrays = [a.storage if isinstance(a.type, pa.BaseExtensionType) else a for a in batch.columns]
             frame: pl.DataFrame = pl.from_arrow(  # type: ignore[assignment]
                 pa.RecordBatch.from_arrays(arrays, names=names), rechunk=False
@@ -749,8 +731,8 @@ def _adbc_frames(conninfo: str, sql_text: str, columns: list[ColumnType]) -> Ite
                     for c in columns
                     if c.dtype is not None and frame.schema[c.name] != c.dtype
                 ]
-            _refuse_infinity(frame)
-            _refuse_nan_numeric(frame, columns)
+                guards = _guards(frame.schema, columns)
+            _refuse_unfaithful(frame, guards)
             yield frame.with_columns(casts) if casts else frame
 
 
