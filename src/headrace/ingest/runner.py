@@ -24,7 +24,6 @@ or kind -> "module:function" imported on first use); other kinds register with `
 
 from __future__ import annotations
 
-import datetime as dt
 import importlib
 import logging
 import shutil
@@ -36,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import polars as pl
 import pyarrow as pa
 from sqlalchemy import delete, insert, select, update
@@ -46,7 +44,7 @@ from ..errors import ConfigError, DataError, HeadraceError, NotFound, UsageError
 from ..metadata import SCHEMA, Metadata, utcnow
 from ..store import BatchMeta, Store, new_batch_id
 from .base import Batch, Deduplicating, Resumable, Source, StreamingSource
-from .validate import ColumnStats, QualityReport, check, clean_stats, failures_frame
+from .validate import ColumnStats, QualityReport, check, clean_stats, failures_frame, text_of
 
 __all__ = [
     "SOURCE_FACTORIES",
@@ -602,25 +600,13 @@ def _text_where_types_clash(tables: list[pa.Table]) -> list[pa.Table]:
             clash.add(name)
     out = []
     for table in tables:
-        for name in clash & set(table.column_names):
-            values = [_as_text(v) for v in table.column(name).to_pylist()]
-            table = table.set_column(
-                table.schema.get_field_index(name), name, pa.array(values, pa.large_string())
-            )
+        names = clash & set(table.column_names)
+        if names:
+            frame: pl.DataFrame = pl.from_arrow(table)  # type: ignore[assignment]
+            frame = frame.with_columns(text_of(c, frame.schema[c]).alias(c) for c in names)
+            table = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
         out.append(table)
     return out
-
-
-def _as_text(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return orjson.dumps(value, default=str).decode()
-    if isinstance(value, dt.date):  # dates and datetimes
-        return value.isoformat()
-    return str(value)
 
 
 def _top_failures(report: QualityReport, n: int = 3) -> str:

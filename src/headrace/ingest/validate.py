@@ -811,7 +811,7 @@ def _quarantine_rows(rows: pl.DataFrame, *, origin: str, batch_id: str) -> pl.Da
     """Rejected rows as text: every original column, then reason, origin, position, batch id, raw."""
     data = [c for c in rows.columns if c not in (POSITION_COLUMN, _REASON_TMP)]
     renamed = {c: c + _COLLISION_SUFFIX for c in data if c in QUARANTINE_META}
-    exprs = [_as_text(c, rows.schema[c]).alias(renamed.get(c, c)) for c in data]
+    exprs = [text_of(c, rows.schema[c]).alias(renamed.get(c, c)) for c in data]
     position = pl.col(POSITION_COLUMN) if POSITION_COLUMN in rows.columns else pl.lit(None, dtype=pl.Int64)
     return rows.select(
         [
@@ -825,7 +825,8 @@ def _quarantine_rows(rows: pl.DataFrame, *, origin: str, batch_id: str) -> pl.Da
     )
 
 
-def _as_text(c: str, dtype: pl.DataType) -> pl.Expr:
+def text_of(c: str, dtype: pl.DataType) -> pl.Expr:
+    """Column ``c`` (of type ``dtype``) as text: numbers and dates as written, nested values as JSON."""
     if dtype == pl.String:
         return pl.col(c)
     if dtype.is_nested():
