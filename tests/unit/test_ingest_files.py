@@ -163,6 +163,27 @@ def test_a_json_document_read_whole_and_one_streamed_give_the_same_rows(tmp_path
     assert (151, "a JSON list, not an object") in results[0][1]
 
 
+def test_an_integer_past_64_bits_midway_through_a_streamed_document_loses_nothing(tmp_path):
+    items = [{"id": f"r{i}", "n": i, "big": 2**70 if i == 150 else i} for i in range(400)]
+    loaded = []
+    for chunk_rows in (500_000, 10):  # read whole, then streamed (the C parser stops at record 151)
+        folder = tmp_path / str(chunk_rows)
+        folder.mkdir()
+        (folder / "x.json").write_text(json.dumps(items))
+        spec = file_spec(folder / "x.json", chunk_rows=chunk_rows)
+        store = Store(folder / "lake")
+        meta = Metadata(f"sqlite:///{folder / 'meta.db'}")
+        try:
+            result = ingest(open_source("s", spec), spec, store=store, meta=meta, source_name="s")
+        finally:
+            meta.dispose()
+        assert result.ok, result.error
+        held = store.read("d__quarantine")["id"].to_list() if store.exists("d__quarantine") else []
+        loaded.append((sorted(store.read("d")["id"].to_list()), sorted(held)))
+    assert loaded[0] == loaded[1]
+    assert len(loaded[1][0]) + len(loaded[1][1]) == 400  # every record once, none twice
+
+
 def test_a_streamed_json_document_that_breaks_midway_loads_nothing(env):
     tmp, store, _ = env
     text = json.dumps([{"id": f"r{i}", "n": i} for i in range(400)])

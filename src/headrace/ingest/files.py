@@ -575,7 +575,6 @@ def _json_chunks(
 
     where = spec.json_options.records
     prefix = f"{where}.item" if where else "item"
-    stream = _open(path, gz)
     try:
         # ijson's path for the items of a list is also that of a key named "item": make sure a list
         # is what is there before taking anything from it
@@ -585,7 +584,7 @@ def _json_chunks(
                 hint="set json.records to the dotted path of the list of records",
             )
         position, chunk = 1, []
-        for record in ijson.items(stream, prefix, use_float=True):
+        for record in _json_records(path, gz, prefix):
             chunk.append(record)
             if len(chunk) >= spec.chunk_rows:
                 yield _records_frame(chunk, position, None, batch)
@@ -596,8 +595,38 @@ def _json_chunks(
         raise DataError(
             f"not valid JSON ({_short(exc)})", hint="fix or re-export the file; nothing of it was loaded"
         ) from None
-    finally:
-        stream.close()
+
+
+def _json_records(path: Path, gz: bool, prefix: str) -> Iterator[Any]:
+    """The records at ``prefix``, in order, by ijson's C parser; it refuses integers past 64 bits,
+    which JSON allows, so from the record where it stopped on one its pure-Python parser goes on,
+    with such integers as floats, as orjson reads them when a document is read whole."""
+    import ijson
+
+    done = 0
+    try:
+        with _open(path, gz) as stream:
+            for record in ijson.items(stream, prefix, use_float=True):
+                yield record
+                done += 1
+        return
+    except ijson.JSONError as exc:
+        if "integer overflow" not in str(exc):
+            raise
+    with _open(path, gz) as stream:
+        for i, record in enumerate(ijson.get_backend("python").items(stream, prefix, use_float=True)):
+            if i >= done:
+                yield _wide_ints_as_floats(record)
+
+
+def _wide_ints_as_floats(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _wide_ints_as_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_wide_ints_as_floats(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return float(value)
+    return value
 
 
 def _json_has_list(path: Path, gz: bool, prefix: str) -> bool:
