@@ -137,20 +137,24 @@ def bare_subscriber(port: int, prefix: str, count: int) -> float:
     return received[0] / seconds
 
 
-def headrace_drain(
-    port: int, prefix: str, count: int, lake: Path
-) -> tuple[float, int, int, dict[str, object]]:
-    spec = MqttSource.model_validate(
+def _spec(port: int, prefix: str, **extra: object) -> MqttSource:
+    return MqttSource.model_validate(
         {
             "kind": "mqtt",
             "broker": f"mqtt://127.0.0.1:{port}",
             "topics": [f"{prefix}/#"],
             "qos": 1,
             "dataset": "readings",
-            "payload": {"event_time": "ts"},
             "compact_every_seconds": 0,
+            **extra,
         }
     )
+
+
+def headrace_drain(
+    port: int, prefix: str, count: int, lake: Path
+) -> tuple[float, int, int, dict[str, object]]:
+    spec = _spec(port, prefix, payload={"event_time": "ts"})
     client_id = f"hr-{uuid.uuid4().hex[:8]}"
     first = MqttStream("bench", spec, client_id=client_id)
     first.start()
@@ -169,16 +173,7 @@ def headrace_drain(
 
 
 def headrace_live(port: int, prefix: str, count: int, lake: Path) -> tuple[float, float, int, int, float]:
-    spec = MqttSource.model_validate(
-        {
-            "kind": "mqtt",
-            "broker": f"mqtt://127.0.0.1:{port}",
-            "topics": [f"{prefix}/#"],
-            "qos": 1,
-            "dataset": "readings",
-            "compact_every_seconds": 0,
-        }
-    )
+    spec = _spec(port, prefix)
     store = Store(lake)
     source = MqttStream("bench", spec, client_id=f"hr-{uuid.uuid4().hex[:8]}")
     source.start()

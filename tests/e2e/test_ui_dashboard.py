@@ -37,6 +37,7 @@ from headrace.serve.project import app_from_workspace
 from headrace.serve.runner import free_port, serve_in_thread
 from headrace.status import project_status
 from headrace.train.run import train_model
+from headrace.ui.screenshots import CHROMIUM_ARGS
 from headrace.workspace import Workspace
 
 pytestmark = pytest.mark.e2e
@@ -46,16 +47,6 @@ CHROMIUM = Path(os.environ.get("HEADRACE_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"
 TOKEN = "ui-test-admin-token"
 MODEL = "churn"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def _unavailable(message: str) -> None:

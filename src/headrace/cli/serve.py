@@ -35,6 +35,7 @@ def serve_command(
     import uvicorn
 
     from ..serve.project import PROJECT_ENV, app_from_workspace
+    from ..serve.runner import UVICORN_OPTIONS
 
     ws = workspace(ctx)
     spec = ws.project.serving
@@ -47,15 +48,7 @@ def serve_command(
     )
     if n == 1:
         application = app_from_workspace(ws, models=list(models or []) or None)
-        uvicorn.run(
-            application,
-            host=bind,
-            port=listen,
-            loop="uvloop",
-            http="httptools",
-            log_level=log_level,
-            access_log=False,
-        )
+        uvicorn.run(application, host=bind, port=listen, log_level=log_level, **UVICORN_OPTIONS)
         return
     # several workers: each process builds its own app from the project file
     os.environ[PROJECT_ENV] = str(ws.root / "headrace.yaml")
@@ -75,10 +68,8 @@ def serve_command(
             host=bind,
             port=listen,
             workers=n,
-            loop="uvloop",
-            http="httptools",
             log_level=log_level,
-            access_log=False,
+            **UVICORN_OPTIONS,
         )
     finally:
         if own_folder is not None:

@@ -25,6 +25,7 @@ def ui_command(
     ws = workspace(ctx)
     bind = host or ws.project.serving.host
     url = f"http://{bind}:{port}/ui/"
+    from ..serve.runner import UVICORN_OPTIONS
     from ..ui import dashboard_app
 
     application = dashboard_app(ws)
@@ -32,12 +33,4 @@ def ui_command(
         emit_json({"project": ws.project.project, "url": url})
     else:
         console.print(f"dashboard of {ws.project.project} at {url} (Ctrl-C stops it)")
-    uvicorn.run(
-        application,
-        host=bind,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        log_level=log_level,
-        access_log=False,
-    )
+    uvicorn.run(application, host=bind, port=port, log_level=log_level, **UVICORN_OPTIONS)

@@ -12,7 +12,10 @@ from typing import Any
 
 from ..errors import ServiceUnavailable
 
-__all__ = ["free_port", "serve_in_thread"]
+__all__ = ["UVICORN_OPTIONS", "free_port", "serve_in_thread"]
+
+# How every headrace server runs under uvicorn: uvloop, httptools, no access log (metrics count).
+UVICORN_OPTIONS: dict[str, Any] = {"loop": "uvloop", "http": "httptools", "access_log": False}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -33,11 +36,9 @@ def serve_in_thread(
         app,
         host=host,
         port=port,
-        loop="uvloop",
-        http="httptools",
         log_level="warning",
-        access_log=False,
         lifespan="on",
+        **UVICORN_OPTIONS,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
