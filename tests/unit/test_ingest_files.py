@@ -41,6 +41,16 @@ def file_spec(path: Path | str, **kw) -> FileSource:
     )
 
 
+def ingest_alone(folder: Path, spec: FileSource):
+    """One ingestion into a store and metadata of its own in ``folder``: the result and the store."""
+    store = Store(folder / "lake")
+    meta = Metadata(f"sqlite:///{folder / 'meta.db'}")
+    try:
+        return ingest(open_source("s", spec), spec, store=store, meta=meta, source_name="s"), store
+    finally:
+        meta.dispose()
+
+
 def run(env, spec: FileSource, **kw):
     _, store, meta = env
     return ingest(open_source("src", spec), spec, store=store, meta=meta, source_name="src", **kw)
@@ -115,12 +125,7 @@ def test_a_file_read_whole_and_one_streamed_give_the_same_rows(tmp_path, head, r
                 "chunk_rows": chunk_rows,
             }
         )
-        store = Store(folder / "lake")
-        meta = Metadata(f"sqlite:///{folder / 'meta.db'}")
-        try:
-            result = ingest(open_source("s", spec), spec, store=store, meta=meta, source_name="s")
-        finally:
-            meta.dispose()
+        result, store = ingest_alone(folder, spec)
         assert result.ok, result.error
         rows = sorted(store.read("d").rows()) if store.exists("d") else []
         q = store.read("d__quarantine") if store.exists("d__quarantine") else None
@@ -146,15 +151,9 @@ def test_a_json_document_read_whole_and_one_streamed_give_the_same_rows(tmp_path
         folder.mkdir()
         (folder / "x.json").write_text(json.dumps(doc))
         spec = file_spec(folder / "x.json", json={"records": records}, chunk_rows=chunk_rows)
-        store = Store(folder / "lake")
-        meta = Metadata(f"sqlite:///{folder / 'meta.db'}")
-        try:
-            reader = open_source("s", spec)
-            batch = next(iter(reader.read()))
-            chunks = 1 + sum(1 for _ in batch.chunks or ())
-            result = ingest(open_source("s", spec), spec, store=store, meta=meta, source_name="s")
-        finally:
-            meta.dispose()
+        batch = next(iter(open_source("s", spec).read()))
+        chunks = 1 + sum(1 for _ in batch.chunks or ())
+        result, store = ingest_alone(folder, spec)
         assert result.ok, result.error
         q = store.read("d__quarantine")
         results.append((sorted(store.read("d").rows()), sorted(zip(q["position"], q["reason"], strict=True))))
@@ -171,12 +170,7 @@ def test_an_integer_past_64_bits_midway_through_a_streamed_document_loses_nothin
         folder.mkdir()
         (folder / "x.json").write_text(json.dumps(items))
         spec = file_spec(folder / "x.json", chunk_rows=chunk_rows)
-        store = Store(folder / "lake")
-        meta = Metadata(f"sqlite:///{folder / 'meta.db'}")
-        try:
-            result = ingest(open_source("s", spec), spec, store=store, meta=meta, source_name="s")
-        finally:
-            meta.dispose()
+        result, store = ingest_alone(folder, spec)
         assert result.ok, result.error
         held = store.read("d__quarantine")["id"].to_list() if store.exists("d__quarantine") else []
         loaded.append((sorted(store.read("d")["id"].to_list()), sorted(held)))

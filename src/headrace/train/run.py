@@ -479,25 +479,34 @@ def _encode(values: list[Any], classes: list[Any]) -> np.ndarray:
 
 
 def package_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in (
-        "headrace",
-        "scikit-learn",
-        "numpy",
-        "scipy",
-        "pandas",
-        "polars",
-        "imbalanced-learn",
-        "skops",
-        "joblib",
-        "lightgbm",
-        "xgboost",
-    ):
+    """Python's version and those of the packages a tabular model depends on."""
+    return {"python": platform.python_version(), **installed_versions(_TABULAR_PACKAGES)}
+
+
+def installed_versions(names: Sequence[str]) -> dict[str, str]:
+    """The installed version of each of ``names`` that is installed."""
+    out = {}
+    for name in names:
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
     return out
+
+
+_TABULAR_PACKAGES = (
+    "headrace",
+    "scikit-learn",
+    "numpy",
+    "scipy",
+    "pandas",
+    "polars",
+    "imbalanced-learn",
+    "skops",
+    "joblib",
+    "lightgbm",
+    "xgboost",
+)
 
 
 def _git_describe(folder: Path) -> str | None:

