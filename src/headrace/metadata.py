@@ -69,7 +69,8 @@ ingestion_runs = Table(
     Column("batch_id", String(64)),
     _ts("started_at", nullable=False),
     _ts("finished_at"),
-    Column("status", String(20), nullable=False),  # running | succeeded | failed | partial
+    # running | succeeded | partial | failed | failed_checks | interrupted
+    Column("status", String(20), nullable=False),
     Column("rows_read", Integer, default=0),
     Column("rows_committed", Integer, default=0),
     Column("rows_quarantined", Integer, default=0),
@@ -203,12 +204,41 @@ monitor_reports = Table(
 )
 
 
+dataset_schemas = Table(
+    "dataset_schemas",
+    SCHEMA,
+    Column("dataset", String(200), primary_key=True),
+    Column("columns", JSON, nullable=False),  # {column: {"type", "origin", "format"}}
+    Column("sources", JSON),  # {source: fingerprint of the rules it last loaded with}
+    _ts("updated_at", nullable=False),
+)
+
+_V1_TABLES = (
+    "ingestion_runs",
+    "ingested_files",
+    "cursors",
+    "quality_reports",
+    "training_runs",
+    "model_versions",
+    "aliases",
+    "ledger",
+    "deployments",
+    "monitor_reports",
+)
+
+
 def _v1(conn: Connection) -> None:
-    SCHEMA.create_all(conn, tables=[t for t in SCHEMA.sorted_tables if t.name != "schema_version"])
+    # the tables as version 1 had them, named: a table added later is created by its own migration
+    SCHEMA.create_all(conn, tables=[SCHEMA.tables[name] for name in _V1_TABLES])
+
+
+def _v2(conn: Connection) -> None:
+    dataset_schemas.create(conn)
 
 
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema: runs, cursors, files, reports, models, aliases, ledger, deployments", _v1),
+    (2, "dataset_schemas: column types pinned per dataset (inferred or declared)", _v2),
 ]
 
 

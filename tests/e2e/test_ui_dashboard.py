@@ -260,7 +260,7 @@ def test_dataset_page_quality_quarantine_versions(project: Project, page: Any) -
     assert page.locator("svg g.stack").count() == len(reports)
     clean = sorted(int(r["rows_clean"]) for r in reports)
     assert sorted(int(x) for x in page.locator('#quality [data-k="rows_clean"]').all_inner_texts()) == clean
-    assert page.locator("svg .threshold").count() >= 1  # max_reject_ratio on the rejected-share chart
+    assert page.locator("svg .threshold").count() >= 1  # max_quarantine_ratio on the rejected-share chart
     assert _text(page, "#quarantine-rows") == f"{quarantine.height:,}"
     sample = page.locator("#quarantine tbody tr")
     assert sample.count() == min(20, quarantine.height)

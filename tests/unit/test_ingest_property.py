@@ -36,6 +36,7 @@ def _run(tmp: Path, name: str, body: bytes, fmt: str, chunk_rows: int = 500_000)
             "format": fmt,
             "columns": COLUMNS,
             "chunk_rows": chunk_rows,
+            "max_quarantine_ratio": 1.0,  # junk is the point here: every share of it is quarantined
         }
     )
     store = Store(tmp / "lake")

@@ -56,7 +56,7 @@ def test_regex_length_required_and_types():
     assert reasons == [
         "day: type date; x: type int; code: regex [A-Z]{2}[0-9]+",
         "flag: type bool; day: type date; code: max_length 5",
-        "x: type int; code: required",  # "" is a value until null_tokens says otherwise
+        "code: required",  # a blank number is a missing value, not a type failure
     ]
     assert r.clean.height == 1
     row = r.clean.row(0, named=True)
@@ -90,10 +90,27 @@ def test_impute_mean_and_mode():
     assert r.clean["m"].to_list() == ["x", "y", "y", "y"]
 
 
-def test_without_null_tokens_a_blank_number_is_a_type_failure():
-    frame = pl.DataFrame({"t": ["1.5", " ", "2"]})
-    r = check(frame, spec(columns={"t": {"type": "float"}}))
-    assert r.rejected["reason"].to_list() == ["t: type float"]
+def test_blank_and_null_tokens_are_missing_in_typed_columns_by_default():
+    frame = pl.DataFrame({"t": ["1.5", " ", "NA", "-", "2", "x"], "s": ["a", " ", "NA", "-", "b", "c"]})
+    r = check(frame, spec(columns={"t": {"type": "float", "impute": "median"}}))
+    assert r.rejected["reason"].to_list() == ["t: type float"]  # only "x" is not a number
+    assert r.clean["t"].to_list() == [1.5, 1.75, 1.75, 1.75, 2.0]
+    assert r.report.imputed["t"]["count"] == 3
+    # a text column keeps its values unless its rules say null_tokens
+    assert r.clean["s"].to_list() == ["a", " ", "NA", "-", "b"]
+
+
+def test_null_tokens_per_column_replace_the_sources_list():
+    frame = pl.DataFrame({"n": ["1", "NA", "missing"], "cat": ["NA", "x", "missing"]})
+    s = spec(
+        columns={
+            "n": {"type": "int", "null_tokens": ["missing"]},
+            "cat": {"type": "string", "null_tokens": ["missing"]},
+        }
+    )
+    r = check(frame, s)
+    assert r.rejected["reason"].to_list() == ["n: type int"]  # "NA" is a value here, and not an int
+    assert r.clean.rows() == [(1, "NA"), (None, None)]
 
 
 def test_drop_duplicates_counts_rows_and_keeps_first():

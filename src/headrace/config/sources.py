@@ -36,13 +36,17 @@ __all__ = [
     "SourceSpec",
 ]
 
-DEFAULT_NULL_TOKENS: tuple[str, ...] = ("", "NA", "N/A", "None", "null", "NULL", "NaN", "?", " ")
+DEFAULT_NULL_TOKENS: tuple[str, ...] = (
+    *("", "NA", "N/A", "n/a", "None", "null", "NULL", "NaN", "nan", "-", "?"),
+)
+"""Values that mean "missing" in a typed (not text) column, as are blank and whitespace-only values."""
 
 CleanseStep = Literal["trim_strings", "null_tokens", "drop_duplicates", "drop_duplicate_keys"]
 """``trim_strings``: strip surrounding whitespace from every string column. ``null_tokens``: values equal
-to one of ``null_tokens`` become null. ``drop_duplicates``: whole-row duplicates within a batch are
-dropped (counted in the report; the kept row is identical). ``drop_duplicate_keys``: rows repeating a
-``key`` already seen in the batch are quarantined with the reason ``duplicate key``."""
+to one of ``null_tokens`` become null in text columns too (in typed columns they always do).
+``drop_duplicates``: whole-row duplicates within a batch are dropped (counted in the report; the kept
+row is identical). ``drop_duplicate_keys``: rows repeating a ``key`` already seen in the batch are
+quarantined with the reason ``duplicate key``."""
 
 
 class ImputeConstant(Spec):
@@ -78,6 +82,9 @@ class ColumnRule(Spec):
     ``regex`` must match the whole value; ``min_length``/``max_length`` bound the string length.
     ``impute``: ``mean``, ``median``, ``mode`` or ``{constant: VALUE}`` fill values missing in the input
     (the values used are recorded in the quality report). ``outliers``: see :class:`OutlierRule`.
+    ``null_tokens``: the values that mean "missing" in this column, instead of the source's list (``[]``
+    for a column where ``NA`` is a real value). A column without ``type`` gets one inferred from the
+    data on the first load, pinned for the loads after it.
     """
 
     type: Literal["string", "int", "float", "bool", "date", "datetime"] | None = None
@@ -94,6 +101,7 @@ class ColumnRule(Spec):
     false_values: list[str] = Field(default_factory=lambda: ["false", "f", "no", "n", "0"])
     impute: Literal["mean", "median", "mode"] | ImputeConstant | None = None
     outliers: OutlierRule | None = None
+    null_tokens: list[str] | None = None
 
     @field_validator("regex")
     @classmethod
@@ -164,12 +172,15 @@ class IngestSpec(Spec):
     """What every source shares: where rows go and the rules they must pass.
 
     ``dataset``: the target dataset; rejected rows go to ``<dataset>__quarantine``. ``columns``: rules
-    per column (columns not named here pass through as read, subject to ``schema_drift``). ``key``: the
-    columns that identify a row; a key already in the batch or in the dataset is rejected (default: the
-    columns marked ``unique``). ``schema_drift``: what a column not named in ``columns`` (and not already
-    in the dataset) does: ``add`` it to the dataset, ``refuse`` the batch, or ``drop`` it.
-    ``max_reject_ratio``: when more than this share of a batch's rows is rejected, the batch fails whole
-    and nothing of it is committed.
+    per column; a column without a declared ``type`` (named here or not) gets one inferred from the data
+    on the first load and pinned in the dataset. ``null_tokens``: the values that mean "missing" in a
+    typed column (blank and whitespace-only values always do); in text columns only with the
+    ``null_tokens`` cleansing step. ``key``: the columns that identify a row; a key already in the batch
+    or in the dataset is rejected (default: the columns marked ``unique``). ``schema_drift``: what a
+    column not named in ``columns`` (and not already in the dataset) does: ``add`` it to the dataset,
+    ``refuse`` the batch, or ``drop`` it. ``max_quarantine_ratio``: when more than this share of a
+    batch's rows is quarantined, the run ends ``failed_checks`` (exit code 1) and nothing of that batch
+    is committed, unless ``on_excess: commit``.
     """
 
     dataset: str
@@ -179,7 +190,8 @@ class IngestSpec(Spec):
     row_rules: list[RowRule] = Field(default_factory=list)
     schema_drift: Literal["add", "refuse", "drop"] = "add"
     key: list[str] = Field(default_factory=list)
-    max_reject_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    max_quarantine_ratio: float = Field(default=0.05, ge=0.0, le=1.0)
+    on_excess: Literal["fail", "commit"] = "fail"
 
     @field_validator("dataset")
     @classmethod

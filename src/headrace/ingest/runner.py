@@ -4,14 +4,20 @@
 :class:`~headrace.ingest.base.Source`. For each :class:`~headrace.ingest.base.Batch` it yields:
 
 1. every chunk of the batch goes through :func:`headrace.ingest.validate.check` (keys already in the
-   dataset, or earlier in this run, are rejected);
-2. when more than ``spec.max_reject_ratio`` of its rows are bad, the batch fails whole: nothing of it
-   is committed (the failure is recorded with the counts);
+   dataset, or earlier in this run, are rejected), typed by the declared types, then the types pinned
+   for the dataset, then types inferred for columns seen for the first time
+   (:class:`headrace.ingest.schema.SchemaTracker`);
+2. when more than ``spec.max_quarantine_ratio`` of its rows are bad, the batch ends ``failed_checks``
+   and nothing of it is committed (unless ``on_excess: commit``); the run then ends ``failed_checks``;
 3. otherwise the clean rows are appended to the dataset in one Delta commit (whose metadata records
    the batch id, origin and fingerprint), then the rejected rows and the records the source could not
    parse (``Batch.failures``) to ``<dataset>__quarantine``;
-4. only then are the batch's cursor (table ``cursors``), its fingerprint (``ingested_files``) and its
-   quality report (``quality_reports``) stored, and a streaming source's ``ack(batch)`` called.
+4. only then are the batch's cursor (table ``cursors``), its fingerprint (``ingested_files``), its
+   quality report (``quality_reports``) and the dataset's pinned types (``dataset_schemas``) stored, and
+   a streaming source's ``ack(batch)`` called.
+
+A run stopped by Ctrl-C, SIGTERM or a crash is recorded as ``interrupted``; one killed outright
+(SIGKILL, power loss) is found by the next run of its source, whose process is gone, and recorded so.
 
 A batch that cannot be read or checked (``Batch.error``, a missing required column, a read error
 mid-file) is recorded as failed and the run goes on with the next one. A crash part-way through a
@@ -26,7 +32,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -44,6 +52,7 @@ from ..errors import ConfigError, DataError, HeadraceError, NotFound, UsageError
 from ..metadata import SCHEMA, Metadata, utcnow
 from ..store import BatchMeta, Store, new_batch_id
 from .base import Batch, Deduplicating, Resumable, Source, StreamingSource
+from .schema import SchemaTracker
 from .validate import ColumnStats, QualityReport, check, clean_stats, failures_frame, text_of
 
 __all__ = [
@@ -51,6 +60,7 @@ __all__ = [
     "BatchOutcome",
     "ProgressFn",
     "RunResult",
+    "close_abandoned_runs",
     "ingest",
     "loaded_fingerprints",
     "open_source",
@@ -105,7 +115,7 @@ class BatchOutcome:
     """What happened to one batch (one file, one page, one set of messages)."""
 
     origin: str
-    status: str  # committed | skipped | failed
+    status: str  # committed | skipped | failed | failed_checks
     batch_id: str | None = None
     rows_read: int = 0
     rows_committed: int = 0
@@ -113,6 +123,7 @@ class BatchOutcome:
     version: int | None = None
     error: str | None = None
     report: QualityReport | None = None
+    excess: str | None = None  # more quarantined than max_quarantine_ratio allows: what and how many
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -124,6 +135,7 @@ class BatchOutcome:
             "rows_quarantined": self.rows_quarantined,
             "version": self.version,
             "error": self.error,
+            "excess": self.excess,
         }
 
 
@@ -134,7 +146,7 @@ class RunResult:
     source: str
     dataset: str
     run_id: int
-    status: str  # succeeded | partial | failed
+    status: str  # succeeded | partial | failed | failed_checks | interrupted
     rows_read: int = 0
     rows_committed: int = 0
     rows_quarantined: int = 0
@@ -151,7 +163,7 @@ class RunResult:
 
     @property
     def failed(self) -> list[BatchOutcome]:
-        return [b for b in self.batches if b.status == "failed"]
+        return [b for b in self.batches if b.status in ("failed", "failed_checks")]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -215,6 +227,7 @@ def ingest(
     kind = str(getattr(spec, "kind", "unknown"))
     cursor_before = stored_cursor(meta, source_name)
     started = time.perf_counter()
+    close_abandoned_runs(meta, source_name)
     with meta.begin() as conn:
         inserted = conn.execute(
             insert(runs).values(
@@ -224,6 +237,7 @@ def ingest(
                 started_at=utcnow(),
                 status="running",
                 cursor_before=cursor_before,
+                details=_owner(),
             )
         )
         run_id = int(inserted.inserted_primary_key[0])  # type: ignore[index]
@@ -232,6 +246,7 @@ def ingest(
     )
     result.cursor_after = cursor_before
     state = _DatasetState.load(store, spec)
+    tracker = SchemaTracker(spec, meta, store, source_name)
     fatal: BaseException | None = None
     try:
         if isinstance(source, Resumable):
@@ -240,7 +255,7 @@ def ingest(
             known = set() if force else loaded_fingerprints(meta, store, source_name, spec.dataset)
             source.skip_loaded(known)
         for batch in source.read():
-            outcome = _one_batch(batch, spec, store, meta, source_name, run_id, state, progress)
+            outcome = _one_batch(batch, spec, store, meta, source_name, run_id, state, tracker, progress)
             result.batches.append(outcome)
             if outcome.status == "committed":
                 if batch.cursor is not None:
@@ -254,8 +269,9 @@ def ingest(
     except HeadraceError as exc:  # the source itself failed (unreachable server, refused query)
         result.error = exc.one_line()
         log.warning("source %s failed: %s", source_name, result.error)
-    except BaseException as exc:  # a crash: record it, commit nothing more, let it propagate
-        result.error = f"interrupted: {type(exc).__name__}: {str(exc)[:200]}"
+    except BaseException as exc:  # Ctrl-C, SIGTERM, a crash: record it, commit nothing more, propagate
+        result.error = f"interrupted: {type(exc).__name__}: {str(exc)[:200]}".rstrip(": ")
+        result.status = "interrupted"
         fatal = exc
     finally:
         result.seconds = time.perf_counter() - started
@@ -264,14 +280,22 @@ def ingest(
             result.rows_committed += b.rows_committed
             result.rows_quarantined += b.rows_quarantined
         failed = [b for b in result.batches if b.status == "failed"]
+        excess = [b for b in result.batches if b.excess]
         committed = [b for b in result.batches if b.status == "committed"]
-        if result.error is not None:
+        if result.status == "interrupted":
+            pass
+        elif result.error is not None:
             result.status = "partial" if committed else "failed"
         elif failed:
             result.status = "partial" if committed else "failed"
             result.error = "; ".join(f"{b.origin}: {b.error}" for b in failed[:5])
             if len(failed) > 5:
                 result.error += f" (and {len(failed) - 5} more)"
+        elif excess:
+            result.status = "failed_checks"
+            result.error = "; ".join(str(b.excess) for b in excess[:3])
+            if len(excess) > 3:
+                result.error += f" (and {len(excess) - 3} more batches)"
         else:
             result.status = "succeeded"
         last_batch = committed[-1].batch_id if committed else None
@@ -324,6 +348,7 @@ def _one_batch(
     source_name: str,
     run_id: int,
     state: _DatasetState,
+    tracker: SchemaTracker,
     progress: ProgressFn | None,
 ) -> BatchOutcome:
     if batch.skipped:
@@ -346,14 +371,16 @@ def _one_batch(
             if chunk.width == 0 and report is None:  # nothing parsed (only failures, or an empty page)
                 report = QualityReport(dataset=spec.dataset, batch_id=batch_id, origins=[batch.origin])
             elif chunk.height or report is None:
+                chunk_spec, inferred = tracker.prepare(chunk, state.columns)
                 result = check(
                     chunk,
-                    spec,
+                    chunk_spec,
                     existing_keys=keys,
                     known_columns=state.columns,
                     origin=batch.origin,
                     batch_id=batch_id,
                     stats=False,
+                    inferred=inferred,
                 )
                 stats.add(result.clean)  # column statistics, computed beside the next steps
                 report = result.report if report is None else report.merge(result.report)
@@ -376,12 +403,21 @@ def _one_batch(
             outcome.rows_read += len(batch.failures)
         bad = report.rows_quarantined + report.rows_unparseable
         total = report.rows_in + report.rows_unparseable
-        if total and bad / total > spec.max_reject_ratio:
-            raise DataError(
-                f"{bad} of {total} rows rejected ({bad / total:.1%}), more than max_reject_ratio "
-                f"{spec.max_reject_ratio:.1%}; nothing of this batch was committed",
-                hint=f"see the failures: {_top_failures(report)}",
+        if total and bad / total > spec.max_quarantine_ratio:
+            excess = (
+                f"source {source_name!r}: {bad:,} of {total:,} rows quarantined ({bad / total:.1%}), "
+                f"more than max_quarantine_ratio {spec.max_quarantine_ratio:.1%}; "
+                f"top rules: {_top_failures(report)}"
             )
+            if spec.on_excess == "fail":
+                outcome.excess = excess + "; nothing of this batch was committed"
+                raise _TooManyRejected(
+                    outcome.excess,
+                    hint="fix the data or the rules ('headrace datasets report' shows them), or set "
+                    "max_quarantine_ratio / on_excess: commit on the source",
+                )
+            outcome.excess = excess + "; committed anyway (on_excess: commit)"
+            log.warning("%s: %s", batch.origin, outcome.excess)
         clean = staging.result()
         extra: dict[str, Any] = {"origin": batch.origin, "run_id": run_id}
         if batch.fingerprint:
@@ -404,6 +440,7 @@ def _one_batch(
         state.keys = keys
         report.columns = stats.columns()
         _record(meta, batch, spec, source_name, run_id, batch_id, outcome, report)
+        tracker.commit()
         outcome.status = "committed"
         outcome.report = report
         log.info(
@@ -417,10 +454,12 @@ def _one_batch(
     except (DataError, NotFound, UsageError, OSError, pl.exceptions.PolarsError, pa.ArrowException) as exc:
         outcome.error = exc.one_line() if isinstance(exc, HeadraceError) else _one_line(exc)
         outcome.report = report
+        if isinstance(exc, _TooManyRejected):
+            outcome.status = "failed_checks"
         if report is not None:
             outcome.rows_quarantined = 0
             report.columns = stats.columns()
-            _store_report(meta, spec, run_id, batch_id, report, status="failed", error=outcome.error)
+            _store_report(meta, spec, run_id, batch_id, report, status=outcome.status, error=outcome.error)
         log.warning("%s: %s", batch.origin, outcome.error)
     finally:
         staging.close()
@@ -607,6 +646,57 @@ def _text_where_types_clash(tables: list[pa.Table]) -> list[pa.Table]:
             table = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
         out.append(table)
     return out
+
+
+class _TooManyRejected(DataError):
+    """A batch quarantined more than ``max_quarantine_ratio`` of its rows."""
+
+
+def _owner() -> dict[str, Any]:
+    """Who runs an ingestion (host and process), so a later run can tell one that was killed."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def close_abandoned_runs(meta: Metadata, source_name: str) -> int:
+    """Record as ``interrupted`` the runs of ``source_name`` left ``running`` by a process of this host
+    that is gone (killed outright); runs of other hosts, or of live processes, are left alone."""
+    runs = SCHEMA.tables["ingestion_runs"]
+    host = socket.gethostname()
+    with meta.begin() as conn:
+        rows = conn.execute(
+            select(runs.c.id, runs.c.details).where(
+                (runs.c.source == source_name) & (runs.c.status == "running")
+            )
+        ).all()
+        dead = [
+            run_id
+            for run_id, details in rows
+            if isinstance(details, dict)
+            and details.get("host") == host
+            and isinstance(details.get("pid"), int)
+            and not _alive(details["pid"])
+        ]
+        for run_id in dead:
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(
+                    status="interrupted",
+                    finished_at=utcnow(),
+                    error="interrupted: the process running it ended without recording its end (killed)",
+                )
+            )
+    return len(dead)
 
 
 def _top_failures(report: QualityReport, n: int = 3) -> str:

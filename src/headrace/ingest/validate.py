@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -180,6 +180,7 @@ def check(
     origin: str = "",
     batch_id: str = "",
     stats: bool = True,
+    inferred: Collection[str] = (),
 ) -> CheckResult:
     """Cleanse and validate ``frame`` against ``spec``.
 
@@ -187,8 +188,9 @@ def check(
     repeating one is rejected. ``known_columns``: the dataset's columns, which are never "new" for
     ``schema_drift``. ``origin``/``batch_id`` are written on each rejected row; the row's position is
     taken from the ``_hr_position`` column when the source provides it (1-based otherwise).
-    Raises :class:`DataError` when a required column is missing or drift is refused: the batch as a
-    whole cannot be used.
+    ``inferred``: the columns whose type in ``spec`` was inferred from the data, not declared (their
+    type failures say so). Raises :class:`DataError` when a required column is missing or drift is
+    refused: the batch as a whole cannot be used.
 
     Cost: a handful of columnar passes (cleanse, coerce, rules, split, statistics), each parallel over
     columns. The rejected rows are picked from the input by row number once, at the end, and their
@@ -211,8 +213,9 @@ def check(
             hint=f"the input has {', '.join(data_cols[:12]) or 'no columns'}; fix the input or the rules",
         )
     kept = list(data_cols)
-    if rules:
-        known = set(known_columns or ()) | set(rules)
+    declared = [c for c in rules if c not in inferred]
+    if declared:
+        known = set(known_columns or ()) | set(declared)
         new = [c for c in data_cols if c not in known]
         if new and spec.schema_drift == "refuse":
             raise DataError(
@@ -242,18 +245,19 @@ def check(
         work = work.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in absent])
     out_cols = [*kept, *absent]
 
-    # 1. trim and null tokens on string columns, only those where it changes something
+    # 1. trim and null tokens on string columns, only those where it changes something; in a column
+    # of another type, blank text and the null tokens are always missing values
     trim = "trim_strings" in spec.cleanse
-    tokens = list(spec.null_tokens) if "null_tokens" in spec.cleanse else []
     strings = [c for c in kept if work.schema[c] == pl.String]
-    if (trim or tokens) and strings and work.height:
-        work = _cleanse(work, strings, trim, tokens)
+    if strings and work.height:
+        work = _cleanse_groups(work, strings, spec, trim)
 
     # 2. type coercion; a value that was there and does not convert is a failure
     flags: list[tuple[str, pl.Expr]] = []  # (rule label, failure expression over the coerced frame)
-    work, type_fail_cols = _coerce_columns(work, rules, trimmed=trim)
+    work, type_fail_cols = _coerce_columns(work, rules, trimmed=True)  # typed text was trimmed above
     for c, flag_name in type_fail_cols.items():
-        flags.append((f"{c}: type {rules[c].type}", pl.col(flag_name)))
+        how = " (inferred)" if c in inferred else ""
+        flags.append((f"{c}: type {rules[c].type}{how}", pl.col(flag_name)))
 
     # 3. whole-row duplicates
     if "drop_duplicates" in spec.cleanse and work.height and out_cols:
@@ -495,6 +499,30 @@ def _with_row_numbers(frame: pl.DataFrame) -> pl.DataFrame:
         start += size
     rows = pl.concat(parts, rechunk=False) if parts else pl.Series(_ROW, [], dtype=pl.Int64)
     return frame.with_columns(rows)
+
+
+def _cleanse_groups(work: pl.DataFrame, strings: list[str], spec: IngestSpec, trim: bool) -> pl.DataFrame:
+    """``_cleanse`` for each group of text columns that share their trimming and null tokens: a column
+    to be typed (not text) is always trimmed of blanks and has its tokens (the column's own, else the
+    source's) nulled; a text column only as ``cleanse`` (or its own ``null_tokens``) says."""
+    groups: dict[tuple[bool, tuple[str, ...]], list[str]] = {}
+    for c in strings:
+        rule = spec.columns.get(c)
+        typed = rule is not None and rule.type not in (None, "string")
+        own = rule.null_tokens if rule is not None else None
+        if own is not None:
+            tokens = tuple(own)
+        elif typed or "null_tokens" in spec.cleanse:
+            tokens = tuple(spec.null_tokens)
+        else:
+            tokens = ()
+        if typed and "" not in tokens:
+            tokens = (*tokens, "")
+        if trim or typed or tokens:
+            groups.setdefault((trim or typed, tokens), []).append(c)
+    for (col_trim, tokens), cols in groups.items():
+        work = _cleanse(work, cols, col_trim, list(tokens))
+    return work
 
 
 def _cleanse(work: pl.DataFrame, strings: list[str], trim: bool, tokens: list[str]) -> pl.DataFrame:

@@ -40,6 +40,7 @@ from sqlalchemy import insert, update
 from ..config.sources_stream import MqttSource, NatsSource, StreamSpec
 from ..errors import ConfigError, HeadraceError, StoreError
 from ..ingest.base import Batch, StreamingSource
+from ..ingest.schema import SchemaTracker
 from ..ingest.validate import QualityReport, check, failures_frame
 from ..metadata import SCHEMA, Metadata, utcnow
 from ..store import BatchMeta, Store, new_batch_id
@@ -142,6 +143,7 @@ class StreamWorker:
         self._stop = threading.Event()
         self._labels = {"source": name, "dataset": spec.dataset}
         self._schema: dict[str, pl.DataType] | None = None
+        self._types = SchemaTracker(spec, meta, store, name)
         self._run_id: int | None = None
         self._report: QualityReport | None = None
         self._last_report = time.monotonic()
@@ -232,7 +234,10 @@ class StreamWorker:
         report: QualityReport | None = None
         if frame.height:
             try:
-                result = check(frame, spec, origin=batch.origin, batch_id=batch_id, stats=False)
+                typed, inferred = self._types.prepare(frame)
+                result = check(
+                    frame, typed, origin=batch.origin, batch_id=batch_id, stats=False, inferred=inferred
+                )
                 clean, report = result.clean, result.report
                 if result.rejected.height:
                     rejected.append(result.rejected)
@@ -246,6 +251,7 @@ class StreamWorker:
             clean = self._fit_schema(clean)
             try:
                 version = self.store.append(spec.dataset, clean, BatchMeta(self.name, batch_id, extra))
+                self._types.commit()
                 self._schema = None if set(clean.columns) - set(self._schema or {}) else self._schema
             except StoreError as exc:
                 log.error("source %s: %s; the batch's rows go to the quarantine", self.name, exc.one_line())

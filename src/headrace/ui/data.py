@@ -324,14 +324,14 @@ class Dashboard:
                 if spec.dataset != name:
                     continue
                 sources.append(source)
-                max_reject = getattr(spec, "max_reject_ratio", max_reject)
+                max_reject = getattr(spec, "max_quarantine_ratio", max_reject)
                 for column, rule in (getattr(spec, "columns", None) or {}).items():
                     rules[column] = _rule_text(rule)
         return {
             "summary": summary,
             "schema": [{"column": c, "dtype": str(t), "rule": rules.get(c, "")} for c, t in schema.items()],
             "sources": sources,
-            "max_reject_ratio": max_reject,
+            "max_quarantine_ratio": max_reject,
             "alert_ratio": self.policy.alerts.quarantine_ratio,
             "reports": self.quality_reports(name),
             "runs": self.runs(limit=10, dataset=name),

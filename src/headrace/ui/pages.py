@@ -44,8 +44,9 @@ def dataset_charts(doc: dict[str, Any]) -> dict[str, Markup]:
         )
     }
     thresholds = [Threshold(float(doc["alert_ratio"]), f"alert {doc['alert_ratio']:.0%}", color="#d4a72c")]
-    if doc.get("max_reject_ratio") is not None and doc["max_reject_ratio"] < 1:
-        thresholds.append(Threshold(float(doc["max_reject_ratio"]), "max_reject_ratio: batch fails above"))
+    if doc.get("max_quarantine_ratio") is not None and doc["max_quarantine_ratio"] < 1:
+        limit = float(doc["max_quarantine_ratio"])
+        thresholds.append(Threshold(limit, "max_quarantine_ratio: batch fails above"))
     out["reject"] = line_chart(
         [
             Series(
