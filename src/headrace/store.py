@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -197,6 +198,52 @@ class Store:
         except BaseException:
             (folder / name).unlink(missing_ok=True)
             raise
+        return True
+
+    def replace(self, dataset: str, source: str, meta: BatchMeta) -> int:
+        """Make ``dataset`` hold exactly what dataset ``source`` holds (its schema too), as one new
+        version: readers see the old content or the new, and time travel keeps the old. Returns the
+        new version."""
+        data = self._table(source).to_pyarrow_dataset().scanner().to_reader()
+        payload = {"batch_id": meta.batch_id, "source": meta.source, "rows": None, "extra": dict(meta.extra)}
+        props = CommitProperties(custom_metadata={_META_KEY: json.dumps(payload, default=str)})
+        try:
+            write_deltalake(
+                self.uri(dataset),
+                data,
+                mode="overwrite",
+                schema_mode="overwrite",
+                storage_options=self.storage_options or None,
+                commit_properties=props,
+            )
+        except Exception as exc:  # deltalake raises bare Exception for some failures
+            raise StoreError(
+                f"dataset {dataset!r} could not be replaced ({_first_line(exc)})",
+                hint="the dataset is unchanged; run the command again",
+            ) from exc
+        return self.version(dataset)
+
+    def clear(self, dataset: str, meta: BatchMeta) -> int:
+        """Every row of ``dataset`` removed, as one new version (time travel keeps the old rows)."""
+        table = self._table(dataset)
+        payload = {"batch_id": meta.batch_id, "source": meta.source, "rows": 0, "extra": dict(meta.extra)}
+        table.delete(
+            commit_properties=CommitProperties(custom_metadata={_META_KEY: json.dumps(payload, default=str)})
+        )
+        return self.version(dataset)
+
+    def drop(self, dataset: str) -> bool:
+        """Remove ``dataset``, its history included; True if it existed."""
+        uri = self.uri(dataset)
+        if not self.exists(dataset):
+            return False
+        if self._local:
+            shutil.rmtree(uri.removeprefix("file://"))
+        else:
+            import fsspec
+
+            fs, path = fsspec.core.url_to_fs(uri, **self.storage_options)
+            fs.rm(path, recursive=True)
         return True
 
     def _table_or_none(self, uri: str) -> DeltaTable | None:

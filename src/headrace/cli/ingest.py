@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,10 +49,17 @@ def ingest_command(
         None, help="source names from headrace.yaml (default: all batch sources)"
     ),
     force: bool = typer.Option(False, "--force", help="reload files already loaded (same fingerprint)"),
+    reload: bool = typer.Option(
+        False,
+        "--reload",
+        help="rebuild the datasets of these sources (all by default) from every source feeding them, "
+        "with the current rules, as a new version",
+    ),
     html: Path | None = typer.Option(None, "--html", help="also write the quality reports to this HTML file"),
     json: bool = typer.Option(False, "--json", help="print one JSON document"),
 ) -> None:
-    """Run batch sources: validate, cleanse, quarantine bad rows, commit. Exit 1 if a batch failed."""
+    """Run batch sources: validate, cleanse, quarantine bad rows, commit. Exit 1 if a batch failed or
+    quarantined more than the source's max_quarantine_ratio."""
     from ..ingest.report import report_html
     from ..ingest.runner import ingest, open_source
 
@@ -65,26 +75,30 @@ def ingest_command(
             if s.kind in STREAMING_KINDS:
                 raise UsageError(f"source {n!r} is a {s.kind} stream", hint=f"run 'headrace stream {n}'")
         results: list[RunResult] = []
-        with _progress(not json and err_console.is_terminal) as bar:
-            for name, spec in specs.items():
+        with _progress(not json and err_console.is_terminal) as bar, _sigterm_interrupts():
+
+            def progress_for(name: str) -> Any:
                 task = bar.add_task(name, rows=0)
 
-                def on_progress(origin: str, rows: int, task: Any = task, name: str = name) -> None:
+                def on_progress(origin: str, rows: int) -> None:
                     bar.update(task, description=f"{name}: {Path(origin).name}", rows=rows)
 
-                source = open_source(name, spec)
+                return on_progress
+
+            if reload:
+                results = _reload(ws, specs, progress_for)
+            for name, spec in {} if reload else specs.items():
                 started = time.perf_counter()
                 result = ingest(
-                    source,
+                    open_source(name, spec),
                     spec,
                     store=ws.store,
                     meta=ws.meta,
                     source_name=name,
                     force=force,
-                    progress=on_progress,
+                    progress=progress_for(name),
                 )
                 result.seconds = result.seconds or time.perf_counter() - started
-                bar.update(task, visible=False)
                 results.append(result)
     finally:
         ws.close()
@@ -96,8 +110,47 @@ def ingest_command(
         emit_json({"ok": not failed, "runs": [r.to_dict() for r in results]})
     else:
         _print_results(results)
+    for r in results:
+        if r.warning:
+            err_console.print(f"warning: {r.warning}", markup=False, highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM stops a run as Ctrl-C does: the batch in hand is not committed and the run is recorded
+    as interrupted (exit code 130)."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (an embedding application): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _reload(ws: Any, specs: dict[str, Any], progress_for: Any) -> list[RunResult]:
+    """Reload the datasets of ``specs``, each from every batch source that feeds it."""
+    from ..ingest.reload import reload_dataset
+
+    results: list[RunResult] = []
+    for dataset in dict.fromkeys(s.dataset for s in specs.values()):
+        feeding = {n: s for n, s in ws.project.sources.items() if s.dataset == dataset}
+        streams = [n for n, s in feeding.items() if s.kind in STREAMING_KINDS]
+        if streams:
+            raise UsageError(
+                f"dataset {dataset!r} is also fed by the stream {streams[0]!r}: it cannot be reloaded",
+                hint="reload a dataset that only batch sources feed, or drop it: 'headrace datasets drop'",
+            )
+        results += reload_dataset(dataset, feeding, store=ws.store, meta=ws.meta, progress=progress_for)
+    return results
 
 
 def _print_results(results: list[RunResult]) -> None:
@@ -106,6 +159,7 @@ def _print_results(results: list[RunResult]) -> None:
     rows = []
     for r in results:
         counts = {s: sum(1 for b in r.batches if b.status == s) for s in ("committed", "skipped", "failed")}
+        counts["failed"] += sum(1 for b in r.batches if b.status == "failed_checks")
         rate = f"{r.rows_read / r.seconds:,.0f}" if r.seconds > 0 and r.rows_read else ""
         rows.append(
             [
@@ -141,11 +195,16 @@ def _print_results(results: list[RunResult]) -> None:
                 console.print(report_tables(b.report.to_dict(), columns=False))
     failures = [(r.source, b.origin, b.error) for r in results for b in r.batches if b.status == "failed"]
     errors = [(r.source, "(source)", r.error) for r in results if r.error and not r.failed]
+    errors = [e for e in errors if not any(r.source == e[0] and r.status == "failed_checks" for r in results)]
     if failures or errors:
         console.print(table("failed", ["source", "origin", "reason"], [list(f) for f in failures + errors]))
         err_console.print(
             f"{len(failures) + len(errors)} batch(es) failed; the others were committed", highlight=False
         )
+    for r in results:  # too much quarantined: one line each, naming the source, the ratio and the rules
+        for b in r.batches:
+            if b.excess:
+                err_console.print(f"failed checks: {b.excess}", markup=False, highlight=False, soft_wrap=True)
 
 
 @datasets_app.command("replay")

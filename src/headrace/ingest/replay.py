@@ -53,6 +53,8 @@ def replay_quarantine(
         return None, unparsed.height
     data_cols = [c for c in parsed.columns if c not in (RAW,)]
     parsed = parsed.select(data_cols).with_columns(pl.col(ORIGIN).str.strip_prefix("replay:"))
+    # rows held back before: any share of them may still fail (the quarantine ratio is for new data)
+    spec = spec.model_copy(update={"max_quarantine_ratio": 1.0})
     result = ingest(ReplaySource(source_name, parsed), spec, store=store, meta=meta, source_name=source_name)
     new_batches = {b.batch_id for b in result.batches if b.status == "committed"}
     failed = [b for b in result.batches if b.status == "failed"]

@@ -156,6 +156,7 @@ class RunResult:
     error: str | None = None
     seconds: float = 0.0
     batches: list[BatchOutcome] = field(default_factory=list)
+    warning: str | None = None  # the data already loaded may not match the current rules: why
 
     @property
     def ok(self) -> bool:
@@ -178,6 +179,7 @@ class RunResult:
             "cursor_before": self.cursor_before,
             "cursor_after": self.cursor_after,
             "error": self.error,
+            "warning": self.warning,
             "seconds": round(self.seconds, 3),
             "rows_per_second": round(self.rows_read / self.seconds) if self.seconds > 0 else None,
             "batches": [b.to_dict() for b in self.batches],
@@ -216,16 +218,18 @@ def ingest(
     meta: Metadata,
     source_name: str,
     force: bool = False,
+    from_start: bool = False,
     progress: ProgressFn | None = None,
 ) -> RunResult:
     """Run ``source`` into ``spec.dataset``; never raises for a bad batch (see the module docstring).
 
-    ``force``: load inputs again even when their fingerprint was loaded before. Raises
+    ``force``: load inputs again even when their fingerprint was loaded before. ``from_start``: read
+    an incremental source from its beginning, not from the stored cursor (a reload). Raises
     :class:`ConfigError` (after recording the run as failed) when the rules themselves are wrong.
     """
     runs = SCHEMA.tables["ingestion_runs"]
     kind = str(getattr(spec, "kind", "unknown"))
-    cursor_before = stored_cursor(meta, source_name)
+    cursor_before = None if from_start else stored_cursor(meta, source_name)
     started = time.perf_counter()
     close_abandoned_runs(meta, source_name)
     with meta.begin() as conn:
@@ -247,6 +251,7 @@ def ingest(
     result.cursor_after = cursor_before
     state = _DatasetState.load(store, spec)
     tracker = SchemaTracker(spec, meta, store, source_name)
+    result.warning = tracker.changed()
     fatal: BaseException | None = None
     try:
         if isinstance(source, Resumable):

@@ -174,9 +174,7 @@ def source_fingerprint(spec: IngestSpec) -> str:
 def load_schema(meta: Metadata, dataset: str) -> DatasetSchema | None:
     table = SCHEMA.tables["dataset_schemas"]
     with meta.begin() as conn:
-        row = conn.execute(
-            select(table.c.columns, table.c.sources).where(table.c.dataset == dataset)
-        ).first()
+        row = conn.execute(select(table.c.columns, table.c.sources).where(table.c.dataset == dataset)).first()
     if row is None:
         return None
     columns = {
@@ -240,12 +238,15 @@ class SchemaTracker:
             for c, rule in self.spec.columns.items()
             if rule.type is not None and c in self.schema.columns and self.schema.columns[c].type != rule.type
         ]
-        if conflicts:
-            return "; ".join(conflicts[:3])
         before = self.schema.sources.get(self.source_name)
-        if before is not None and before != self.fingerprint:
-            return "its rules changed since the data was loaded"
-        return None
+        if not conflicts and (before is None or before == self.fingerprint):
+            return None
+        why = "; ".join(conflicts[:3]) or "its rules changed since its data was loaded"
+        return (
+            f"source {self.source_name!r}: {why}; what is already in {self.spec.dataset!r} was checked "
+            f"with the old rules and is not checked again: run 'headrace ingest --reload "
+            f"{self.source_name}' to rebuild it with the current ones"
+        )
 
     def tokens(self, column: str) -> list[str]:
         rule = self.spec.columns.get(column)
@@ -282,7 +283,7 @@ class SchemaTracker:
                 if pinned.get(c) != want:
                     pinned[c] = want
                     self.dirty = True
-        if self.schema.sources.get(self.source_name) != self.fingerprint:
+        if self.source_name not in self.schema.sources:  # the rules its data was first loaded with
             self.schema.sources[self.source_name] = self.fingerprint
             self.dirty = True
         columns: dict[str, ColumnRule] = {}
