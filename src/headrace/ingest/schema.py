@@ -103,6 +103,10 @@ def type_of_dtype(dtype: pl.DataType) -> str | None:
     return None
 
 
+def _fits(dtype: pl.DataType, kind: str) -> bool:
+    return (dtype == pl.String and kind == "string") or type_of_dtype(dtype) == kind
+
+
 def infer_column(series: pl.Series, tokens: Collection[str] = ()) -> tuple[str | None, str | None]:
     """(type, date format or None) of a column, from all its values (see the module docstring); type
     None for a column of a kind headrace does not convert (nested values, zoned timestamps, decimals),
@@ -293,6 +297,8 @@ class SchemaTracker:
             own = declared.get(c)
             if p is None or (own is not None and own.type is not None):
                 continue
+            if own is None and _fits(frame.schema[c], p.type):
+                continue  # already of the pinned type (an Int32 from SQL stays Int32)
             base = own if own is not None else ColumnRule()
             columns[c] = base.model_copy(update={"type": p.type, "format": base.format or p.format})
             inferred.add(c)
