@@ -145,3 +145,26 @@ def test_specs_refuse_plaintext_to_remote_brokers_and_hide_secrets():
                 "dataset": "d",
             }
         )
+
+
+def test_payload_columns_are_typed_on_the_first_batch_and_held_to_it(tmp_path):
+    """Numbers sent as JSON text are inferred (and pinned in the metadata); a later payload whose value
+    does not fit is quarantined with the reason, never stored as text."""
+    from headrace.ingest.schema import load_schema
+    from headrace.metadata import Metadata
+
+    store = Store(tmp_path / "lake")
+    meta = Metadata(f"sqlite:///{tmp_path / 'm.db'}")
+    first = [(f"d{i}", orjson.dumps({"humidity": f"{40 + i}.5", "door": "true"}), False) for i in range(20)]
+    later = [("d1", orjson.dumps({"humidity": "wet", "door": "false"}), False)]
+    later += [("d2", orjson.dumps({"humidity": "41", "door": "false"}), False)]
+    src = ListSource(spec(columns={}), [messages(first), messages(later, start=20)], store)
+    StreamWorker("fake", src.spec, store, meta, source=src).run()
+    data = store.read("readings")
+    assert str(data.schema["humidity"]) == "Float64" and str(data.schema["door"]) == "Boolean"
+    assert data.height == 21 and data["humidity"].max() == 59.5
+    q = store.read("readings__quarantine")
+    assert q["reason"].to_list() == ["humidity: type float (inferred)"]
+    pinned = load_schema(meta, "readings")
+    assert pinned is not None and pinned.columns["humidity"].type == "float"
+    meta.dispose()
