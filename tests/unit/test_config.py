@@ -86,3 +86,56 @@ def test_bad_names_refused():
         parse_project(
             {"project": "p", "models": {"bad name": {"task": "regression", "dataset": "d"}}}, "/tmp"
         )
+
+
+def expected_keys(message: str) -> set[str]:
+    return set(message.split("expected one of: ", 1)[1].split(", "))
+
+
+def test_unknown_key_in_an_optional_block_lists_every_key_of_that_block():
+    from headrace.config.vision import ImageSpec
+
+    image = {"path": "data/images", "epochs": 3}
+    doc = {"project": "p", "models": {"m": {"task": "image_classification", "dataset": "d", "image": image}}}
+    with pytest.raises(ConfigError) as err:
+        parse_project(doc, "/tmp")
+    text = str(err.value)
+    assert "models.m.image.epochs: unknown key" in text
+    assert expected_keys(text) == set(ImageSpec.model_fields)
+
+
+def test_unknown_key_under_a_tagged_union_lists_that_member_and_hides_the_tag():
+    http = {"kind": "http", "url": "http://127.0.0.1/x", "dataset": "h"}
+    auth = {"type": "bearer", "token": "t", "scheme": "x"}
+    with pytest.raises(ConfigError) as err:
+        parse_project({"project": "p", "sources": {"h": {**http, "auth": auth}}}, "/tmp")
+    assert "sources.h.auth.scheme: unknown key; expected one of: token, type" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        parse_project(
+            {"project": "p", "sources": {"h": {**http, "pagination": {"type": "offset", "x": 1}}}}, "/tmp"
+        )
+    assert "sources.h.pagination.x: unknown key" in str(err.value)
+    assert expected_keys(str(err.value)) == {"type", "offset_param", "limit_param", "limit", "total_path"}
+
+
+def test_expected_keys_are_written_as_in_the_file():
+    with pytest.raises(ConfigError) as err:
+        parse_project({"project": "p", "monitoring": {"alerts": {"fro": "5m"}}}, "/tmp")
+    keys = expected_keys(str(err.value))
+    assert "for" in keys and "for_" not in keys
+    with pytest.raises(ConfigError) as err:
+        parse_project({"project": "p", "stor": "x"}, "/tmp")
+    assert "root" not in expected_keys(str(err.value))
+
+
+def test_further_errors_are_counted_as_errors():
+    validation = {"folds": "x", "repeats": "y", "n_iter": "z"}
+    doc = {"project": "p", "models": {"m": {"task": "regression", "dataset": "d", "validation": validation}}}
+    with pytest.raises(ConfigError) as err:
+        parse_project(doc, "/tmp")
+    assert str(err.value).endswith(" (and 2 more errors)")
+    del validation["n_iter"]
+    with pytest.raises(ConfigError) as err:
+        parse_project(doc, "/tmp")
+    assert str(err.value).endswith(" (and 1 more error)")
+    assert "\n" not in str(err.value)

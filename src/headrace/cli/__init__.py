@@ -8,7 +8,21 @@ import sys
 import traceback
 
 from ..errors import HeadraceError
-from . import core, datasets, deploy, export, ingest, models, monitor, serve, simulate, stream, train, ui  # noqa: F401  (registers the commands)
+from . import (  # noqa: F401  (registers the commands)
+    core,
+    datasets,
+    deploy,
+    export,
+    ingest,
+    models,
+    monitor,
+    schema,
+    serve,
+    simulate,
+    stream,
+    train,
+    ui,
+)
 from ._app import app, err_console
 
 __all__ = ["app", "main"]

@@ -11,7 +11,8 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -50,7 +51,17 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class Project(Spec):
-    """A whole project: where data and metadata live, its sources, models, serving and monitoring."""
+    """A whole project: where data and metadata live, its sources, models, serving and monitoring.
+
+    ``project``: the project's name (letters, digits, ``_`` or ``-``, starting with a letter).
+    ``store``: where datasets live, as Delta Lake tables: a folder, or a URL such as
+    ``s3://bucket/prefix``. ``metadata``: the SQLAlchemy URL of the metadata database (ingestion
+    runs and cursors, training runs, model versions, the ledger, deployments): SQLite, or
+    ``postgresql://USER@HOST/DB``. ``artifacts``: where trained models and reports are kept, each
+    file under its sha256. ``sources``: the ingestion sources, by name. ``models``: the models, by
+    name. ``serving``: the prediction server. ``monitoring``: drift, live performance and the
+    retraining loop.
+    """
 
     project: str
     store: ProjectPath = ".headrace/lake"
@@ -134,54 +145,85 @@ def interpolate(value: Any, path: str = "", env: dict[str, str] | None = None) -
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, str]:
     """Walk the spec classes along a pydantic error location to the model that holds the last key.
 
-    Returns that model and the key path as the user wrote it (without union tags pydantic adds).
+    Returns that model and the key path as the user wrote it (without the union tags pydantic adds:
+    a discriminator value such as ``file``, or a branch name such as ``str`` or ``ThresholdSpec``).
     """
     current: Any = model
     shown: list[str] = []
     for part in loc[:-1]:
-        nxt = _step(current, part)
-        if not (_is_model(nxt) and _is_union_tag(current, part)):
+        current, is_tag = _step(current, part)
+        if not is_tag:
             shown.append(str(part))
-        current = nxt
-    shown.append(str(loc[-1]) if loc else "")
-    return (current if _is_model(current) else None), ".".join(p for p in shown if p)
-
-
-def _is_union_tag(annotation: Any, part: Any) -> bool:
-    while getattr(annotation, "__metadata__", None) is not None:
-        annotation = annotation.__origin__
-    members = [annotation] if _is_model(annotation) else getattr(annotation, "__args__", ()) or ()
-    for member in members:
-        kind = member.model_fields.get("kind") if _is_model(member) else None
-        if kind is not None and part in (getattr(kind.annotation, "__args__", ()) or ()):
-            return True
-    return False
+    if loc and not _step(current, loc[-1])[1]:
+        shown.append(str(loc[-1]))
+    return _as_model(current), ".".join(p for p in shown if p)
 
 
 def _is_model(value: Any) -> bool:
     return isinstance(value, type) and issubclass(value, BaseModel)
 
 
-def _step(current: Any, part: Any) -> Any:
-    while getattr(current, "__metadata__", None) is not None:  # Annotated[...]
-        current = current.__origin__
+def _unwrap(annotation: Any) -> Any:
+    while getattr(annotation, "__metadata__", None) is not None:  # Annotated[...]
+        annotation = annotation.__origin__
+    return annotation
+
+
+def _members(annotation: Any) -> list[Any]:
+    """The alternatives of a union (nested unions and Annotated[...] unwrapped), without None."""
+    annotation = _unwrap(annotation)
+    if get_origin(annotation) not in (Union, UnionType):
+        return [annotation]
+    found: list[Any] = []
+    for arg in get_args(annotation):
+        found.extend(m for m in _members(arg) if m not in found)
+    return [m for m in found if m is not type(None)]
+
+
+def _as_model(annotation: Any) -> type[BaseModel] | None:
+    """The model an annotation names: the model itself, or the one model of ``Model | None``."""
+    members = _members(annotation)
+    return members[0] if len(members) == 1 and _is_model(members[0]) else None
+
+
+def _union_tags(member: type[BaseModel], models: list[type[BaseModel]]) -> set[Any]:
+    """The discriminator values of ``member``: its Literal fields that every model of the union has."""
+    tags: set[Any] = set()
+    for name, field in member.model_fields.items():
+        literal = all(
+            name in m.model_fields and get_origin(_unwrap(m.model_fields[name].annotation)) is Literal
+            for m in models
+        )
+        if literal:
+            tags.update(get_args(_unwrap(field.annotation)))
+    return tags
+
+
+def _step(current: Any, part: Any) -> tuple[Any, bool]:
+    """One step of an error location: the annotation it leads to, and whether it was a union tag."""
+    current = _unwrap(current)
     if _is_model(current):
-        field = current.model_fields.get(str(part))
-        return field.annotation if field is not None else current
-    origin = getattr(current, "__origin__", None)
-    args: tuple[Any, ...] = tuple(getattr(current, "__args__", ()) or ())
+        for name, field in current.model_fields.items():
+            if part in (name, field.alias):
+                return field.annotation, False
+        return current, False
+    origin = get_origin(current)
+    args = get_args(current)
     if origin is dict and len(args) == 2:
-        return args[1]
-    if origin is list and args:
-        return args[0]
-    members = [a for a in args if _is_model(a)]
-    for member in members:  # a discriminated union: the error location names the tag
-        kind = member.model_fields.get("kind")
-        if kind is not None and part in (getattr(kind.annotation, "__args__", ()) or ()):
-            return member
-    if len(members) == 1:  # Optional[Model]: the part is a field of that model
-        return _step(members[0], part)
-    return current
+        return args[1], False
+    if origin in (list, tuple) and args:
+        return args[0], False
+    members = _members(current)
+    models = [m for m in members if _is_model(m)]
+    if len(members) > 1:  # pydantic names the branch: a discriminator value, a class or a type name
+        for member in models:
+            if part == member.__name__ or (len(models) > 1 and part in _union_tags(member, models)):
+                return member, True
+        if isinstance(part, str) and not any(part in m.model_fields for m in models):
+            return Any, True
+    if len(models) == 1:  # Optional[Model]: the part is a field of that model
+        return _step(models[0], part)
+    return current, False
 
 
 def _describe(error: dict[str, Any], root_model: type[BaseModel]) -> str:
@@ -191,7 +233,8 @@ def _describe(error: dict[str, Any], root_model: type[BaseModel]) -> str:
     kind = error["type"]
     found = error.get("input")
     if kind == "extra_forbidden":
-        allowed = sorted(n for n in holder.model_fields if n != "root") if holder else []
+        fields = holder.model_fields.items() if holder else ()
+        allowed = sorted(f.alias or n for n, f in fields if not f.exclude)
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         suggestion = f" (did you mean {close[0]!r}?)" if close else ""
         return f"{path}: unknown key{suggestion}; expected one of: {', '.join(allowed)}"
@@ -225,7 +268,8 @@ def parse_project(data: Any, root: Path | str = ".", origin: str = PROJECT_FILE)
         project = Project.model_validate({**data, "root": str(root)}, context={"root": str(root)})
     except ValidationError as exc:
         problems = [_describe(dict(e), Project) for e in exc.errors()]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        extra = len(problems) - 1
+        more = f" (and {extra} more error{'s' if extra > 1 else ''})" if extra else ""
         raise ConfigError(f"{origin}: {problems[0]}{more}") from None
     return project.model_copy(update={"metadata": _resolve_sqlite(project.metadata, root)})
 

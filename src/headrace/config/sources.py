@@ -185,13 +185,21 @@ class IngestSpec(Spec):
 
     dataset: str
     columns: dict[str, ColumnRule] = Field(default_factory=dict)
-    cleanse: list[CleanseStep] = Field(default_factory=list)
+    cleanse: list[CleanseStep] = Field(
+        default_factory=list,
+        description="cleansing steps: `trim_strings`, `null_tokens` (in text columns too), "
+        "`drop_duplicates` (whole rows), `drop_duplicate_keys` (quarantined as `duplicate key`).",
+    )
     null_tokens: list[str] = Field(default_factory=lambda: list(DEFAULT_NULL_TOKENS))
     row_rules: list[RowRule] = Field(default_factory=list)
     schema_drift: Literal["add", "refuse", "drop"] = "add"
     key: list[str] = Field(default_factory=list)
     max_quarantine_ratio: float = Field(default=0.05, ge=0.0, le=1.0)
-    on_excess: Literal["fail", "commit"] = "fail"
+    on_excess: Literal["fail", "commit"] = Field(
+        default="fail",
+        description="what a batch over `max_quarantine_ratio` does: `fail` commits nothing of it, "
+        "`commit` commits its clean rows anyway; the run ends `failed_checks` either way.",
+    )
 
     @field_validator("dataset")
     @classmethod
