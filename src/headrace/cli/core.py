@@ -16,10 +16,55 @@ from ._app import app, console, emit_json, table, workspace
 @app.command()
 def init(
     directory: Path = typer.Argument(Path("."), help="folder for the new project (created if needed)"),
+    more: list[str] | None = typer.Argument(
+        None, hidden=True, metavar="PATH", help="more paths for --from (as a shell expands data/*.csv)"
+    ),
+    from_: list[str] | None = typer.Option(
+        None,
+        "--from",
+        metavar="PATH",
+        help="scaffold from your own files instead of sample data: a CSV, JSON, JSONL or Parquet file, "
+        "a folder or a quoted glob (repeat --from for more sources); the data is profiled, not copied",
+    ),
     name: str | None = typer.Option(None, help="project name (default: the folder's name)"),
     force: bool = typer.Option(False, help="overwrite an existing headrace.yaml"),
 ) -> None:
-    """Scaffold a project: headrace.yaml and sample data with a few planted defects."""
+    """Scaffold a project: headrace.yaml and sample data with a few planted defects, or (--from) a
+    headrace.yaml that ingests your own files as they stand."""
+    from ..errors import UsageError
+
+    if more and not from_:
+        raise UsageError(
+            f"init takes one folder; got {directory} and {' '.join(more)}",
+            hint="to scaffold from files, pass them with --from",
+        )
+    if from_:
+        from ..scaffold_from import read_summary, scaffold_project_from
+
+        paths = [*from_, *(more or [])]
+        if directory.is_file():
+            raise UsageError(
+                f"{directory} is a file, not a project folder",
+                hint="name the folder first: headrace init DIR --from PATH...",
+            )
+        result = scaffold_project_from(paths, directory, name=name, force=force)
+        console.print(
+            f"wrote {result.path} (the data stays where it is)", markup=False, highlight=False, soft_wrap=True
+        )
+        for source in result.sources:
+            console.print(f"  {read_summary(source)}", markup=False, highlight=False, soft_wrap=True)
+        if result.model is not None:
+            console.print(
+                f"  model {result.model['name']} (commented out): target {result.model['target']}? "
+                f"task {result.model['task']}? check them in headrace.yaml",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+        console.print(
+            f"next: cd {directory} && headrace ingest", markup=False, highlight=False, soft_wrap=True
+        )
+        return
     from ..scaffold import init_project
 
     path = init_project(directory, name=name, force=force)
@@ -112,7 +157,7 @@ def demo(
     def show(result: StageResult) -> None:
         console.print(f"[bold green]✓ {result.name}[/bold green] ({result.seconds:.1f} s)")
         for line in result.lines:
-            console.print(f"    {line}", markup=False, highlight=False)
+            console.print(f"    {line}", markup=False, highlight=False, soft_wrap=True)
 
     results = run_demo(folder, on_stage=show)
     total = sum(r.seconds for r in results)
