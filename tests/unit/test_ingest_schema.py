@@ -51,6 +51,7 @@ def kind(values: list[str | None], name: str = "x") -> str | None:
         (["Yes", "No"], "string"),  # categories, not flags
         (["2024-01-31", "2023-12-01"], "date"),
         (["01/31/2024", "12/01/2023"], "date"),
+        (["01-Jan-1995", "24-Dec-1997"], "date"),
         (["2024-01-31T10:00:00", "2024-02-01 11:30:15.250"], "datetime"),
         (["2024-01-31", "soon"], "string"),
         (["123456789012345678901234567890", "1"], "string"),  # past 64 bits: an identifier

@@ -141,6 +141,10 @@ def infer_column(series: pl.Series, tokens: Collection[str] = ()) -> tuple[str |
         for fmt in _DATE_FORMATS:
             if text.str.to_date(fmt, strict=False).null_count() == 0:
                 return "date", fmt
+    if text.str.contains(r"^\d{1,2}[- ][A-Za-z]{3}[- ]\d{4}$").all():  # 01-Jan-1995
+        for fmt in ("%d-%b-%Y", "%d %b %Y"):
+            if text.str.to_date(fmt, strict=False).null_count() == 0:
+                return "date", fmt
     if text.str.contains(_DATETIME.pattern).all():
         try:
             parsed = text.str.to_datetime(strict=False, time_unit="us")
