@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +20,17 @@ from ..log import setup_logging
 if TYPE_CHECKING:
     from ..workspace import Workspace
 
-__all__ = ["CliState", "app", "console", "emit_json", "err_console", "state", "table", "workspace"]
+__all__ = [
+    "CliState",
+    "app",
+    "console",
+    "emit_json",
+    "err_console",
+    "sigterm_interrupts",
+    "state",
+    "table",
+    "workspace",
+]
 
 app = typer.Typer(
     name="headrace",
@@ -80,3 +93,22 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     for row in rows:
         out.add_row(*["" if v is None else str(v) for v in row])
     return out
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM stops a run as Ctrl-C does (a KeyboardInterrupt): what is in hand is not committed and
+    the run is recorded as interrupted (exit code 130)."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (an embedding application): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

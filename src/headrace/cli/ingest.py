@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +14,7 @@ from ..errors import UsageError
 
 if TYPE_CHECKING:
     from ..ingest.runner import RunResult
-from ._app import app, console, emit_json, err_console, table, workspace
+from ._app import app, console, emit_json, err_console, sigterm_interrupts, table, workspace
 from .datasets import datasets_app
 
 STREAMING_KINDS = {"mqtt", "nats"}  # run by 'headrace stream', not here
@@ -75,7 +72,7 @@ def ingest_command(
             if s.kind in STREAMING_KINDS:
                 raise UsageError(f"source {n!r} is a {s.kind} stream", hint=f"run 'headrace stream {n}'")
         results: list[RunResult] = []
-        with _progress(not json and err_console.is_terminal) as bar, _sigterm_interrupts():
+        with _progress(not json and err_console.is_terminal) as bar, sigterm_interrupts():
 
             def progress_for(name: str) -> Any:
                 task = bar.add_task(name, rows=0)
@@ -115,25 +112,6 @@ def ingest_command(
             err_console.print(f"warning: {r.warning}", markup=False, highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
-
-
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM stops a run as Ctrl-C does: the batch in hand is not committed and the run is recorded
-    as interrupted (exit code 130)."""
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread (an embedding application): leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _reload(ws: Any, specs: dict[str, Any], progress_for: Any) -> list[RunResult]:

@@ -104,6 +104,17 @@ def show(
         ws.close()
     doc = mv.to_dict()
     doc["details"] = {k: v for k, v in mv.details.items() if k not in ("scorecard",)}
+    sc = mv.details.get("scorecard") or {}
+    if sc.get("folds"):
+        doc["validation"] = {
+            "metric": sc.get("metric"),
+            "summary": sc.get("summary"),
+            "nested_summary": sc.get("nested_summary"),
+            "selection": sc.get("selection"),
+            "chosen_per_fold": [f.get("chosen") for f in sc["folds"]],
+            "target_transform": sc.get("target_transform"),
+            "notes": sc.get("notes") or [],
+        }
     if json:
         emit_json(doc)
         return
@@ -118,6 +129,20 @@ def show(
     metrics = [[k, f"{v:.6g}" if isinstance(v, float) else v] for k, v in mv.metrics.items()]
     console.print(table("metrics", ["metric", "value"], metrics))
     console.print(table("parameters", ["parameter", "value"], [[k, v] for k, v in mv.params.items()]))
+    val = doc.get("validation")
+    if val and val.get("nested_summary"):
+        m = val["metric"]
+        kept, nested = val["summary"][m], val["nested_summary"][m]
+        console.print(
+            f"{m}: {kept['mean']:.6g} ± {kept['std']:.3g} for the kept configuration (chosen by the inner "
+            f"scores pooled over the folds); fully nested {nested['mean']:.6g} ± {nested['std']:.3g}",
+            highlight=False,
+        )
+        rows = [
+            [i, c.get("estimator"), {k: v for k, v in c.items() if k != "estimator"}]
+            for i, c in enumerate(val["chosen_per_fold"])
+        ]
+        console.print(table("chosen per fold", ["fold", "estimator", "parameters"], rows))
     inputs = (mv.signature or {}).get("inputs", [])
     if inputs:
         console.print(table("inputs", ["column", "type"], [[c["name"], c["type"]] for c in inputs]))

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..errors import ConfigError, RegistryError, UsageError
 
 if TYPE_CHECKING:
     pass
-from ._app import app, console, emit_json, table, workspace
+from ._app import app, console, emit_json, err_console, sigterm_interrupts, table, workspace
 
 __all__ = ["evaluate", "train"]
 
@@ -131,17 +135,19 @@ def train(
                         + ", ".join(f"{m} {v:.4f}" for m, v in sorted(trained.metrics.items()))
                     )
                 continue
-            result = train_model(
-                name,
-                spec,
-                store=ws.store,
-                registry=registry,
-                data_version=data_version,
-                n_jobs=jobs,
-                scheduler=scheduler,
-                promote=promote,
-                project_root=ws.root,
-            )
+            with _fold_progress(name, enabled=not json) as on_folds, sigterm_interrupts():
+                result = train_model(
+                    name,
+                    spec,
+                    store=ws.store,
+                    registry=registry,
+                    data_version=data_version,
+                    n_jobs=jobs,
+                    scheduler=scheduler,
+                    promote=promote,
+                    project_root=ws.root,
+                    progress=on_folds,
+                )
             mv = result.version
             assert mv is not None
             sc = result.scorecard
@@ -154,6 +160,11 @@ def train(
                 "strategy": sc["strategy"],
                 "folds": len(sc["folds"]),
                 "summary": sc["summary"],
+                "nested_summary": sc.get("nested_summary"),
+                "selection": sc.get("selection"),
+                "chosen_per_fold": [f["chosen"] for f in sc["folds"]],
+                "target_transform": sc.get("target_transform"),
+                "notes": sc.get("notes") or [],
                 "threshold": sc["threshold"],
                 "chosen": sc["chosen"],
                 "class_ratio": sc.get("class_ratio"),
@@ -179,6 +190,22 @@ def _print_trained(doc: dict[str, Any]) -> None:
         f"{doc['strategy']} ({doc['folds']} folds), chosen {doc['chosen']}, {doc['seconds']} s"
     )
     console.print(table("cross-validated scores", ["metric", "mean", "std"], _scores_rows(doc["summary"])))
+    nested = doc.get("nested_summary")
+    if nested:
+        m = doc["metric"]
+        console.print(
+            f"chosen by the inner scores pooled over the folds; fully nested estimate (each fold with its "
+            f"own choice): {m} {nested[m]['mean']:.4f} ± {nested[m]['std']:.4f}",
+            highlight=False,
+        )
+        folds: dict[str, list[int]] = {}
+        for i, c in enumerate(doc["chosen_per_fold"]):
+            shown = str(c.get("estimator")) + "".join(f" {k}={v}" for k, v in c.items() if k != "estimator")
+            folds.setdefault(shown, []).append(i)
+        for shown, where in folds.items():
+            console.print(f"chosen in fold(s) {', '.join(map(str, where))}: {shown}", highlight=False)
+    for note in doc.get("notes") or []:
+        console.print(f"note: {note}", markup=False, highlight=False)
     if doc["threshold"]:
         t = doc["threshold"]
         console.print(f"threshold {t['value']:.4f} ({t['rule']}, on out-of-fold predictions)")
@@ -220,3 +247,35 @@ def evaluate(
     console.print(table("cross-validated scores", ["metric", "mean", "std"], _scores_rows(sc["summary"])))
     console.print(f"report: {written['html']}")
     console.print(f"json:   {written['json']}")
+
+
+@contextmanager
+def _fold_progress(name: str, *, enabled: bool) -> Iterator[Any]:
+    """Outer folds done, with an estimate of the time left, on a terminal (a line per stage when the
+    output is not one; nothing under --json)."""
+    if not enabled:
+        yield None
+        return
+    started = time.monotonic()
+    live = err_console.is_terminal
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=not live,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def on_folds(done: int, total: int, label: str) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(f"{name}: {label}", total=total)
+            bar.update(tasks[label], completed=done)
+            if not live and done == total:
+                err_console.print(
+                    f"{name}: {label} done ({time.monotonic() - started:.1f} s)", highlight=False
+                )
+
+        yield on_folds

@@ -97,3 +97,8 @@ class ModelSpec(Spec):
     promote_if: PromoteRule = Field(default_factory=PromoteRule)
     seed: int = 42
     image: ImageSpec | None = None  # task: image_classification (headrace.config.vision)
+    target_transform: Literal["none", "log", "log1p"] = Field(
+        default="none",
+        description="regression: fit the model to log(target) or log(1 + target); cross-validated "
+        "metrics and served predictions stay in the target's own units.",
+    )

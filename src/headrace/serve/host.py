@@ -83,6 +83,9 @@ class Served:
         assert compiled is not None
         if self.task == "regression":
             values = [compiled.predict_value_one(r) for r in records]
+            output = getattr(self.model, "output", None)  # a target transform undone, as the pipeline does
+            if output is not None:
+                values = [float(v) for v in output(np.asarray(values, dtype=np.float64))]
             return TabularAnswer(values, None, values, True)
         names, classes = self._class_names, self.classes or []
         probabilities, labels, scores = [], [], []

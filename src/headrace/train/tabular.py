@@ -26,6 +26,7 @@ from sklearn.pipeline import Pipeline
 from ..errors import ArtifactError
 from ..flavors import Prediction
 from .features import FeaturePlan, prepare
+from .target import inverse
 
 
 class _NoTorchHere(importlib.abc.MetaPathFinder):
@@ -101,6 +102,7 @@ class TabularModel:
         classes: Sequence[Any] | None = None,
         threshold: float | None = None,
         target: str | None = None,
+        target_transform: str | None = None,
     ) -> None:
         if not isinstance(pipeline, Pipeline):
             raise TypeError("TabularModel takes a fitted sklearn Pipeline")
@@ -110,6 +112,8 @@ class TabularModel:
         self.classes_ = list(classes) if classes is not None else None
         self.threshold = threshold
         self.target = target
+        # regression fitted to log(target) or log1p(target): ``output`` turns predictions back
+        self.target_transform = None if target_transform in (None, "none") else target_transform
 
     # -- what serving reads -------------------------------------------------------------------
     @property
@@ -139,6 +143,11 @@ class TabularModel:
             raise TypeError(f"a {self.task} model has no probabilities")
         return np.asarray(self.pipeline.predict_proba(self.prepare(frame)))
 
+    def output(self, values: np.ndarray) -> np.ndarray:
+        """The pipeline's regression output in the target's units (undoing ``target_transform``);
+        the serving fast path calls this too."""
+        return inverse(self.target_transform, values)
+
     def decide(self, proba: np.ndarray) -> np.ndarray:
         """Class indexes from probabilities: the stored threshold for binary, the argmax otherwise."""
         if proba.shape[1] == 2 and self.threshold is not None:
@@ -150,7 +159,7 @@ class TabularModel:
             return Prediction(predictions=[], probabilities=[] if self.task == "classification" else None)
         if self.task == "regression":
             values = np.asarray(self.pipeline.predict(self.prepare(frame)), dtype=np.float64)
-            return Prediction(predictions=values.tolist())
+            return Prediction(predictions=self.output(values).tolist())
         proba = self.predict_proba(frame)
         assert self.classes_ is not None
         labels = np.asarray(self.classes_, dtype=object)[self.decide(proba)]
@@ -173,6 +182,7 @@ class TabularModel:
             "classes": [_plain(c) for c in self.classes_] if self.classes_ is not None else None,
             "threshold": None if self.threshold is None else float(self.threshold),
             "target": self.target,
+            "target_transform": self.target_transform,
         }
         return bytes(sio.dumps(state, compression=8))
 
@@ -201,6 +211,7 @@ class TabularModel:
             classes=state["classes"],
             threshold=state["threshold"],
             target=state.get("target"),
+            target_transform=state.get("target_transform"),
         )
 
     def __repr__(self) -> str:

@@ -3,7 +3,10 @@
 The outer folds (the declared strategy) give the estimate. Inside each outer training fold, every
 candidate configuration (each estimator with its grid or random draws) is scored by an inner
 cross-validation and the best is refitted on that training fold: the outer test fold is never seen
-by the selection, so the estimate is not the selection's own winner's curse. With one configuration
+by the selection, so that estimate (the *fully nested* one) is not the selection's own winner's
+curse. The model that is kept is one configuration chosen by the inner scores pooled over all outer
+folds (:func:`pooled_choice`), so one odd fold cannot swing the choice to a weak candidate; its own
+outer-fold estimate is reported beside the fully nested one (``run.py``). With one configuration
 there is nothing to select and the outer folds fit it directly.
 
 Outer folds run through joblib (``n_jobs`` processes), or on a Dask cluster when a scheduler address
@@ -46,6 +49,7 @@ from threadpoolctl import threadpool_limits
 from ..config.models import ValidationSpec
 from ..errors import ConfigError, ServiceUnavailable
 from .estimators import check_int, check_number
+from .target import forward, inverse
 
 __all__ = [
     "CandidateConfig",
@@ -55,6 +59,7 @@ __all__ = [
     "check_validation",
     "inner_splitter",
     "outer_splitter",
+    "pooled_choice",
     "run_folds",
     "strip_resampling",
 ]
@@ -136,14 +141,19 @@ class Selector:
     candidates: list[CandidateConfig]
     configurations: float
     scoring: str
+    target_transform: str | None = None
 
     def describe(self, fitted: Any) -> tuple[dict[str, Any], float | None]:
         """The configuration ``fitted`` chose, as ``{"estimator": name, **params}``, and its inner score."""
         if not isinstance(fitted, GridSearchCV | RandomizedSearchCV):
             only = self.candidates[0]
             return {"estimator": only.name, **_plain(only.fixed)}, None
-        best = fitted.best_params_
-        model = best["model"]
+        return self.describe_params(fitted.best_params_), float(fitted.best_score_)
+
+    def describe_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A configuration of the search (``{"model": estimator, "model__C": 1.0}``) as
+        ``{"estimator": name, **fixed, **searched}``."""
+        model = params["model"]
         chosen = next(
             (
                 c
@@ -152,8 +162,15 @@ class Selector:
             ),
             self.candidates[0],
         )
-        params = {k.removeprefix("model__"): v for k, v in best.items() if k != "model"}
-        return {"estimator": chosen.name, **_plain(chosen.fixed), **_plain(params)}, float(fitted.best_score_)
+        searched = {k.removeprefix("model__"): v for k, v in params.items() if k != "model"}
+        return {"estimator": chosen.name, **_plain(chosen.fixed), **_plain(searched)}
+
+    def fixed(self, params: dict[str, Any]) -> Selector:
+        """A selector that fits the one configuration ``params`` of this selector's search."""
+        search = self.estimator
+        pipe = clone(search.estimator if isinstance(search, GridSearchCV | RandomizedSearchCV) else search)
+        pipe.set_params(**params)
+        return Selector(pipe, self.candidates, 1, self.scoring, self.target_transform)
 
 
 def build_selector(
@@ -165,9 +182,11 @@ def build_selector(
     scoring: str,
     task: str,
     seed: int,
+    target_transform: str | None = None,
 ) -> Selector:
     """The pipeline ``steps + [resample] + [model]``, wrapped in a grid or random search when there is
-    more than one configuration to choose from."""
+    more than one configuration to choose from. ``target_transform``: regression models are fitted
+    to the transformed target, their predictions turned back."""
     first = candidates[0].estimator
     if resampler is not None:
         from imblearn.pipeline import Pipeline as ImbPipeline
@@ -177,7 +196,7 @@ def build_selector(
         pipe = Pipeline([*steps, ("model", first)])
     total = sum(c.grid_size() for c in candidates)
     if total == 1:
-        return Selector(pipe, candidates, 1, scoring)
+        return Selector(pipe, candidates, 1, scoring, target_transform)
     grid = [{"model": [c.estimator], **{f"model__{k}": v for k, v in c.searched.items()}} for c in candidates]
     inner = inner_splitter(spec, task, seed)
     if spec.search == "random":
@@ -193,9 +212,9 @@ def build_selector(
             random_state=seed,
             error_score="raise",
         )
-        return Selector(search, candidates, n_iter, scoring)
+        return Selector(search, candidates, n_iter, scoring, target_transform)
     search = GridSearchCV(pipe, grid, scoring=scoring, cv=inner, refit=True, n_jobs=1, error_score="raise")
-    return Selector(search, candidates, total, scoring)
+    return Selector(search, candidates, total, scoring, target_transform)
 
 
 def strip_resampling(fitted: Any) -> Pipeline:
@@ -252,7 +271,7 @@ def _fit_fold(
 ) -> FoldResult:
     started = time.perf_counter()
     estimator = clone(selector.estimator)
-    X_train, y_train = X.iloc[train], y[train]
+    X_train, y_train = X.iloc[train], forward(selector.target_transform, y[train])
     # One thread per fold: folds run in parallel instead, and OpenMP (HistGradientBoosting) on a busy
     # machine is many times slower than one thread (measured: 36 s against 0.9 s for one fit).
     with threadpool_limits(1), warnings.catch_warnings():
@@ -262,12 +281,23 @@ def _fit_fold(
         else:
             estimator.fit(X_train, y_train)
         prediction = _predict(estimator, X.iloc[test], task, n_classes)
+        if task == "regression":
+            prediction = inverse(selector.target_transform, prediction)
         chosen, inner = selector.describe(estimator)
         imp: dict[str, float] | None = None
         if importance:
             rng = np.random.default_rng(seed + fold)
             rows = test if len(test) <= IMPORTANCE_ROWS else rng.choice(test, IMPORTANCE_ROWS, replace=False)
-            imp = column_importance(estimator, X.iloc[rows], y[rows], selector.scoring, seed + fold)
+            y_rows = forward(selector.target_transform, y[rows])
+            imp = column_importance(estimator, X.iloc[rows], y_rows, selector.scoring, seed + fold)
+    extra: dict[str, Any] = {}
+    if isinstance(estimator, GridSearchCV | RandomizedSearchCV):
+        res = estimator.cv_results_
+        extra["inner"] = [
+            {"params": params, "score": float(score)}
+            for params, score in zip(res["params"], res["mean_test_score"], strict=True)
+        ]
+        extra["best"] = int(estimator.best_index_)
     return FoldResult(
         fold=fold,
         train_index=train,
@@ -277,7 +307,23 @@ def _fit_fold(
         inner_score=inner,
         seconds=time.perf_counter() - started,
         importance=imp,
+        extra=extra,
     )
+
+
+def pooled_choice(results: Sequence[FoldResult]) -> tuple[int, np.ndarray] | None:
+    """The configuration with the best inner-CV score averaged over every outer fold (each fold's
+    inner scores are of its own training rows only), and that score matrix (folds x configurations);
+    None when there was no search."""
+    tables = [r.extra.get("inner") for r in results]
+    if not tables or any(t is None for t in tables):
+        return None
+    width = {len(t) for t in tables if t is not None}
+    if len(width) != 1:
+        return None
+    scores = np.array([[row["score"] for row in t] for t in tables if t is not None], dtype=np.float64)
+    means = np.nanmean(scores, axis=0)
+    return int(np.nanargmax(means)), scores
 
 
 def _column_blocks(pipeline: Any, columns: Sequence[str]) -> dict[str, np.ndarray] | None:
@@ -383,15 +429,26 @@ def run_folds(
     seed: int = 0,
     n_jobs: int = 1,
     scheduler: Any = None,
+    folds: Sequence[int] | None = None,
+    progress: Any = None,
 ) -> list[FoldResult]:
-    """Fit and score every outer fold, in parallel (joblib) or on a Dask cluster."""
+    """Fit and score every outer fold, in parallel (joblib) or on a Dask cluster. ``folds``: the
+    numbers of the given splits (0, 1, ... by default); ``progress(done, total)`` is called as each
+    fold ends."""
+    numbers = list(folds) if folds is not None else list(range(len(splits)))
+    results: list[FoldResult] = []
     with _backend(scheduler, n_jobs) as jobs:
-        parallel = Parallel(n_jobs=min(jobs, len(splits)) if jobs > 0 else jobs)
-        results = parallel(
+        # folds as they end (for progress), except on Dask, whose joblib backend returns them at once
+        order = "list" if scheduler is not None else "generator_unordered"
+        parallel = Parallel(n_jobs=min(jobs, len(splits)) if jobs > 0 else jobs, return_as=order)
+        for result in parallel(
             delayed(_fit_fold)(i, selector, X, y, groups, train, test, task, n_classes, importance, seed)
-            for i, (train, test) in enumerate(splits)
-        )
-    return sorted(results, key=lambda r: r.fold)  # type: ignore[no-any-return,unused-ignore]
+            for i, (train, test) in zip(numbers, splits, strict=True)
+        ):
+            results.append(result)
+            if progress is not None:
+                progress(len(results), len(splits))
+    return sorted(results, key=lambda r: r.fold)
 
 
 def grid_configurations(candidates: Sequence[CandidateConfig]) -> list[dict[str, Any]]:
