@@ -164,7 +164,13 @@ def regression_scores(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
         "mae": _safe(skm.mean_absolute_error, y, pred),
         "r2": _safe(skm.r2_score, y, pred),
         "mape": _safe(skm.mean_absolute_percentage_error, y, pred),
+        **({"rmsle": _rmsle(y, pred)} if len(y) and y.min() >= 0 else {}),
     }
+
+
+def _rmsle(y: np.ndarray, pred: np.ndarray) -> float:
+    """Root mean squared log error (negative predictions counted as 0, as for a price or a count)."""
+    return float(np.sqrt(np.mean((np.log1p(y) - np.log1p(np.clip(pred, 0, None))) ** 2)))
 
 
 def summarize(folds: Sequence[Mapping[str, float]]) -> dict[str, dict[str, float]]:

@@ -154,22 +154,22 @@ class Selector:
         """A configuration of the search (``{"model": estimator, "model__C": 1.0}``) as
         ``{"estimator": name, **fixed, **searched}``."""
         model = params["model"]
-        chosen = next(
-            (
-                c
-                for c in self.candidates
-                if type(c.estimator) is type(model) and c.estimator.get_params() == model.get_params()
-            ),
-            self.candidates[0],
-        )
         searched = {k.removeprefix("model__"): v for k, v in params.items() if k != "model"}
+
+        def same(candidate: Any) -> bool:  # the searched parameters aside
+            if type(candidate) is not type(model):
+                return False
+            mine, theirs = candidate.get_params(), model.get_params()
+            return all(mine[k] == theirs.get(k) for k in mine if k not in searched)
+
+        chosen = next((c for c in self.candidates if same(c.estimator)), self.candidates[0])
         return {"estimator": chosen.name, **_plain(chosen.fixed), **_plain(searched)}
 
     def fixed(self, params: dict[str, Any]) -> Selector:
         """A selector that fits the one configuration ``params`` of this selector's search."""
         search = self.estimator
         pipe = clone(search.estimator if isinstance(search, GridSearchCV | RandomizedSearchCV) else search)
-        pipe.set_params(**params)
+        pipe.set_params(**clone(params, safe=False))  # the search's own objects stay as they were
         return Selector(pipe, self.candidates, 1, self.scoring, self.target_transform)
 
 
