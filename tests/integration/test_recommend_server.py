@@ -69,6 +69,9 @@ def test_an_interaction_changes_the_next_recommendations(project):
         first = client.get(f"/users/{user}/recommendations", params={"k": 5}).json()
         assert first["version"] == 1 and len(first["items"]) == 5
         assert first["items"][0]["item_id"] == 0  # a new user gets the most popular item first
+        assert first["notes"] == ["unknown user with no history: the most popular items"]
+        assert "notes" not in client.get("/users/5/recommendations").json()  # a known user
+        assert 'kind="popular_fallback",model="recs"' in client.get("/metrics").text
         seen: set[int] = set()
         answer = first
         for item in (4, 7, 10):  # items of taste group 1
@@ -76,7 +79,7 @@ def test_an_interaction_changes_the_next_recommendations(project):
             assert r.status_code == 202
             seen.add(item)
             nxt = client.get(f"/users/{user}/recommendations", params={"k": 8}).json()
-            assert nxt["items"] != answer["items"]
+            assert nxt["items"] != answer["items"] and "notes" not in nxt  # live history now
             assert not seen & {i["item_id"] for i in nxt["items"]}
             answer = nxt
         assert sum(1 for i in answer["items"] if i["item_id"] % 3 == 1) >= 5

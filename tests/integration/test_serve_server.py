@@ -103,6 +103,31 @@ def test_predictions_over_http_equal_the_in_process_model(project):
     assert store.read("predictions__feedback")["prediction_id"].to_list() == [ids[0]]
 
 
+def test_an_answer_that_fell_back_says_so_per_record_and_is_counted(project):
+    registry, store = project
+    _, model = registry.load("churn")
+    numeric = next(c["name"] for c in model.plan.inputs if c["kind"] == "number")
+    text = next(c["name"] for c in model.plan.inputs if c["kind"] == "string")
+    plain, odd = churn_records(2, seed=5, missing=0.0)
+    odd = {**odd, numeric: None, text: "Never seen"}
+    with (
+        serve_in_thread(create_app(registry, _spec(), store=store)) as url,
+        httpx.Client(base_url=url) as client,
+    ):
+        for route in ("/models/churn/predict", "/models/churn/predict/batch"):  # fast path, pipeline
+            doc = client.post(route, json={"records": [plain, odd]}).raise_for_status().json()
+            said = [
+                f"{numeric}: missing, imputed (median)",
+                f"{text}: 'Never seen' was not seen in training, ignored",
+            ]
+            assert doc["notes"][0] == [] and sorted(doc["notes"][1]) == sorted(said)
+        clean = client.post("/models/churn/predict", json={"records": [plain]}).json()
+        assert "notes" not in clean
+        metrics = client.get("/metrics").text
+    assert 'headrace_prediction_notes_total{kind="imputed",model="churn",version="1"} 2.0' in metrics
+    assert 'headrace_prediction_notes_total{kind="unseen_category",model="churn",version="1"} 2.0' in metrics
+
+
 def test_validation_names_the_field_and_limits_the_body(project):
     registry, _ = project
     record = churn_records(1, seed=2)[0]

@@ -492,6 +492,10 @@ def create_app(
             hist = metrics.child(metrics.scores, served.name, served.version_label)
             for s in answer.scores:
                 hist.observe(s)
+        for said in getattr(answer, "notes", None) or []:
+            for note in said:
+                kind = "imputed" if "missing" in note else "unseen_category"
+                metrics.child(metrics.notes, served.name, served.version_label, kind).inc()
 
     def answer_doc(served: Served, answer: Any, ids: list[str]) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -502,6 +506,8 @@ def create_app(
         }
         if answer.probabilities is not None:
             doc["probabilities"] = answer.probabilities
+        if getattr(answer, "notes", None):
+            doc["notes"] = answer.notes  # per record: what was imputed or ignored
         if served.task == "classification" and served.classes and len(served.classes) == 2:
             doc["scores"] = answer.scores
             doc["threshold"] = served.threshold
@@ -870,14 +876,19 @@ def create_app(
         served = recommender(model, request)
         history = await live_state.history(served.name, user_id)
         items = served.model.recommend(user_id, k, live=history)
-        return _json(
-            {
-                "user_id": user_id,
-                "model": served.name,
-                "version": served.version,
-                "items": [{"item_id": item, "score": score} for item, score in items],
-            }
-        )
+        doc: dict[str, Any] = {
+            "user_id": user_id,
+            "model": served.name,
+            "version": served.version,
+            "items": [{"item_id": item, "score": score} for item, score in items],
+        }
+        users = getattr(served.model, "user_index", None)
+        if users is not None and str(user_id) not in users:
+            resolve = served.model.resolve_item
+            if not any(resolve(i) is not None for i in (history or {})):
+                doc["notes"] = ["unknown user with no history: the most popular items"]
+                metrics.child(metrics.notes, served.name, served.version_label, "popular_fallback").inc()
+        return _json(doc)
 
     @app.post(
         "/interactions", tags=["recommend"], status_code=202, openapi_extra={"requestBody": _INTERACTION_BODY}

@@ -36,6 +36,7 @@ class TabularAnswer:
     probabilities: list[dict[str, float]] | None
     scores: list[float] | None  # positive-class probability (binary) or the predicted value
     fast: bool
+    notes: list[list[str]] | None = None  # per record: what was imputed or ignored (None: nothing)
 
 
 @dataclass
@@ -75,8 +76,14 @@ class Served:
             empty: list[dict[str, float]] | None = [] if self.task == "classification" else None
             return TabularAnswer([], empty, [], True)
         if allow_fast and self.compiled is not None and len(records) <= FAST_PATH_MAX_ROWS:
-            return self._fast(records)
-        return self._pipeline(records)
+            answer = self._fast(records)
+        else:
+            answer = self._pipeline(records)
+        notes = getattr(self.model, "notes", None)
+        if notes is not None:
+            found = notes(records)
+            answer.notes = found if any(found) else None
+        return answer
 
     def _fast(self, records: list[dict[str, Any]]) -> TabularAnswer:
         compiled = self.compiled

@@ -69,6 +69,13 @@ class ServeMetrics:
             ["model", "version", "label"],
             registry=r,
         )
+        self.notes = Counter(
+            "headrace_prediction_notes",
+            "Answers that fell back: a value imputed, an unseen category ignored, an unknown user served "
+            "popular items",
+            ["model", "version", "kind"],
+            registry=r,
+        )
         self.scores = Histogram(
             "headrace_prediction_score",
             "Distribution of the positive-class probability (binary) or of predicted values",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib.abc
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -142,6 +142,42 @@ class TabularModel:
         if self.task != "classification":
             raise TypeError(f"a {self.task} model has no probabilities")
         return np.asarray(self.pipeline.predict_proba(self.prepare(frame)))
+
+    def notes(self, records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+        """What the model did for each record beyond reading it: a missing value imputed, a category
+        it never saw in training ignored (or grouped as infrequent). An empty list when nothing."""
+        known = self._categories()
+        numeric = set(self.plan.numeric)
+        impute = "median" if self.plan.impute_numeric == "median" else self.plan.impute_numeric
+        out: list[list[str]] = []
+        for record in records:
+            said: list[str] = []
+            for column in self.plan.input_names:
+                value = record.get(column)
+                if value is None or (isinstance(value, float) and value != value):
+                    how = f"imputed ({impute})" if column in numeric else "read as a missing category"
+                    said.append(f"{column}: missing, {how}")
+                elif column in known and value not in known[column] and str(value) not in known[column]:
+                    said.append(f"{column}: {value!r} was not seen in training, ignored")
+            out.append(said)
+        return out
+
+    def _categories(self) -> dict[str, frozenset[Any]]:
+        """The categories each categorical input was trained on (read once from the fitted encoder)."""
+        cached: dict[str, frozenset[Any]] | None = getattr(self, "_known_categories", None)
+        if cached is not None:
+            return cached
+        found: dict[str, frozenset[Any]] = {}
+        features = self.pipeline.named_steps.get("features")
+        for _name, transformer, columns in getattr(features, "transformers_", []):
+            steps = getattr(transformer, "named_steps", {})
+            encoder = steps.get("encode")
+            if encoder is None or not hasattr(encoder, "categories_") or not isinstance(columns, list):
+                continue
+            for column, values in zip(columns, encoder.categories_, strict=True):
+                found[str(column)] = frozenset(v for v in values.tolist() if isinstance(v, str | int | float))
+        self._known_categories = found
+        return found
 
     def output(self, values: np.ndarray) -> np.ndarray:
         """The pipeline's regression output in the target's units (undoing ``target_transform``);
