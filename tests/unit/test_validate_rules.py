@@ -281,3 +281,21 @@ def test_column_stats_of_a_large_frame_match_direct_aggregates():
         assert (stats[c].nulls, stats[c].distinct) == (col.null_count(), col.n_unique()), c
         assert (stats[c].min, stats[c].max) == (col.min(), col.max()), c
     assert stats["x"].mean == pytest.approx(frame["x"].mean())
+
+
+def test_nan_and_infinities_in_float_columns_are_quarantined_unless_allowed():
+    frame = pl.DataFrame(
+        {
+            "x": [1.0, float("nan"), float("inf"), None, -float("inf")],
+            "y": [float("nan"), 1.0, 2.0, 3.0, 4.0],
+            "t": ["1.5", "inf", "2", "NaN", "-inf"],  # text: "NaN" is a missing value, "inf" is not
+        }
+    )
+    r = check(frame, spec(columns={"y": {"allow_nan": True}, "t": {"type": "float"}}))
+    assert r.rejected["reason"].to_list() == [
+        "x: not finite; t: not finite",
+        "x: not finite",
+        "x: not finite; t: not finite",
+    ]
+    assert r.clean.height == 2 and r.clean["t"].to_list()[1] is None
+    assert r.clean["y"].is_nan().to_list() == [True, False]

@@ -102,6 +102,11 @@ class ColumnRule(Spec):
     impute: Literal["mean", "median", "mode"] | ImputeConstant | None = None
     outliers: OutlierRule | None = None
     null_tokens: list[str] | None = None
+    allow_nan: bool = Field(
+        default=False,
+        description="keep NaN and infinite values in this float column; by default a row holding one is "
+        "quarantined (`not finite`).",
+    )
 
     @field_validator("regex")
     @classmethod

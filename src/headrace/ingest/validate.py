@@ -320,9 +320,13 @@ def check(
         if changes:
             work = work.with_columns(changes)
 
-    # 6. rules
+    # 6. rules; NaN and infinities in a float column (from Parquet, SQL, or "inf" in text) are refused
+    # unless the column allows them
     for c, rule in rules.items():
         flags.extend(_column_flags(c, rule, work.schema[c], type_fail_cols.get(c)))
+    for c in out_cols:
+        if work.schema[c].is_float() and not (c in rules and rules[c].allow_nan):
+            flags.append((f"{c}: not finite", pl.col(c).is_not_null() & ~pl.col(c).is_finite()))
     for row_rule in spec.row_rules:
         flags.append((row_rule.name, ~_row_expr(row_rule, work).fill_null(True)))
 
