@@ -65,6 +65,12 @@ class SourceError(HeadraceError):
     """A source failed to deliver (HTTP error, SQL error, broker refused)."""
 
 
+class SourceBusy(SourceError):
+    """Another run holds the source's lease (one writer per source)."""
+
+    transient = True
+
+
 class ServiceUnavailable(SourceError):
     """A service is unreachable right now; retrying later may work."""
 

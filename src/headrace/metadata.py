@@ -32,6 +32,7 @@ from sqlalchemy import (
     event,
     inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
@@ -213,6 +214,16 @@ dataset_schemas = Table(
     _ts("updated_at", nullable=False),
 )
 
+source_leases = Table(
+    "source_leases",
+    SCHEMA,
+    Column("source", String(200), primary_key=True),
+    Column("holder", String(300), nullable=False),  # host:pid:token of the run that holds it
+    Column("run_id", Integer),
+    _ts("acquired_at", nullable=False),
+    _ts("expires_at", nullable=False),
+)
+
 _V1_TABLES = (
     "ingestion_runs",
     "ingested_files",
@@ -236,9 +247,14 @@ def _v2(conn: Connection) -> None:
     dataset_schemas.create(conn)
 
 
+def _v3(conn: Connection) -> None:
+    source_leases.create(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema: runs, cursors, files, reports, models, aliases, ledger, deployments", _v1),
     (2, "dataset_schemas: column types pinned per dataset (inferred or declared)", _v2),
+    (3, "source_leases: one writer per source", _v3),
 ]
 
 
@@ -282,18 +298,46 @@ class Metadata:
             return max(rows, default=0)
 
     def migrate(self) -> int:
-        """Apply the migrations not yet applied; return the schema version reached."""
-        with self.begin() as conn:
-            schema_version.create(conn, checkfirst=True)
-        current = self.schema_version()
-        for number, _title, step in MIGRATIONS:
-            if number <= current:
-                continue
+        """Apply the migrations not yet applied; return the schema version reached. Two processes
+        opening a new database at once take turns (a file lock beside a SQLite database, an advisory
+        lock on PostgreSQL), so the second finds the schema made instead of failing half-way."""
+        with self._migration_lock():
             with self.begin() as conn:
-                step(conn)
-                conn.execute(schema_version.insert().values(version=number, applied_at=utcnow()))
-            current = number
-        return current
+                schema_version.create(conn, checkfirst=True)
+            current = self.schema_version()
+            for number, _title, step in MIGRATIONS:
+                if number <= current:
+                    continue
+                with self.begin() as conn:
+                    step(conn)
+                    conn.execute(schema_version.insert().values(version=number, applied_at=utcnow()))
+                current = number
+            return current
+
+    @contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite" and self.url.startswith("sqlite:///") and not self.url.endswith(":memory:"):
+            import fcntl
+
+            path = Path(self.url[len("sqlite:///") :] + ".migrate.lock")
+            with path.open("a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+            return
+        if dialect == "postgresql":
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(7340301)"))  # any fixed number of ours
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(7340301)"))
+                    conn.commit()
+            return
+        yield
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -52,6 +52,9 @@ def ingest_command(
         help="rebuild the datasets of these sources (all by default) from every source feeding them, "
         "with the current rules, as a new version",
     ),
+    wait: float = typer.Option(
+        0.0, "--wait", help="seconds to wait for a source that another run is loading (default: fail at once)"
+    ),
     html: Path | None = typer.Option(None, "--html", help="also write the quality reports to this HTML file"),
     json: bool = typer.Option(False, "--json", help="print one JSON document"),
 ) -> None:
@@ -94,6 +97,7 @@ def ingest_command(
                     source_name=name,
                     force=force,
                     progress=progress_for(name),
+                    wait=wait,
                 )
                 result.seconds = result.seconds or time.perf_counter() - started
                 results.append(result)

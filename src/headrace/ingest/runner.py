@@ -52,6 +52,7 @@ from ..errors import ConfigError, DataError, HeadraceError, NotFound, UsageError
 from ..metadata import SCHEMA, Metadata, utcnow
 from ..store import BatchMeta, Store, new_batch_id
 from .base import Batch, Deduplicating, Resumable, Source, StreamingSource
+from .lease import SourceLease
 from .schema import SchemaTracker
 from .validate import ColumnStats, QualityReport, check, clean_stats, failures_frame, text_of
 
@@ -220,13 +221,31 @@ def ingest(
     force: bool = False,
     from_start: bool = False,
     progress: ProgressFn | None = None,
+    wait: float = 0.0,
 ) -> RunResult:
     """Run ``source`` into ``spec.dataset``; never raises for a bad batch (see the module docstring).
 
     ``force``: load inputs again even when their fingerprint was loaded before. ``from_start``: read
-    an incremental source from its beginning, not from the stored cursor (a reload). Raises
+    an incremental source from its beginning, not from the stored cursor (a reload). The run holds
+    the source's lease (:class:`~headrace.ingest.lease.SourceLease`) throughout; when another run
+    holds it, this one waits up to ``wait`` seconds, then raises :class:`SourceBusy`. Raises
     :class:`ConfigError` (after recording the run as failed) when the rules themselves are wrong.
     """
+    with SourceLease(meta, source_name, wait=wait) as lease:
+        return _ingest(source, spec, store, meta, source_name, force, from_start, progress, lease)
+
+
+def _ingest(
+    source: Source,
+    spec: IngestSpec,
+    store: Store,
+    meta: Metadata,
+    source_name: str,
+    force: bool,
+    from_start: bool,
+    progress: ProgressFn | None,
+    lease: SourceLease,
+) -> RunResult:
     runs = SCHEMA.tables["ingestion_runs"]
     kind = str(getattr(spec, "kind", "unknown"))
     cursor_before = None if from_start else stored_cursor(meta, source_name)
@@ -260,6 +279,7 @@ def ingest(
             known = set() if force else loaded_fingerprints(meta, store, source_name, spec.dataset)
             source.skip_loaded(known)
         for batch in source.read():
+            lease.check()  # never commit after another run took the source over
             outcome = _one_batch(batch, spec, store, meta, source_name, run_id, state, tracker, progress)
             result.batches.append(outcome)
             if outcome.status == "committed":
