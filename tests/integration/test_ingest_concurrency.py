@@ -140,7 +140,7 @@ def test_a_lease_whose_holder_was_killed_is_taken_over(tmp_path: Path):
         with pytest.raises(SourceBusy):
             SourceLease(meta, "s").acquire()
         holder.kill()
-        holder.wait()
+        holder.communicate()  # reaps it and closes its pipe
         lease = SourceLease(meta, "s")
         lease.acquire()  # the holder's process is gone: taken over at once, no expiry to wait for
         lease.release()
