@@ -223,6 +223,76 @@ class Store:
             ) from exc
         return self.version(dataset)
 
+    def overwrite(self, dataset: str, batch: pl.DataFrame | pa.Table, meta: BatchMeta) -> int:
+        """``batch`` becomes the whole of ``dataset`` (its schema too), as one new version."""
+        rows = batch.height if isinstance(batch, pl.DataFrame) else batch.num_rows
+        props = self._props(meta, rows)
+        table = _delta_compatible(batch.to_arrow() if isinstance(batch, pl.DataFrame) else batch)
+        try:
+            write_deltalake(
+                self.uri(dataset),
+                table,
+                mode="overwrite",
+                schema_mode="overwrite",
+                storage_options=self.storage_options or None,
+                commit_properties=props,
+            )
+        except Exception as exc:  # deltalake raises bare Exception for some failures
+            raise StoreError(
+                f"dataset {dataset!r}: the full load could not be committed ({_first_line(exc)})",
+                hint="the dataset is unchanged; run it again",
+            ) from exc
+        return self.version(dataset)
+
+    def merge(
+        self,
+        dataset: str,
+        batch: pl.DataFrame | pa.Table,
+        key: list[str],
+        meta: BatchMeta,
+        *,
+        deleted: str | None = None,
+    ) -> int:
+        """Upsert ``batch`` into ``dataset`` on ``key`` (Delta MERGE), as one new version: a row whose
+        key is there replaces it, a new key is inserted; with ``deleted``, a row whose flag is true
+        deletes its key's row instead (and is not inserted)."""
+        if not self.exists(dataset):
+            frame = batch if isinstance(batch, pl.DataFrame) else pl.DataFrame(pl.from_arrow(batch))
+            if deleted is not None and deleted in frame.columns:
+                frame = frame.filter(~pl.col(deleted).fill_null(False))
+            return self.append(dataset, frame, meta)
+        rows = batch.height if isinstance(batch, pl.DataFrame) else batch.num_rows
+        source = _delta_compatible(batch.to_arrow() if isinstance(batch, pl.DataFrame) else batch)
+        on = " AND ".join(f't."{k}" = s."{k}"' for k in key)
+        try:
+            merger = self._table(dataset).merge(
+                source,
+                on,
+                source_alias="s",
+                target_alias="t",
+                merge_schema=True,
+                commit_properties=self._props(meta, rows),
+            )
+            if deleted is not None:
+                gone = f's."{deleted}" = true'
+                merger = merger.when_matched_delete(predicate=gone).when_matched_update_all()
+                merger = merger.when_not_matched_insert_all(predicate=f'NOT COALESCE(s."{deleted}", false)')
+            else:
+                merger = merger.when_matched_update_all().when_not_matched_insert_all()
+            merger.execute()
+        except Exception as exc:  # deltalake raises bare Exception for cast errors
+            raise StoreError(
+                f"dataset {dataset!r}: the batch could not be merged on {', '.join(key)} "
+                f"({_first_line(exc)})",
+                hint="the table is unchanged; check that the batch's column types match the dataset's",
+            ) from exc
+        return self.version(dataset)
+
+    @staticmethod
+    def _props(meta: BatchMeta, rows: int | None) -> CommitProperties:
+        payload = {"batch_id": meta.batch_id, "source": meta.source, "rows": rows, "extra": dict(meta.extra)}
+        return CommitProperties(custom_metadata={_META_KEY: json.dumps(payload, default=str)})
+
     def clear(self, dataset: str, meta: BatchMeta) -> int:
         """Every row of ``dataset`` removed, as one new version (time travel keeps the old rows)."""
         table = self._table(dataset)

@@ -88,6 +88,23 @@ class Project(Spec):
                 raise ValueError(f"{name!r} is not a valid name (letters, digits, '_' or '-')")
         return value
 
+    @field_validator("sources")
+    @classmethod
+    def _writes(cls, value: dict[str, Any]) -> dict[str, Any]:
+        feeding: dict[str, list[str]] = {}
+        for name, spec in value.items():
+            feeding.setdefault(spec.dataset, []).append(name)
+            if spec.kind in ("mqtt", "nats") and spec.write not in (None, "append"):
+                raise ValueError(f"{name!r}: a stream appends (write: append)")
+        for name, spec in value.items():
+            others = [n for n in feeding[spec.dataset] if n != name]
+            if spec.write_mode == "replace" and others:
+                raise ValueError(
+                    f"{name!r} replaces dataset {spec.dataset!r} on each run, which {', '.join(others)} "
+                    "also feed: give it a dataset of its own, or write: append or merge"
+                )
+        return value
+
     @property
     def root_path(self) -> Path:
         return Path(self.root)

@@ -199,6 +199,17 @@ class IngestSpec(Spec):
     row_rules: list[RowRule] = Field(default_factory=list)
     schema_drift: Literal["add", "refuse", "drop"] = "add"
     key: list[str] = Field(default_factory=list)
+    write: Literal["append", "replace", "merge"] | None = Field(
+        default=None,
+        description="how a run writes: `append` (events, readings), `replace` (a full load replaces the "
+        "dataset's rows in one commit, so a rerun never doubles), `merge` on `key` (an updated row "
+        "replaces its old copy). Default: replace for a SQL or HTTP source without a cursor, merge for "
+        "one with a cursor and a key, append otherwise.",
+    )
+    deleted: str | None = Field(
+        default=None,
+        description="write: merge: a boolean column; a row whose value is true deletes its key's row.",
+    )
     max_quarantine_ratio: float = Field(default=0.05, ge=0.0, le=1.0)
     on_excess: Literal["fail", "commit"] = Field(
         default="fail",
@@ -220,7 +231,27 @@ class IngestSpec(Spec):
             raise ValueError("row_rules with distinct names")
         if "drop_duplicate_keys" in self.cleanse and not self.key_columns:
             raise ValueError("drop_duplicate_keys needs 'key' (or a column marked unique)")
+        if self.write == "merge" and not self.key_columns:
+            raise ValueError("write: merge needs 'key' (or a column marked unique)")
+        if self.deleted is not None and self.write_mode != "merge":
+            raise ValueError("'deleted' applies to write: merge")
         return self
+
+    @property
+    def write_mode(self) -> str:
+        """``write``, or the default for the kind of source (see ``write``)."""
+        if self.write is not None:
+            return self.write
+        kind = getattr(self, "kind", None)
+        if kind == "sql":
+            incremental = getattr(self, "cursor", None) is not None
+        elif kind == "http":
+            incremental = getattr(self, "incremental", None) is not None
+        else:
+            return "append"
+        if not incremental:
+            return "replace"
+        return "merge" if self.key_columns else "append"
 
     @property
     def key_columns(self) -> list[str]:

@@ -19,6 +19,12 @@
 A run stopped by Ctrl-C, SIGTERM or a crash is recorded as ``interrupted``; one killed outright
 (SIGKILL, power loss) is found by the next run of its source, whose process is gone, and recorded so.
 
+How a batch is written follows the source's ``write`` mode (``IngestSpec.write_mode``): ``append``;
+``replace``, where the whole run (every page of a full SQL or HTTP load) is one batch that becomes the
+dataset in one commit, and its quarantine likewise, so a rerun never doubles a row; or ``merge`` on the
+key (Delta MERGE), where an updated row replaces its old copy and a key already in the dataset is an
+update, not a duplicate.
+
 A batch that cannot be read or checked (``Batch.error``, a missing required column, a read error
 mid-file) is recorded as failed and the run goes on with the next one. A crash part-way through a
 batch commits nothing of it; the fingerprint in the dataset's commit metadata lets a rerun see a batch
@@ -271,16 +277,22 @@ def _ingest(
     state = _DatasetState.load(store, spec)
     tracker = SchemaTracker(spec, meta, store, source_name)
     result.warning = tracker.changed()
+    mode = spec.write_mode
     fatal: BaseException | None = None
     try:
         if isinstance(source, Resumable):
-            source.resume(cursor_before)
+            source.resume(None if mode == "replace" else cursor_before)
         if isinstance(source, Deduplicating):
-            known = set() if force else loaded_fingerprints(meta, store, source_name, spec.dataset)
+            fresh = force or mode == "replace"
+            known = set() if fresh else loaded_fingerprints(meta, store, source_name, spec.dataset)
             source.skip_loaded(known)
+        if mode == "replace":
+            source = _WholeRun(source, source_name)
         for batch in source.read():
             lease.check()  # never commit after another run took the source over
-            outcome = _one_batch(batch, spec, store, meta, source_name, run_id, state, tracker, progress)
+            outcome = _one_batch(
+                batch, spec, store, meta, source_name, run_id, state, tracker, progress, mode
+            )
             result.batches.append(outcome)
             if outcome.status == "committed":
                 if batch.cursor is not None:
@@ -375,6 +387,7 @@ def _one_batch(
     state: _DatasetState,
     tracker: SchemaTracker,
     progress: ProgressFn | None,
+    mode: str = "append",
 ) -> BatchOutcome:
     if batch.skipped:
         return BatchOutcome(origin=batch.origin, status="skipped")
@@ -388,7 +401,9 @@ def _one_batch(
     stats = _Stats(spec)
     report: QualityReport | None = None
     rejected: list[pl.DataFrame] = []
-    keys = state.keys
+    # a key already in the dataset is a duplicate when appending; replacing or merging, it is the
+    # same row again (a full load) or its new version
+    keys = state.keys if mode == "append" else None
     try:
         chunk: pl.DataFrame | None = batch.frame
         chunks = iter(batch.chunks) if batch.chunks is not None else iter(())
@@ -450,13 +465,27 @@ def _one_batch(
         if batch.cursor is not None:
             extra["cursor"] = batch.cursor
         stats.start()  # beside the commits
+        stamp = BatchMeta(source_name, batch_id, {**extra, "write": mode})
+        quarantine = store.quarantine_name(spec.dataset)
         if clean.width if isinstance(clean, pl.DataFrame) else clean.num_columns:
-            outcome.version = store.append(spec.dataset, clean, BatchMeta(source_name, batch_id, extra))
+            if mode == "replace":
+                outcome.version = store.overwrite(spec.dataset, clean, stamp)
+            elif mode == "merge":
+                outcome.version = store.merge(
+                    spec.dataset, clean, spec.key_columns, stamp, deleted=spec.deleted
+                )
+            else:
+                outcome.version = store.append(spec.dataset, clean, stamp)
             outcome.rows_committed = clean.height if isinstance(clean, pl.DataFrame) else clean.num_rows
         if rejected:
             qframe = pl.concat(rejected, how="diagonal_relaxed")
-            store.append(store.quarantine_name(spec.dataset), qframe, BatchMeta(source_name, batch_id, extra))
+            if mode == "replace":
+                store.overwrite(quarantine, qframe, stamp)
+            else:
+                store.append(quarantine, qframe, stamp)
             outcome.rows_quarantined = qframe.height
+        elif mode == "replace" and store.exists(quarantine):
+            store.clear(quarantine, stamp)  # this full load rejected nothing: nothing is held back
         state.columns = list(
             dict.fromkeys(
                 [*state.columns, *(clean.columns if isinstance(clean, pl.DataFrame) else clean.column_names)]
@@ -671,6 +700,47 @@ def _text_where_types_clash(tables: list[pa.Table]) -> list[pa.Table]:
             table = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
         out.append(table)
     return out
+
+
+class _WholeRun:
+    """A source whose every batch of one run is one batch (``write: replace``): one commit for the
+    whole full load. The pages are its chunks; failures and the last cursor are gathered as they pass."""
+
+    def __init__(self, inner: Source, name: str) -> None:
+        self.inner = inner
+        self.name = name
+
+    def read(self) -> Any:
+        batches = iter(self.inner.read())
+        first = next(batches, None)
+        if first is None:
+            return
+        if first.skipped or first.error is not None:
+            yield first
+            return
+        whole = Batch(
+            frame=first.frame,
+            origin=f"{self.name} (full load)",
+            cursor=first.cursor,
+            failures=list(first.failures),
+            fingerprint=None,
+        )
+
+        def chunks() -> Any:
+            yield from first.chunks or ()
+            for batch in batches:
+                if batch.error is not None:
+                    raise DataError(
+                        f"{batch.origin}: {batch.error}", hint="nothing of this full load was committed"
+                    )
+                whole.failures.extend(batch.failures)
+                if batch.cursor is not None:
+                    whole.cursor = batch.cursor
+                yield batch.frame
+                yield from batch.chunks or ()
+
+        whole.chunks = chunks()
+        yield whole
 
 
 class _TooManyRejected(DataError):
