@@ -293,6 +293,14 @@ class Store:
         payload = {"batch_id": meta.batch_id, "source": meta.source, "rows": rows, "extra": dict(meta.extra)}
         return CommitProperties(custom_metadata={_META_KEY: json.dumps(payload, default=str)})
 
+    def delete_rows(self, dataset: str, column: str, values: list[str], meta: BatchMeta) -> int:
+        """Delete the rows whose ``column`` is one of ``values`` (text), as one new version."""
+        quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+        self._table(dataset).delete(
+            predicate=f'"{column}" IN ({quoted})', commit_properties=self._props(meta, None)
+        )
+        return self.version(dataset)
+
     def clear(self, dataset: str, meta: BatchMeta) -> int:
         """Every row of ``dataset`` removed, as one new version (time travel keeps the old rows)."""
         table = self._table(dataset)

@@ -437,3 +437,64 @@ def test_open_source_dispatch_and_custom_kind(env):
         assert store.read("d__quarantine")["raw"].to_list() == ["??"]
     finally:
         SOURCE_FACTORIES.pop("listy")
+
+
+def test_a_crash_between_the_quarantine_and_the_data_commit_leaves_nothing_of_the_batch(env, monkeypatch):
+    tmp, store, _ = env
+    path = tmp / "x.csv"
+    path.write_text("id,n\na,1\nb,-1\nc,3\n")
+    real = Store.append
+
+    def dies_at_the_data_commit(self, dataset, batch, meta, **kw):
+        if dataset == "d":
+            raise KeyboardInterrupt
+        return real(self, dataset, batch, meta, **kw)
+
+    monkeypatch.setattr(Store, "append", dies_at_the_data_commit)
+    with pytest.raises(KeyboardInterrupt):
+        run(env, file_spec(path))
+    assert store.read("d__quarantine")["id"].to_list() == ["b"]  # rows of a batch that never was
+    monkeypatch.setattr(Store, "append", real)
+    again = run(env, file_spec(path))
+    assert again.ok and again.rows_committed == 2
+    assert sorted(store.read("d")["id"].to_list()) == ["a", "c"]
+    assert store.read("d__quarantine")["id"].to_list() == ["b"]  # once, not twice
+
+
+def test_a_crash_after_the_commit_point_is_recovered_from_the_log(env, monkeypatch):
+    import headrace.ingest.runner as runner
+
+    tmp, store, meta = env
+    path = tmp / "x.csv"
+    path.write_text("id,n\na,1\nb,-1\n")
+
+    def dies(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_record", dies)  # the run dies before the metadata database hears
+    with pytest.raises(KeyboardInterrupt):
+        run(env, file_spec(path))
+    monkeypatch.undo()
+    again = run(env, file_spec(path))
+    assert [b.status for b in again.batches] == ["skipped"]
+    assert store.read("d")["id"].to_list() == ["a"] and store.read("d__quarantine")["id"].to_list() == ["b"]
+
+    class Paged:
+        name = "paged"
+
+        def __init__(self) -> None:
+            self.resumed: list[str | None] = []
+
+        def resume(self, cursor: str | None) -> None:
+            self.resumed.append(cursor)
+
+        def read(self):
+            yield Batch(pl.DataFrame({"id": ["p1"], "n": ["5"]}), "page-1", cursor="10")
+
+    monkeypatch.setattr(runner, "_record", dies)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(Paged(), file_spec("unused"), store=store, meta=meta, source_name="paged")
+    monkeypatch.undo()
+    source = Paged()
+    ingest(source, file_spec("unused"), store=store, meta=meta, source_name="paged")
+    assert source.resumed == ["10"]  # the cursor of the committed batch, read off the dataset's log

@@ -9,12 +9,19 @@
    (:class:`headrace.ingest.schema.SchemaTracker`);
 2. when more than ``spec.max_quarantine_ratio`` of its rows are bad, the batch ends ``failed_checks``
    and nothing of it is committed (unless ``on_excess: commit``); the run then ends ``failed_checks``;
-3. otherwise the clean rows are appended to the dataset in one Delta commit (whose metadata records
-   the batch id, origin and fingerprint), then the rejected rows and the records the source could not
-   parse (``Batch.failures``) to ``<dataset>__quarantine``;
+3. otherwise the rejected rows and the records the source could not parse (``Batch.failures``) are
+   committed to ``<dataset>__quarantine``, then the clean rows to the dataset in one Delta commit
+   whose metadata records the batch id, origin, fingerprint and cursor: that commit is the batch's
+   commit point (the quarantine commit is, for a batch with no clean column at all);
 4. only then are the batch's cursor (table ``cursors``), its fingerprint (``ingested_files``), its
    quality report (``quality_reports``) and the dataset's pinned types (``dataset_schemas``) stored, and
    a streaming source's ``ack(batch)`` called.
+
+The metadata database is a cache of what the table log says: a run that died after a commit point and
+before step 4 left the cursor and fingerprint in the dataset's log, where the next run reads them
+(:func:`recover`); one that died between the quarantine commit and the commit point left quarantined
+rows of a batch that never was, which the next run deletes before it reads. So a crash at any step
+leaves all of a batch or none of it.
 
 A run stopped by Ctrl-C, SIGTERM or a crash is recorded as ``interrupted``; one killed outright
 (SIGKILL, power loss) is found by the next run of its source, whose process is gone, and recorded so.
@@ -71,6 +78,7 @@ __all__ = [
     "ingest",
     "loaded_fingerprints",
     "open_source",
+    "recover",
     "register_source",
     "stored_cursor",
 ]
@@ -257,6 +265,13 @@ def _ingest(
     cursor_before = None if from_start else stored_cursor(meta, source_name)
     started = time.perf_counter()
     close_abandoned_runs(meta, source_name)
+    recovered = recover(store, spec.dataset, source_name)
+    if recovered is not None and spec.write_mode != "replace" and recovered != cursor_before:
+        log.warning(
+            "source %s: cursor taken from the dataset's log (the last run died before recording it)",
+            source_name,
+        )
+        cursor_before = recovered
     with meta.begin() as conn:
         inserted = conn.execute(
             insert(runs).values(
@@ -467,7 +482,19 @@ def _one_batch(
         stats.start()  # beside the commits
         stamp = BatchMeta(source_name, batch_id, {**extra, "write": mode})
         quarantine = store.quarantine_name(spec.dataset)
-        if clean.width if isinstance(clean, pl.DataFrame) else clean.num_columns:
+        # the quarantine first: the data commit after it is the batch's commit point
+        has_data = bool(clean.width if isinstance(clean, pl.DataFrame) else clean.num_columns)
+        if rejected:
+            qframe = pl.concat(rejected, how="diagonal_relaxed")
+            qstamp = stamp if has_data else BatchMeta(source_name, batch_id, {**stamp.extra, "alone": True})
+            if mode == "replace":
+                store.overwrite(quarantine, qframe, qstamp)
+            else:
+                store.append(quarantine, qframe, qstamp)
+            outcome.rows_quarantined = qframe.height
+        elif mode == "replace" and store.exists(quarantine):
+            store.clear(quarantine, stamp)  # this full load rejected nothing: nothing is held back
+        if has_data:
             if mode == "replace":
                 outcome.version = store.overwrite(spec.dataset, clean, stamp)
             elif mode == "merge":
@@ -477,15 +504,6 @@ def _one_batch(
             else:
                 outcome.version = store.append(spec.dataset, clean, stamp)
             outcome.rows_committed = clean.height if isinstance(clean, pl.DataFrame) else clean.num_rows
-        if rejected:
-            qframe = pl.concat(rejected, how="diagonal_relaxed")
-            if mode == "replace":
-                store.overwrite(quarantine, qframe, stamp)
-            else:
-                store.append(quarantine, qframe, stamp)
-            outcome.rows_quarantined = qframe.height
-        elif mode == "replace" and store.exists(quarantine):
-            store.clear(quarantine, stamp)  # this full load rejected nothing: nothing is held back
         state.columns = list(
             dict.fromkeys(
                 [*state.columns, *(clean.columns if isinstance(clean, pl.DataFrame) else clean.column_names)]
@@ -745,6 +763,33 @@ class _WholeRun:
 
 class _TooManyRejected(DataError):
     """A batch quarantined more than ``max_quarantine_ratio`` of its rows."""
+
+
+def recover(store: Store, dataset: str, source_name: str) -> str | None:
+    """Make the dataset's log the truth for ``source_name`` before a run: quarantined rows of batches
+    that have no commit in the dataset (a run died between the two commits) are deleted, and the
+    cursor of the source's newest commit is returned (None without one)."""
+    mine = [v for v in store.versions(dataset) if v.source == source_name] if store.exists(dataset) else []
+    with_cursor = [v.extra["cursor"] for v in mine if v.extra.get("cursor") is not None]
+    quarantine = store.quarantine_name(dataset)
+    if store.exists(quarantine):
+        committed = {v.batch_id for v in mine}
+        held = {
+            v.batch_id
+            for v in store.versions(quarantine)
+            if v.source == source_name and v.batch_id and "alone" not in v.extra and "replay" not in v.extra
+        }
+        orphans = sorted(str(b) for b in held - committed)
+        if orphans:
+            found = store.scan(quarantine).filter(pl.col("batch_id").is_in(orphans)).select(pl.len())
+            if int(found.collect().item()):
+                store.delete_rows(quarantine, "batch_id", orphans, BatchMeta(source_name, new_batch_id()))
+                log.warning(
+                    "source %s: removed the quarantined rows of %d batch(es) never committed",
+                    source_name,
+                    len(orphans),
+                )
+    return str(with_cursor[-1]) if with_cursor else None
 
 
 def _owner() -> dict[str, Any]:
