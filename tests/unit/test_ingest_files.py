@@ -498,3 +498,42 @@ def test_a_crash_after_the_commit_point_is_recovered_from_the_log(env, monkeypat
     source = Paged()
     ingest(source, file_spec("unused"), store=store, meta=meta, source_name="paged")
     assert source.resumed == ["10"]  # the cursor of the committed batch, read off the dataset's log
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_file_that_grew_is_read_from_where_it_ended(env, fmt):
+    tmp, store, _ = env
+
+    def lines(ids):
+        if fmt == "csv":
+            return "".join(f"k{i},{-1 if i == 7 else i}\n" for i in ids)
+        return "".join(json.dumps({"id": f"k{i}", "n": -1 if i == 7 else i}) + "\n" for i in ids)
+
+    path = tmp / f"log.{fmt}"
+    head = "id,n\n" if fmt == "csv" else ""
+    path.write_text(head + lines(range(5)))
+    assert run(env, file_spec(path)).rows_committed == 5
+    with path.open("a") as f:
+        f.write(lines(range(5, 9)))
+    grown = run(env, file_spec(path))
+    assert grown.ok and (grown.rows_read, grown.rows_committed, grown.rows_quarantined) == (4, 3, 1)
+    assert sorted(store.read("d")["id"].to_list()) == sorted(f"k{i}" for i in range(9) if i != 7)
+    q = store.read("d__quarantine")
+    offset = 1 if fmt == "csv" else 0  # the header line
+    assert q.select("id", "position").rows() == [("k7", 8 + offset)]  # line numbers of the whole file
+    assert [b.status for b in run(env, file_spec(path)).batches] == ["skipped"]
+
+
+def test_a_file_changed_in_the_middle_is_refused_when_appending(env):
+    tmp, store, _ = env
+    path = tmp / "x.csv"
+    path.write_text("id,n\na,1\nb,2\n")
+    run(env, file_spec(path))
+    path.write_text("id,n\na,1\nB,2\nc,3\n")
+    changed = run(env, file_spec(path))
+    assert [b.status for b in changed.batches] == ["failed"]
+    assert "changed since it was loaded, not only appended to" in (changed.batches[0].error or "")
+    assert "--force" in (changed.batches[0].error or "")
+    assert store.read("d").height == 2
+    forced = run(env, file_spec(path), force=True)  # asked for: read again whole
+    assert (forced.rows_committed, forced.rows_quarantined) == (2, 1)  # "a" is in the dataset already

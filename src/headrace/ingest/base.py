@@ -36,6 +36,7 @@ class Batch:
     fingerprint: str | None = None  # identity of the input (a file's content) for idempotent reruns
     error: str | None = None  # the origin could not be read at all: recorded as a failed batch
     skipped: bool = False  # already loaded (same fingerprint): recorded, nothing read
+    extra: dict[str, Any] = field(default_factory=dict)  # recorded in the batch's commit (file: path, size)
 
 
 @runtime_checkable

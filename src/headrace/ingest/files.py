@@ -11,6 +11,10 @@ nulls and slip through). A block that fails that check (a ragged line, invalid U
 is parsed again record by record: good records are kept, each bad one becomes an unparseable record
 (``Batch.failures``: origin, line, raw text, reason) that goes to the quarantine. Nothing is lost.
 Positions are 1-based line numbers in the (decompressed) file.
+
+A file that grew since it was loaded (its first N bytes are those loaded, ending at a line end: a log
+appended to) is read from byte N, CSV and JSONL alike; one changed anywhere else is refused with a
+reason when the source appends (its earlier rows are in the dataset), unless ``--force``.
 """
 
 from __future__ import annotations
@@ -85,14 +89,19 @@ def detect_format(path: Path, declared: str | None) -> tuple[str | None, bool]:
 def file_fingerprint(path: Path, source: str, content: bytes | None = None) -> str:
     """sha256 of the source's name and the file's content (``content``: the file's bytes, when they
     were already read)."""
-    digest = hashlib.sha256(source.encode() + b"\0")
+    return file_digests(path, source, content)[0]
+
+
+def file_digests(path: Path, source: str, content: bytes | None = None) -> tuple[str, str]:
+    """(the fingerprint, the sha256 of the content) from one pass over the file."""
     if content is not None:
         file_digest = hashlib.sha256(content)
     else:
         with path.open("rb") as f:
             file_digest = hashlib.file_digest(f, "sha256")
+    digest = hashlib.sha256(source.encode() + b"\0")
     digest.update(file_digest.digest())
-    return digest.hexdigest()
+    return digest.hexdigest(), file_digest.hexdigest()
 
 
 _HASHER: ThreadPoolExecutor | None = None
@@ -112,9 +121,15 @@ class FileReader:
         self.name = name
         self.spec = spec
         self._loaded: Collection[str] = frozenset()
+        self._files: dict[str, dict[str, Any]] = {}
 
     def skip_loaded(self, loaded: Collection[str]) -> None:
         self._loaded = loaded
+
+    def know_files(self, files: dict[str, dict[str, Any]]) -> None:
+        """What was loaded of each path before (``size``, ``content_sha256``), to read only what a
+        file gained since, or to refuse one changed in the middle."""
+        self._files = files
 
     def files(self) -> list[Path]:
         return expand_paths(self.spec.path)
@@ -143,17 +158,33 @@ class FileReader:
                 _PRELOAD_BYTES, self.spec.chunk_rows * 512
             )
             content = path.read_bytes() if small else None
-            pending: Future[str] | None = None
+            pending: Future[tuple[str, str]] | None = None
+            content_sha: str | None = None
             if self._loaded or fmt is None:
-                fingerprint: str | None = file_fingerprint(path, self.name, content)
+                fingerprint: str | None
+                fingerprint, content_sha = file_digests(path, self.name, content)
             else:
                 # Nothing of this source is loaded yet, so no file can be skipped: the fingerprint
                 # is taken in a thread while the file is parsed (hashlib lets go of the GIL).
-                pending, fingerprint = _hasher().submit(file_fingerprint, path, self.name, content), None
+                pending, fingerprint = _hasher().submit(file_digests, path, self.name, content), None
         except OSError as exc:
             return Batch(pl.DataFrame(), origin, error=f"cannot be read ({exc.strerror or exc})")
         if fingerprint is not None and fingerprint in self._loaded:
             return Batch(pl.DataFrame(), origin, fingerprint=fingerprint, skipped=True)
+        offset, first_line = 0, 1
+        before = self._files.get(origin)
+        if before is not None and fingerprint is not None:
+            grown = _grown_from(path, before, gz) if fmt in ("csv", "jsonl") else None
+            if grown is None:
+                return Batch(
+                    pl.DataFrame(),
+                    origin,
+                    fingerprint=fingerprint,
+                    error="changed since it was loaded, not only appended to: its earlier rows are in "
+                    "the dataset; load it again whole with --force, or rebuild the dataset with "
+                    "'headrace ingest --reload'",
+                )
+            offset, first_line = grown
         if fmt is None:
             return Batch(
                 pl.DataFrame(),
@@ -162,11 +193,14 @@ class FileReader:
                 error="unknown format; name it with 'format: csv|json|jsonl|parquet'",
             )
         batch = Batch(pl.DataFrame(), origin, fingerprint=fingerprint)
+        batch.extra = {"path": origin, "size": size}
+        if offset:
+            batch.extra["from_byte"] = offset
         try:
             if fmt == "csv":
-                chunks = _CsvReader(path, gz, self.spec, batch, content).chunks()
+                chunks = _CsvReader(path, gz, self.spec, batch, content, offset, first_line).chunks()
             elif fmt == "jsonl":
-                chunks = _jsonl_chunks(path, gz, self.spec, batch, content)
+                chunks = _jsonl_chunks(path, gz, self.spec, batch, content, offset, first_line)
             elif fmt == "json":
                 chunks = _json_chunks(path, gz, self.spec, batch, content)
             else:
@@ -181,9 +215,11 @@ class FileReader:
         finally:
             if pending is not None:
                 try:
-                    batch.fingerprint = pending.result()
+                    batch.fingerprint, content_sha = pending.result()
                 except OSError as exc:
                     batch.error = batch.error or f"cannot be read ({exc.strerror or exc})"
+            if content_sha is not None and not gz:
+                batch.extra["content_sha256"] = content_sha
         if batch.error:
             return batch
         batch.frame = first if first is not None else pl.DataFrame()
@@ -201,6 +237,27 @@ def _guard(chunks: Iterator[pl.DataFrame], fmt: str) -> Iterator[pl.DataFrame]:
         ) from None
 
 
+def _grown_from(path: Path, before: dict[str, Any], gz: bool) -> tuple[int, int] | None:
+    """(byte to read from, its line number) when ``path`` is what was loaded (``before``: size and
+    content_sha256) with lines appended; None when it changed otherwise."""
+    size, digest = before.get("size"), before.get("content_sha256")
+    if gz or not isinstance(size, int) or not isinstance(digest, str) or path.stat().st_size <= size:
+        return None
+    hasher, lines, left, last = hashlib.sha256(), 0, size, b""
+    with path.open("rb") as f:
+        while left:
+            block = f.read(min(left, 1 << 20))
+            if not block:
+                return None
+            hasher.update(block)
+            lines += block.count(b"\n")
+            left -= len(block)
+            last = block[-1:]
+    if hasher.hexdigest() != digest or last != b"\n":
+        return None
+    return size, lines + 1
+
+
 def _short(exc: BaseException) -> str:
     text = " ".join(str(exc).split())[:200]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -215,9 +272,17 @@ def _open(path: Path, gz: bool, content: bytes | None = None) -> IO[bytes]:
 # -- CSV -------------------------------------------------------------------------------------------
 class _CsvReader:
     def __init__(
-        self, path: Path, gz: bool, spec: FileSource, batch: Batch, content: bytes | None = None
+        self,
+        path: Path,
+        gz: bool,
+        spec: FileSource,
+        batch: Batch,
+        content: bytes | None = None,
+        offset: int = 0,
+        first_line: int = 1,
     ) -> None:
         self.path, self.gz, self.spec, self.batch, self.content = path, gz, spec, batch, content
+        self.offset, self.first_line = offset, first_line  # a grown file: read from this byte on
         self.opts = spec.csv
         self.encoding = self.opts.encoding
         self.utf8 = self.encoding == "utf-8"
@@ -274,6 +339,9 @@ class _CsvReader:
             self.names = [f"column_{i + 1}" for i in range(len(fields))]
             pending = first
             line_no -= 1
+        if self.offset:  # the rows appended since the file was loaded: from that byte on
+            stream.seek(self.offset)
+            pending, line_no = b"", self.first_line - 1
         self.ncols = len(self.names)
         sample = max(len(first), 16)
         block_bytes = int(min(max(self.spec.chunk_rows * sample * 1.2, 1 << 16), 1 << 28))
@@ -638,11 +706,19 @@ def _json_has_list(path: Path, gz: bool, prefix: str) -> bool:
 
 
 def _jsonl_chunks(
-    path: Path, gz: bool, spec: FileSource, batch: Batch, content: bytes | None = None
+    path: Path,
+    gz: bool,
+    spec: FileSource,
+    batch: Batch,
+    content: bytes | None = None,
+    offset: int = 0,
+    first_line: int = 1,
 ) -> Iterator[pl.DataFrame]:
     stream = _open(path, gz, content)
     try:
-        line_no = 1
+        if offset:
+            stream.seek(offset)
+        line_no = first_line
         pending = b""
         block_bytes = int(min(max(spec.chunk_rows * 200, 1 << 16), 1 << 28))
         while True:

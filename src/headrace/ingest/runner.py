@@ -76,6 +76,7 @@ __all__ = [
     "RunResult",
     "close_abandoned_runs",
     "ingest",
+    "loaded_files",
     "loaded_fingerprints",
     "open_source",
     "recover",
@@ -225,6 +226,19 @@ def loaded_fingerprints(meta: Metadata, store: Store, source_name: str, dataset:
     return found
 
 
+def loaded_files(store: Store, dataset: str, source_name: str) -> dict[str, dict[str, Any]]:
+    """Per path, what the source's newest commit of it recorded (size, content_sha256): how a file
+    that grew since is told from one that changed."""
+    if not store.exists(dataset):
+        return {}
+    files: dict[str, dict[str, Any]] = {}
+    for v in store.versions(dataset):
+        path = v.extra.get("path")
+        if v.source == source_name and path and v.extra.get("content_sha256"):
+            files[str(path)] = {"size": v.extra.get("size"), "content_sha256": v.extra["content_sha256"]}
+    return files
+
+
 def ingest(
     source: Source,
     spec: IngestSpec,
@@ -301,6 +315,9 @@ def _ingest(
             fresh = force or mode == "replace"
             known = set() if fresh else loaded_fingerprints(meta, store, source_name, spec.dataset)
             source.skip_loaded(known)
+            know_files = getattr(source, "know_files", None)
+            if know_files is not None and not fresh and mode == "append":
+                know_files(loaded_files(store, spec.dataset, source_name))
         if mode == "replace":
             source = _WholeRun(source, source_name)
         for batch in source.read():
@@ -474,7 +491,7 @@ def _one_batch(
             outcome.excess = excess + "; committed anyway (on_excess: commit)"
             log.warning("%s: %s", batch.origin, outcome.excess)
         clean = staging.result()
-        extra: dict[str, Any] = {"origin": batch.origin, "run_id": run_id}
+        extra: dict[str, Any] = {"origin": batch.origin, "run_id": run_id, **batch.extra}
         if batch.fingerprint:
             extra["fingerprint"] = batch.fingerprint
         if batch.cursor is not None:
