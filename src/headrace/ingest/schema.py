@@ -52,6 +52,7 @@ _ID_WORDS = {"id", "ids", "uuid", "guid", "key", "code", "zip", "zipcode", "post
 _DATE_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%m/%d/%Y", "%d/%m/%Y", "%d.%m.%Y")
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{1,2}:\d{2}")
 _WHOLE = re.compile(r"^[+-]?\d+$")
+_SAMPLE_ROWS = 20_000
 
 
 @dataclass(frozen=True)
@@ -118,10 +119,21 @@ def infer_column(series: pl.Series, tokens: Collection[str] = ()) -> tuple[str |
         return "string", None
     if series.dtype != pl.String:
         return None, None
+    # The first rows first: a value there that fits no type makes the column text whatever follows (the
+    # common case, categories), so only columns that look typed (or empty) there are read whole.
+    if series.len() > _SAMPLE_ROWS:
+        found = _infer_text(series.head(_SAMPLE_ROWS), tokens)
+        if found is not None and found[0] == "string":
+            return found
+    return _infer_text(series, tokens) or ("string", None)
+
+
+def _infer_text(series: pl.Series, tokens: Collection[str]) -> tuple[str, str | None] | None:
+    """What the values of a text column are; None when it holds no value at all."""
     text = series.str.strip_chars()
     text = text.filter(text.is_not_null() & (text != "") & ~text.is_in(list(tokens)))
     if text.is_empty():
-        return "string", None
+        return None
     name = series.name
     whole = text.str.contains(_WHOLE.pattern)
     if whole.all():
