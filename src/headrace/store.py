@@ -135,7 +135,13 @@ class Store:
             ) from exc
         return self.version(dataset)
 
-    def _append_fast(self, dataset: str, frame: pl.DataFrame, props: CommitProperties) -> bool:
+    def _append_fast(
+        self,
+        dataset: str,
+        frame: pl.DataFrame,
+        props: CommitProperties,
+        mode: Literal["append", "overwrite"] = "append",
+    ) -> bool:
         """Write the Parquet file with polars (its encoder uses every core; delta-rs's writer one)
         and commit it with Delta's transaction API: about 2.4x faster for a 1M-row batch (see
         benchmarks/ingest_files.py). Only for a local table that is new or has exactly this schema,
@@ -189,11 +195,17 @@ class Store:
                     if existing is None or existing.schema().to_json() != schema.to_json():
                         raise
                     existing.create_write_transaction(
-                        [add], mode="append", schema=schema, commit_properties=props
+                        [add],
+                        mode=mode,
+                        schema=schema,
+                        commit_properties=props,
                     )
             else:
                 existing.create_write_transaction(
-                    [add], mode="append", schema=schema, commit_properties=props
+                    [add],
+                    mode=mode,
+                    schema=schema,
+                    commit_properties=props,
                 )
         except BaseException:
             (folder / name).unlink(missing_ok=True)
@@ -227,8 +239,11 @@ class Store:
         """``batch`` becomes the whole of ``dataset`` (its schema too), as one new version."""
         rows = batch.height if isinstance(batch, pl.DataFrame) else batch.num_rows
         props = self._props(meta, rows)
-        table = _delta_compatible(batch.to_arrow() if isinstance(batch, pl.DataFrame) else batch)
         try:
+            frame = batch if isinstance(batch, pl.DataFrame) else pl.DataFrame(pl.from_arrow(batch))
+            if self._append_fast(dataset, frame, props, mode="overwrite"):  # same schema: polars' writer
+                return self.version(dataset)
+            table = _delta_compatible(batch.to_arrow() if isinstance(batch, pl.DataFrame) else batch)
             write_deltalake(
                 self.uri(dataset),
                 table,
