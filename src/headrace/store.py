@@ -217,8 +217,20 @@ class Store:
         version: readers see the old content or the new, and time travel keeps the old. Returns the
         new version."""
         data = self._table(source).to_pyarrow_dataset().scanner().to_reader()
-        payload = {"batch_id": meta.batch_id, "source": meta.source, "rows": None, "extra": dict(meta.extra)}
-        props = CommitProperties(custom_metadata={_META_KEY: json.dumps(payload, default=str)})
+        return self._write_over(dataset, data, self._props(meta, None))
+
+    def overwrite(self, dataset: str, batch: pl.DataFrame | pa.Table, meta: BatchMeta) -> int:
+        """``batch`` becomes the whole of ``dataset`` (its schema too), as one new version."""
+        rows = batch.height if isinstance(batch, pl.DataFrame) else batch.num_rows
+        props = self._props(meta, rows)
+        frame = batch if isinstance(batch, pl.DataFrame) else pl.DataFrame(pl.from_arrow(batch))
+        if self._append_fast(dataset, frame, props, mode="overwrite"):  # same schema: polars' writer
+            return self.version(dataset)
+        table = _delta_compatible(batch.to_arrow() if isinstance(batch, pl.DataFrame) else batch)
+        return self._write_over(dataset, table, props)
+
+    def _write_over(self, dataset: str, data: Any, props: CommitProperties) -> int:
+        """``data`` (a table or a stream of batches) as the whole of ``dataset``, schema included."""
         try:
             write_deltalake(
                 self.uri(dataset),
@@ -232,30 +244,6 @@ class Store:
             raise StoreError(
                 f"dataset {dataset!r} could not be replaced ({_first_line(exc)})",
                 hint="the dataset is unchanged; run the command again",
-            ) from exc
-        return self.version(dataset)
-
-    def overwrite(self, dataset: str, batch: pl.DataFrame | pa.Table, meta: BatchMeta) -> int:
-        """``batch`` becomes the whole of ``dataset`` (its schema too), as one new version."""
-        rows = batch.height if isinstance(batch, pl.DataFrame) else batch.num_rows
-        props = self._props(meta, rows)
-        try:
-            frame = batch if isinstance(batch, pl.DataFrame) else pl.DataFrame(pl.from_arrow(batch))
-            if self._append_fast(dataset, frame, props, mode="overwrite"):  # same schema: polars' writer
-                return self.version(dataset)
-            table = _delta_compatible(batch.to_arrow() if isinstance(batch, pl.DataFrame) else batch)
-            write_deltalake(
-                self.uri(dataset),
-                table,
-                mode="overwrite",
-                schema_mode="overwrite",
-                storage_options=self.storage_options or None,
-                commit_properties=props,
-            )
-        except Exception as exc:  # deltalake raises bare Exception for some failures
-            raise StoreError(
-                f"dataset {dataset!r}: the full load could not be committed ({_first_line(exc)})",
-                hint="the dataset is unchanged; run it again",
             ) from exc
         return self.version(dataset)
 

@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from ..errors import SourceBusy
 from ..metadata import SCHEMA, Metadata, utcnow
 
-__all__ = ["SourceLease"]
+__all__ = ["SourceLease", "process_alive"]
 
 log = logging.getLogger("headrace.ingest.lease")
 
@@ -38,7 +38,8 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host with that id exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -146,7 +147,7 @@ class SourceLease:
         """A holder of this host whose process is gone (killed outright)."""
         host, _, rest = holder.partition(":")
         pid = rest.partition(":")[0]
-        return host == self.host and pid.isdigit() and not _alive(int(pid))
+        return host == self.host and pid.isdigit() and not process_alive(int(pid))
 
     def _renew(self) -> None:
         leases = SCHEMA.tables["source_leases"]

@@ -65,7 +65,7 @@ from ..errors import ConfigError, DataError, HeadraceError, NotFound, UsageError
 from ..metadata import SCHEMA, Metadata, utcnow
 from ..store import BatchMeta, Store, new_batch_id
 from .base import Batch, Deduplicating, Resumable, Source, StreamingSource
-from .lease import SourceLease
+from .lease import SourceLease, process_alive
 from .schema import SchemaTracker
 from .validate import ColumnStats, QualityReport, check, clean_stats, failures_frame, text_of
 
@@ -814,16 +814,6 @@ def _owner() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def close_abandoned_runs(meta: Metadata, source_name: str) -> int:
     """Record as ``interrupted`` the runs of ``source_name`` left ``running`` by a process of this host
     that is gone (killed outright); runs of other hosts, or of live processes, are left alone."""
@@ -841,7 +831,7 @@ def close_abandoned_runs(meta: Metadata, source_name: str) -> int:
             if isinstance(details, dict)
             and details.get("host") == host
             and isinstance(details.get("pid"), int)
-            and not _alive(details["pid"])
+            and not process_alive(details["pid"])
         ]
         for run_id in dead:
             conn.execute(
