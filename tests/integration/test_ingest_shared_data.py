@@ -95,3 +95,51 @@ def test_housing_missing_total_bedrooms(tmp_path):
     assert report.imputed["total_bedrooms"]["value"] == 435  # the median of the 20,433 known values
     data = store.read("housing")
     assert data["total_bedrooms"].null_count() == 0 and data.height == 20640
+
+
+def test_no_type_written_each_shared_file_is_typed_by_inference(tmp_path):
+    import polars as pl
+
+    telco = require_data("telco-churn", "Telco-Customer-Churn.csv")
+    housing = require_data("california-housing", "housing.csv")
+    ratings = require_data("movielens-100k", "u.data")
+    cases = [
+        (
+            telco,
+            {},
+            {
+                "customerID": pl.String,
+                "SeniorCitizen": pl.Int64,
+                "tenure": pl.Int64,
+                "MonthlyCharges": pl.Float64,
+                "TotalCharges": pl.Float64,
+                "Churn": pl.String,
+            },
+        ),
+        (
+            housing,
+            {},
+            {
+                "housing_median_age": pl.Float64,
+                "total_bedrooms": pl.Float64,
+                "median_house_value": pl.Float64,
+                "ocean_proximity": pl.String,
+            },
+        ),
+        (
+            ratings,
+            {"format": "csv", "csv": {"delimiter": "\t", "header": False}},
+            {"column_1": pl.Int64, "column_2": pl.Int64, "column_3": pl.Int64, "column_4": pl.Int64},
+        ),
+    ]
+    stores = []
+    for i, (path, options, expected) in enumerate(cases):
+        spec = FileSource.model_validate({"kind": "file", "path": str(path), "dataset": f"d{i}", **options})
+        result, store = _ingest(tmp_path / str(i), spec)
+        assert result.ok and result.rows_quarantined == 0, result.error
+        schema = store.read(f"d{i}").schema
+        assert {c: schema[c] for c in expected} == expected
+        stores.append(store)
+    # Telco's 11 blank TotalCharges are missing values, not text and not failures
+    assert stores[0].read("d0")["TotalCharges"].null_count() == 11
+    assert stores[2].read("d2").height == 100_000
