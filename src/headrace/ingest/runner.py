@@ -47,6 +47,7 @@ import importlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -321,6 +322,7 @@ def _ingest(
         if mode == "replace":
             source = _WholeRun(source, source_name)
         for batch in source.read():
+            _fault("read")
             lease.check()  # never commit after another run took the source over
             outcome = _one_batch(
                 batch, spec, store, meta, source_name, run_id, state, tracker, progress, mode
@@ -509,6 +511,7 @@ def _one_batch(
             else:
                 store.append(quarantine, qframe, qstamp)
             outcome.rows_quarantined = qframe.height
+            _fault("quarantine")
         elif mode == "replace" and store.exists(quarantine):
             store.clear(quarantine, stamp)  # this full load rejected nothing: nothing is held back
         if has_data:
@@ -521,6 +524,7 @@ def _one_batch(
             else:
                 outcome.version = store.append(spec.dataset, clean, stamp)
             outcome.rows_committed = clean.height if isinstance(clean, pl.DataFrame) else clean.num_rows
+            _fault("commit")
         state.columns = list(
             dict.fromkeys(
                 [*state.columns, *(clean.columns if isinstance(clean, pl.DataFrame) else clean.column_names)]
@@ -529,6 +533,7 @@ def _one_batch(
         state.keys = keys
         report.columns = stats.columns()
         _record(meta, batch, spec, source_name, run_id, batch_id, outcome, report)
+        _fault("bookkeeping")
         tracker.commit()
         outcome.status = "committed"
         outcome.report = report
@@ -735,6 +740,14 @@ def _text_where_types_clash(tables: list[pa.Table]) -> list[pa.Table]:
             table = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
         out.append(table)
     return out
+
+
+def _fault(step: str) -> None:
+    """Fault injection for the crash tests: ``HEADRACE_FAULT_AT=STEP`` (read, quarantine, commit,
+    bookkeeping) kills this process with SIGKILL right after that step of a batch, as a power cut
+    would; the next run must leave every source row in the dataset exactly once."""
+    if os.environ.get("HEADRACE_FAULT_AT") == step:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _WholeRun:
