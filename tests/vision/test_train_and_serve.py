@@ -33,8 +33,14 @@ def test_training_lowers_the_loss_and_learns(trained: dict[str, Any]):
     fit = result.fit
     assert fit.head_losses[-1] < 0.8 * fit.head_losses[0]  # phase one's head learns
     assert len(fit.history) >= 1 and all(h["train_loss"] < 1.0 for h in fit.history)
-    assert fit.frozen_accuracy >= 0.75 and result.metrics["accuracy"] >= fit.frozen_accuracy
-    assert set(result.metrics) >= {"accuracy", "frozen_accuracy", "finetuned_accuracy", "f1_macro"}
+    assert fit.frozen_selection_accuracy >= 0.5 and result.metrics["accuracy"] >= 0.75
+    assert set(result.metrics) >= {
+        "accuracy",
+        "selection_accuracy",
+        "frozen_selection_accuracy",
+        "finetuned_selection_accuracy",
+        "f1_macro",
+    }
     per_class = result.evaluation["per_class"]
     assert set(per_class) == {"blue", "red"} and all("precision" in m for m in per_class.values())
     assert sum(map(sum, result.evaluation["confusion_matrix"])) == 8
@@ -60,6 +66,10 @@ def test_registered_with_lineage_and_a_report(trained: dict[str, Any]):
     html = trained["artifacts"].get_bytes(trained["result"].report_sha256).decode()
     for part in ("Confusion matrix", "Per class", "Misclassified validation images", "Quarantined files"):
         assert part in html
+    splits = mv.details["splits"]
+    assert splits["chosen_on"].startswith("selection split, 2 of the 16 training images")
+    assert splits["scored_on"].startswith("validation folder, 8 images")
+    assert splits["chosen_on"] in html and splits["scored_on"] in html
     assert (trained["out"] / "tiny-report.html").read_text() == html
 
 
@@ -83,7 +93,7 @@ def test_the_served_path_matches_the_validation_scores(trained: dict[str, Any]):
     result = trained["result"]
     paths = sorted((trained["folder"] / "val").glob("*/*.jpg"))
     proba = result.model.predict_images([p.read_bytes() for p in paths]).probabilities or []
-    reported = result.fit.val_proba  # val rows are sorted by path, as here
+    reported = result.val_proba  # val rows are sorted by path, as here
     for row, expected in zip(proba, reported, strict=True):
         assert abs(row["blue"] - float(expected[0])) < 2e-3
 

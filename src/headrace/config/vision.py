@@ -66,12 +66,17 @@ class ImageSpec(Spec):
     """Transfer learning on a folder of images, one sub-folder per class.
 
     ``path`` holds ``train/<class>/*`` and ``val/<class>/*`` (``valid``/``validation`` also
-    accepted), or ``<class>/*`` directly, which is then split stratified with ``val_split``.
+    accepted), or ``<class>/*`` directly, which is then split stratified with ``val_split`` (a
+    held-out split that stands in for the validation folder).
     Phase one fits a new head on features of the frozen backbone (computed once and cached);
     phase two unfreezes the top ``unfreeze_blocks`` blocks and fine-tunes them with a learning rate
-    ``backbone_lr`` below the head's ``lr`` (AdamW, ``schedule``, label smoothing, early stopping on
-    validation accuracy with ``patience``, the best epoch kept). ``finetune_epochs: 0`` stops after
-    phase one.
+    ``backbone_lr`` below the head's ``lr`` (AdamW, ``schedule``, label smoothing, early stopping
+    on the selection split with ``patience``, the best epoch kept). ``finetune_epochs: 0`` stops
+    after phase one.
+
+    Every choice (the best epoch, the phase-one head against fine-tuning) is made on the
+    *selection split*, carved from the training images; the validation images take part in no
+    choice: the reported accuracy is measured on them once, at the end.
     """
 
     path: ProjectPath
@@ -82,6 +87,15 @@ class ImageSpec(Spec):
     eval_size: int | None = Field(default=256, ge=32, le=1024)
     crop_fraction: float = Field(default=0.875, gt=0.0, le=1.0)
     val_split: float = Field(default=0.2, gt=0.0, lt=1.0)
+    selection_split: float = Field(default=0.15, gt=0.0, lt=1.0)
+    """Share of each class's training images kept aside (at least one where the class has two or
+    more; by a hash of the seed and the content) to choose the epoch on; never fitted on unless
+    ``refit``."""
+    select_on: Literal["loss", "accuracy"] = "loss"
+    """What "best" means on the selection split: the lowest log loss (accuracy breaks ties) or the
+    highest accuracy (log loss breaks ties)."""
+    refit: bool = False
+    """After the choice, fit again on training and selection images together, for the chosen epochs."""
     head_epochs: int = Field(default=100, ge=1)
     finetune_epochs: int = Field(default=6, ge=0)
     unfreeze_blocks: int = Field(default=3, ge=0)

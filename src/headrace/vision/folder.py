@@ -5,6 +5,9 @@ file must decode completely; its format must be allowed (GIF is not, by default:
 is a placeholder, an icon or an animation); it must not be animated; its shorter side must reach
 ``min_side``; it must not be blank (grey-level entropy below ``min_entropy``); and its bytes must not
 repeat an earlier file's (of two copies, the one in the validation split is refused, as leakage).
+
+:func:`carve_selection` picks the selection split out of the training images: the images every
+choice of the training (the best epoch) is made on, so that the validation images take part in none.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import io
 import logging
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,7 +26,16 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
 
-__all__ = ["Checks", "FolderScan", "check_image", "grey_entropy", "list_folder", "scan_rows"]
+__all__ = [
+    "Checks",
+    "FolderScan",
+    "carve_selection",
+    "check_image",
+    "grey_entropy",
+    "list_folder",
+    "scan_rows",
+    "split_record",
+]
 
 log = logging.getLogger("headrace.vision.folder")
 
@@ -158,6 +170,115 @@ def _stratified_val(rows: list[dict[str, Any]], fraction: float, seed: int) -> N
             n_val = min(max(round(len(members) * fraction), 1), len(members) - 1)
         for i, row in enumerate(members):
             row["split"] = "val" if i < n_val else "train"
+
+
+def carve_selection(rows: Sequence[Mapping[str, Any]], fraction: float, seed: int) -> set[str]:
+    """The paths of the selection split carved out of training ``rows`` (``path``, ``label``, ``sha256``).
+
+    Stratified: ``round(fraction * n)`` of each class's n images, at least one where the class has
+    two or more, never all of them (a class with one training image has none). Which ones is decided
+    by a hash of (seed, content), salted differently from the validation split's, so the split is
+    reproducible and an image keeps its side as files are added.
+    """
+    by_label: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        by_label.setdefault(str(row["label"]), []).append(row)
+    chosen: set[str] = set()
+    for members in by_label.values():
+        if len(members) < 2:
+            continue
+        ranked = sorted(
+            members,
+            key=lambda r: (hashlib.sha256(f"{seed}:selection:{r['sha256']}".encode()).hexdigest(), r["path"]),
+        )
+        n = min(max(round(len(members) * fraction), 1), len(members) - 1)
+        chosen.update(str(r["path"]) for r in ranked[:n])
+    return chosen
+
+
+def _counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[str(row["label"])] = counts.get(str(row["label"]), 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _shown(per_class: Mapping[str, int]) -> str:
+    return ", ".join(f"{label} {n}" for label, n in per_class.items())
+
+
+def split_record(
+    layout: str,
+    rows: Mapping[str, Sequence[Mapping[str, Any]]],
+    *,
+    selection_split: float,
+    val_split: float,
+    seed: int,
+    refit: bool = False,
+) -> dict[str, Any]:
+    """How the images were split, for the report and the registry: ``rows`` maps ``fit``,
+    ``selection`` and ``val`` to their rows (``path``, ``label``).
+
+    ``chosen_on`` and ``scored_on`` say in a sentence which split chose the epoch and which one the
+    reported figures come from, with sizes; ``selection.files`` lists the selection images by class.
+    """
+    per_class = {k: _counts(rows[k]) for k in ("fit", "selection", "val")}
+    n = {k: len(rows[k]) for k in ("fit", "selection", "val")}
+    n_train = n["fit"] + n["selection"]
+    train_counts = _counts([*rows["fit"], *rows["selection"]])
+    notes = [
+        f"class {label!r} has {count} training image: none left for the selection split"
+        for label, count in train_counts.items()
+        if count < 2
+    ]
+    how = (
+        f"{selection_split:.0%} of each class's training images (at least one where the class has "
+        f"two or more), by a hash of seed {seed} and the file's content"
+    )
+    chosen_on = (
+        f"selection split, {n['selection']} of the {n_train} training images "
+        f"({selection_split:.0%} of each class, at least one; by a hash of seed {seed} and content): "
+        f"{_shown(per_class['selection'])}"
+    )
+    if layout == "train/val":
+        source = "validation folder"
+        val_how = "the folder's validation images (val/)"
+        scored_on = f"validation folder, {n['val']} images ({_shown(per_class['val'])}), used for no choice"
+    else:
+        source = "held-out split"
+        val_how = (
+            f"held out: {val_split:.0%} of each class's images, by a hash of seed {seed} and content "
+            "(the folder has no val/ folder)"
+        )
+        scored_on = (
+            f"held-out split, {n['val']} images ({_shown(per_class['val'])}; {val_split:.0%} of each "
+            f"class, by a hash of seed {seed} and content, as the folder has no val/), used for no choice"
+        )
+    return {
+        "chosen_on": chosen_on,
+        "scored_on": scored_on,
+        "fit": {"images": n["fit"], "per_class": per_class["fit"]},
+        "selection": {
+            "images": n["selection"],
+            "per_class": per_class["selection"],
+            "fraction": selection_split,
+            "seed": seed,
+            "how": how,
+            "files": {
+                label: sorted(str(r["path"]) for r in rows["selection"] if str(r["label"]) == label)
+                for label in per_class["selection"]
+            },
+        },
+        "val": {
+            "images": n["val"],
+            "per_class": per_class["val"],
+            "source": source,
+            "how": val_how,
+            "used_for_choices": False,
+        },
+        "refit": refit,
+        "notes": notes,
+    }
 
 
 def scan_rows(

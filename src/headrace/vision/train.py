@@ -1,8 +1,20 @@
 """Training an image classifier from a folder: manifest, fit, evaluation, report, registry.
 
 :func:`train_image_model` is what ``headrace train`` runs for ``task: image_classification``: it scans
-``image.path`` into the manifest dataset (bad files to its quarantine), fits (:mod:`.fit`), evaluates
-on the validation split, renders the HTML report, records a training run and registers the model.
+``image.path`` into the manifest dataset (bad files to its quarantine), carves the selection split
+out of the training images, fits (:mod:`.fit`: every choice, the best epoch included, is made on the
+selection split), then scores the kept model once on the validation images, renders the HTML
+report, records a training run and registers the model.
+
+Three disjoint sets of images, recorded in the report and the version's ``details["splits"]``:
+
+- *fit*: the training images the weights are fitted on;
+- *selection*: ``selection_split`` of each class's training images (at least one where the class
+  has two or more; :func:`.folder.carve_selection`), which choose the epoch; with ``refit: true``
+  they are fitted on too, after the choice;
+- *val*: the validation folder (or, when the folder has no ``val/``, a held-out ``val_split`` of
+  each class's images), which takes part in no choice; ``accuracy`` and every other reported
+  metric come from it.
 """
 
 from __future__ import annotations
@@ -20,11 +32,12 @@ import torch
 from ..artifacts import ArtifactStore
 from ..config.models import ModelSpec
 from ..config.vision import ImageSpec
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..metadata import Metadata, finish_training_run, start_training_run
 from ..store import Store
 from ..train.run import code_version, installed_versions
-from .fit import FitResult, fit_images
+from .fit import FitResult, StepProgress, fit_images
+from .folder import carve_selection, split_record
 from .images import _rgb, resize_shorter, to_tensor
 from .manifest import Scan, record_scan, scan_folder
 from .model import ImageClassifier
@@ -42,8 +55,10 @@ class ImageTrainResult:
     name: str
     model: ImageClassifier
     metrics: dict[str, float]
-    evaluation: dict[str, Any]
+    evaluation: dict[str, Any]  # on the validation images
     fit: FitResult
+    splits: dict[str, Any]
+    val_proba: Any  # np.ndarray: the kept model's probabilities for the validation images (by path)
     dataset: str
     data_version: int
     quarantined: list[dict[str, Any]]
@@ -62,12 +77,17 @@ class ImageTrainResult:
             "data_version": self.data_version,
             "device": self.fit.device,
             "threads": self.fit.threads,
-            "frozen_accuracy": round(self.fit.frozen_accuracy, 4),
-            "finetuned_accuracy": None
-            if self.fit.finetuned_accuracy is None
-            else round(self.fit.finetuned_accuracy, 4),
             "accuracy": self.metrics.get("accuracy"),
+            "accuracy_on": self.splits["scored_on"],
             "best_epoch": self.fit.best_epoch,
+            "chosen_on": self.splits["chosen_on"],
+            "selection_accuracy": round(self.fit.selection_accuracy, 4),
+            "frozen_selection_accuracy": round(self.fit.frozen_selection_accuracy, 4),
+            "finetuned_selection_accuracy": None
+            if self.fit.finetuned_selection_accuracy is None
+            else round(self.fit.finetuned_selection_accuracy, 4),
+            "refit": self.fit.refit,
+            "images": {k: self.splits[k]["images"] for k in ("fit", "selection", "val")},
             "seconds": round(self.seconds, 2),
             "timings": self.fit.timings,
             "quarantined": self.quarantined,
@@ -99,10 +119,13 @@ def train_image_model(
     out_dir: str | Path | None = None,
     project_root: Path | None = None,
     progress: Progress | None = None,
+    on_step: StepProgress | None = None,
 ) -> ImageTrainResult:
     """Scan ``spec.image.path`` into the manifest dataset ``spec.dataset`` (bad files to its
-    quarantine), fit, evaluate on the validation split, write the HTML report, and (with ``meta``
-    and ``artifacts``) register the model as a new version with its lineage."""
+    quarantine), fit (choosing on the selection split), evaluate on the validation images, write
+    the HTML report, and (with ``meta`` and ``artifacts``) register the model as a new version with
+    its lineage. ``progress`` gets stage lines; ``on_step`` gets each epoch as (stage, done, total,
+    line) (see :mod:`.fit`)."""
     if spec.task != "image_classification" or spec.image is None:
         raise ConfigError(
             f"model {name!r}: task image_classification needs an 'image:' section",
@@ -133,33 +156,53 @@ def train_image_model(
             say(f"  quarantined {row['path']}: {row['reason']}")
         classes = scan.classes
         index = {c: i for i, c in enumerate(classes)}
-        rows = {s: scan.manifest.filter(pl.col("split") == s) for s in ("train", "val")}
+        rows, splits = _splits(scan, image, spec.seed)
+        for note in splits["notes"]:
+            say(f"note: {note}")
+        if not rows["val"].height:
+            raise DataError(
+                f"image folder {scan.root} has no usable validation images",
+                hint="put images in val/<class>/, or remove val/ and train/ to split the folder",
+            )
         images = {s: [scan.pixels[p] for p in rows[s]["path"].to_list()] for s in rows}
         labels = {s: [index[v] for v in rows[s]["label"].to_list()] for s in rows}
+        say(f"epoch chosen on: {splits['chosen_on']}")
         fit = fit_images(
             image,
-            images["train"],
-            labels["train"],
-            images["val"],
-            labels["val"],
+            images["fit"],
+            labels["fit"],
+            images["selection"],
+            labels["selection"],
             classes,
             seed=spec.seed,
             progress=say,
+            on_step=on_step,
         )
         fit.timings["scan_s"] = round(scan_s, 3)
-        evaluation = evaluate(fit.val_proba, labels["val"], classes)
+        # The one look at the validation images: the kept model, as it will be served.
+        val_started = time.perf_counter()
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(fit.threads)
+        try:
+            val_proba = fit.model.predict_proba_tensors(images["val"]).numpy()
+        finally:
+            torch.set_num_threads(previous_threads)
+        fit.timings["val_s"] = round(time.perf_counter() - val_started, 3)
+        evaluation = evaluate(val_proba, labels["val"], classes)
+        say(f"accuracy {evaluation['accuracy']:.4f} on the {splits['scored_on']}")
         seconds = time.perf_counter() - started
         fit.timings["total_s"] = round(seconds, 3)
         metrics = {
             "accuracy": evaluation["accuracy"],
-            "frozen_accuracy": fit.frozen_accuracy,
             "f1_macro": evaluation["f1_macro"],
             "precision_macro": evaluation["precision_macro"],
             "recall_macro": evaluation["recall_macro"],
             "log_loss": evaluation["log_loss"],
+            "selection_accuracy": fit.selection_accuracy,
+            "frozen_selection_accuracy": fit.frozen_selection_accuracy,
         }
-        if fit.finetuned_accuracy is not None:
-            metrics["finetuned_accuracy"] = fit.finetuned_accuracy
+        if fit.finetuned_selection_accuracy is not None:
+            metrics["finetuned_selection_accuracy"] = fit.finetuned_selection_accuracy
         quarantined = [
             {"path": r["path"], "reason": r["reason"]} for r in scan.quarantine.iter_rows(named=True)
         ]
@@ -168,12 +211,14 @@ def train_image_model(
             name=name,
             evaluation=evaluation,
             fit=fit,
+            splits=splits,
             val_paths=val_paths,
             val_images=images["val"],
             quarantined=quarantined,
             summary={
                 "dataset": f"{spec.dataset} v{version}",
-                "images": f"{len(images['train'])} train, {len(images['val'])} val ({scan.layout})",
+                "images": f"{len(images['fit'])} fitted on, {len(images['selection'])} selection, "
+                f"{len(images['val'])} validation ({scan.layout})",
                 "backbone": image.backbone,
                 "device": fit.device,
                 "threads": fit.threads,
@@ -186,6 +231,8 @@ def train_image_model(
             metrics={k: round(float(v), 6) for k, v in metrics.items()},
             evaluation=evaluation,
             fit=fit,
+            splits=splits,
+            val_proba=val_proba,
             dataset=spec.dataset,
             data_version=version,
             quarantined=quarantined,
@@ -218,12 +265,33 @@ def train_image_model(
             data_version=version,
             metrics=result.metrics,
             params=_params(image),
-            details={"seconds": round(seconds, 3), "timings": fit.timings},
+            details={"seconds": round(seconds, 3), "timings": fit.timings, "splits": splits},
         )
         return result
     except Exception as exc:
         finish_training_run(meta, run_id, status="failed", error=str(exc)[:2000])
         raise
+
+
+def _splits(scan: Scan, image: ImageSpec, seed: int) -> tuple[dict[str, pl.DataFrame], dict[str, Any]]:
+    """The rows of the three splits (fit, selection, val) and the record of how they were made."""
+    train = scan.manifest.filter(pl.col("split") == "train")
+    chosen = carve_selection(list(train.iter_rows(named=True)), image.selection_split, seed)
+    in_selection = pl.col("path").is_in(sorted(chosen))
+    rows = {
+        "fit": train.filter(~in_selection),
+        "selection": train.filter(in_selection),
+        "val": scan.manifest.filter(pl.col("split") == "val"),
+    }
+    record = split_record(
+        scan.layout,
+        {k: v.select("path", "label").to_dicts() for k, v in rows.items()},
+        selection_split=image.selection_split,
+        val_split=image.val_split,
+        seed=seed,
+        refit=image.refit,
+    )
+    return rows, record
 
 
 def _params(image: ImageSpec) -> dict[str, Any]:
@@ -248,6 +316,8 @@ def _register(
         "evaluation": result.evaluation,
         "history": result.fit.history,
         "best_epoch": result.fit.best_epoch,
+        "splits": result.splits,
+        "refit": result.fit.refit,
         "timings": result.fit.timings,
         "device": result.fit.device,
         "report_sha256": result.report_sha256,
