@@ -187,3 +187,9 @@ def test_headrace_train_runs_an_image_model_from_the_project_file(tmp_path: Path
     assert doc["model"] == "pics" and doc["version"] == 1 and doc["data_version"] == 0
     assert 0.0 <= doc["metrics"]["accuracy"] <= 1.0
     assert (tmp_path / ".headrace" / "reports" / "pics-report.html").is_file()
+    # `models show` of an image model: its input and splits, not a crash on its signature
+    with pytest.raises(SystemExit) as shown:
+        main(["--project", str(tmp_path), "models", "show", "pics@1"])
+    assert shown.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "input" in out and "splits:" in out

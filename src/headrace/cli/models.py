@@ -144,8 +144,15 @@ def show(
         ]
         console.print(table("chosen per fold", ["fold", "estimator", "parameters"], rows))
     inputs = (mv.signature or {}).get("inputs", [])
-    if inputs:
+    if isinstance(inputs, dict):  # an image model: what its input is, as one mapping
+        console.print(table("input", ["key", "value"], [[k, v] for k, v in inputs.items()]))
+    elif inputs:
         console.print(table("inputs", ["column", "type"], [[c["name"], c["type"]] for c in inputs]))
+    splits = mv.details.get("splits")
+    if isinstance(splits, dict):
+        from json import dumps
+
+        console.print(f"splits: {dumps(splits, default=str)[:400]}", markup=False, highlight=False)
 
 
 @models_app.command("promote")
