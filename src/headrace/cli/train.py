@@ -119,14 +119,16 @@ def train(
                 from ..recommend import train_recommender
 
                 version = data_version if data_version is not None else ws.store.version(spec.dataset)
-                trained = train_recommender(
-                    spec,
-                    ws.store.read(spec.dataset, version),
-                    registry=registry,
-                    name=name,
-                    data_version=version,
-                    promote=promote,
-                )
+                with _fold_progress(name, enabled=not json, steps=True) as on_steps:
+                    trained = train_recommender(
+                        spec,
+                        ws.store.read(spec.dataset, version),
+                        registry=registry,
+                        name=name,
+                        data_version=version,
+                        promote=promote,
+                        progress=on_steps,
+                    )
                 rec_doc = {"model": name, **trained.to_dict()}
                 docs.append(rec_doc)
                 if not json:
@@ -250,9 +252,10 @@ def evaluate(
 
 
 @contextmanager
-def _fold_progress(name: str, *, enabled: bool) -> Iterator[Any]:
+def _fold_progress(name: str, *, enabled: bool, steps: bool = False) -> Iterator[Any]:
     """Outer folds done, with an estimate of the time left, on a terminal (a line per stage when the
-    output is not one; nothing under --json)."""
+    output is not one; nothing under --json). ``steps``: one bar whose label is the step just done (a
+    recommender's candidates), a line per step off a terminal."""
     if not enabled:
         yield None
         return
@@ -270,6 +273,13 @@ def _fold_progress(name: str, *, enabled: bool) -> Iterator[Any]:
         tasks: dict[str, Any] = {}
 
         def on_folds(done: int, total: int, label: str) -> None:
+            if steps:
+                if "steps" not in tasks:
+                    tasks["steps"] = bar.add_task(name, total=total)
+                bar.update(tasks["steps"], completed=done, description=f"{name}: {label}")
+                if not live:
+                    err_console.print(f"{name}: [{done}/{total}] {label}", markup=False, highlight=False)
+                return
             if label not in tasks:
                 tasks[label] = bar.add_task(f"{name}: {label}", total=total)
             bar.update(tasks[label], completed=done)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .base import Spec
 from .vision import ImageSpec
@@ -102,3 +102,26 @@ class ModelSpec(Spec):
         description="regression: fit the model to log(target) or log(1 + target); cross-validated "
         "metrics and served predictions stay in the target's own units.",
     )
+    # task: recommendation -- the interactions' columns; absent, the usual names are detected
+    user: str | None = Field(
+        default=None, description="recommendation: the column of the user (detected: user_id, userID, ...)"
+    )
+    item: str | None = Field(
+        default=None, description="recommendation: the column of the item (detected: item_id, artistID, ...)"
+    )
+    weight: str | None = Field(
+        default=None, description="recommendation: the column of the weight (detected: weight, rating, ...)"
+    )
+    time: str | None = Field(
+        default=None,
+        description="recommendation: the column of the time, for the leave-last split "
+        "(detected: ts, timestamp, ...)",
+    )
+
+    @model_validator(mode="after")
+    def _recommendation_columns(self) -> ModelSpec:
+        named = [key for key in ("user", "item", "weight", "time") if getattr(self, key) is not None]
+        if named and self.task != "recommendation":
+            keys = " and ".join(f"`{key}:`" for key in named)
+            raise ValueError(f"{keys} only with task: recommendation (they name the interactions' columns)")
+        return self

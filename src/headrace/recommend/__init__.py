@@ -7,12 +7,13 @@ from .evaluate import Split, evaluate_model, ranking_metrics, split_interactions
 from .flavor import RecommenderModel
 from .interactions import Interactions, detect_columns, read_movielens
 from .live import LiveState, MemoryLiveState, RedisLiveState, open_live_state
-from .models import EASE, MODELS, ItemKNN, Popularity, make_model
+from .models import EASE, MODELS, Gram, ItemKNN, Popularity, fit_grid, make_model
 from .train import RecommenderTraining, train_recommender
 
 __all__ = [
     "EASE",
     "MODELS",
+    "Gram",
     "Interactions",
     "ItemKNN",
     "LiveState",
@@ -24,6 +25,7 @@ __all__ = [
     "Split",
     "detect_columns",
     "evaluate_model",
+    "fit_grid",
     "make_model",
     "open_live_state",
     "ranking_metrics",

@@ -58,8 +58,8 @@ def split_interactions(
     if protocol == "leave_last":
         if ts_col is None:
             raise DataError(
-                "the leave_last protocol needs a timestamp column",
-                hint="add a 'ts' column or use protocol='random'",
+                "the leave_last protocol needs a time column",
+                hint="set `time:` on the model in headrace.yaml to the column that holds the time",
             )
         # a random tiebreak so interactions with equal timestamps are not split by file order
         work = work.with_columns(pl.Series("_tie", rng.random(work.height)))
@@ -95,7 +95,7 @@ def split_interactions(
 
 def top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> np.ndarray:
     """Indices of the k best-scored items per row, best first, never an excluded (seen) item."""
-    scores = np.array(scores, dtype=np.float64, copy=True)
+    scores = np.array(scores, dtype=np.result_type(scores, np.float32), copy=True)  # float32 stays
     if exclude is not None:
         coo = exclude.tocoo()
         scores[coo.row, coo.col] = -np.inf

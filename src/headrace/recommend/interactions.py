@@ -7,6 +7,7 @@ weight summed, then binarised unless ``binary=False``.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,38 +17,94 @@ import scipy.sparse as sp
 
 from ..errors import DataError
 
-__all__ = ["COLUMN_NAMES", "Interactions", "detect_columns", "read_movielens"]
+__all__ = ["COLUMN_NAMES", "YAML_KEYS", "Interactions", "detect_columns", "read_movielens"]
 
-# The names recognised for each role, in order of preference.
+# The names recognised for each role, in order of preference; a column matches a name whatever its
+# case and with '_', '-' and spaces left out (userID, user_id and User Id are all "userid").
 COLUMN_NAMES: dict[str, tuple[str, ...]] = {
-    "user": ("user_id", "user", "userId", "userid", "customer_id", "customerID"),
-    "item": ("item_id", "item", "itemId", "itemid", "movie_id", "movieId", "product_id"),
-    "weight": ("weight", "rating", "score", "count"),
-    "ts": ("ts", "timestamp", "time", "event_time", "created_at"),
+    "user": (
+        "user_id",
+        "user",
+        "customer_id",
+        "customer",
+        "listener_id",
+        "listener",
+        "visitor_id",
+        "member_id",
+        "account_id",
+        "client_id",
+        "session_id",
+    ),
+    "item": (
+        "item_id",
+        "item",
+        "movie_id",
+        "movie",
+        "product_id",
+        "product",
+        "artist_id",
+        "artist",
+        "track_id",
+        "song_id",
+        "book_id",
+        "isbn",
+        "article_id",
+        "sku",
+        "asin",
+    ),
+    "weight": ("weight", "rating", "score", "count", "plays", "play_count", "quantity"),
+    "ts": ("ts", "timestamp", "time", "event_time", "created_at", "datetime"),
 }
+
+# The headrace.yaml key (on the model) that names each role's column.
+YAML_KEYS: dict[str, str] = {"user": "user", "item": "item", "weight": "weight", "ts": "time"}
+
+
+def _normal(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch not in "_- ")
 
 
 def detect_columns(frame: pl.DataFrame, **given: str | None) -> dict[str, str | None]:
-    """Which column of ``frame`` plays each role; ``given`` names override the guesses."""
+    """Which column of ``frame`` plays each role (user, item, weight, ts); ``given`` names (from the
+    model's ``user:``, ``item:``, ``weight:`` and ``time:`` keys) override the guesses."""
     out: dict[str, str | None] = {}
+    taken: set[str] = {name for name in given.values() if name is not None}
     for role, names in COLUMN_NAMES.items():
         chosen = given.get(role)
+        key = YAML_KEYS[role]
         if chosen is not None:
             if chosen not in frame.columns:
+                close = difflib.get_close_matches(chosen, frame.columns, n=1)
                 raise DataError(
-                    f"interactions have no column {chosen!r} for the {role}",
-                    hint=f"columns are: {', '.join(frame.columns)}",
+                    f"the interactions have no column {chosen!r} (`{key}: {chosen}` on the model)",
+                    hint=(f"did you mean {close[0]!r}? " if close else "")
+                    + f"set `{key}:` on the model in headrace.yaml to one of: {', '.join(frame.columns)}",
                 )
             out[role] = chosen
             continue
-        out[role] = next((n for n in names if n in frame.columns), None)
+        by_normal: dict[str, str] = {}
+        for column in frame.columns:
+            if column not in taken:
+                by_normal.setdefault(_normal(column), column)
+        found = next((by_normal[_normal(n)] for n in names if _normal(n) in by_normal), None)
+        out[role] = found
+        if found is not None:
+            taken.add(found)
     for role in ("user", "item"):
         if out[role] is None:
+            key = YAML_KEYS[role]
             raise DataError(
-                f"interactions need a {role} column (one of {', '.join(COLUMN_NAMES[role])})",
-                hint=f"rename it or pass {role}_col=...; columns are: {', '.join(frame.columns)}",
+                f"no {role} column found in the interactions (columns: {', '.join(frame.columns)})",
+                hint=f"set `{key}:` on the model in headrace.yaml to the column that holds the {role}, "
+                f"e.g. `{key}: {_example(frame, out)}`",
             )
     return out
+
+
+def _example(frame: pl.DataFrame, found: dict[str, str | None]) -> str:
+    # the first column no other role took: only an example in a hint
+    used = {name for name in found.values() if name is not None}
+    return next((c for c in frame.columns if c not in used), frame.columns[0] if frame.columns else "...")
 
 
 def read_movielens(path: str) -> pl.DataFrame:
