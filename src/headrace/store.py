@@ -109,13 +109,7 @@ class Store:
         An empty batch is still committed, so the run leaves a trace in the dataset's history.
         """
         rows = batch.height if isinstance(batch, pl.DataFrame) else batch.num_rows
-        payload = {
-            "batch_id": meta.batch_id,
-            "source": meta.source,
-            "rows": rows,
-            "extra": dict(meta.extra),
-        }
-        props = CommitProperties(custom_metadata={_META_KEY: json.dumps(payload, default=str)})
+        props = self._props(meta, rows)
         try:
             if isinstance(batch, pl.DataFrame) and self._append_fast(dataset, batch, props):
                 return self.version(dataset)

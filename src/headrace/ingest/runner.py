@@ -64,7 +64,7 @@ from sqlalchemy import delete, insert, select, update
 from ..config.sources import IngestSpec
 from ..errors import ConfigError, DataError, HeadraceError, NotFound, UsageError
 from ..metadata import SCHEMA, Metadata, utcnow
-from ..store import BatchMeta, Store, new_batch_id
+from ..store import BatchMeta, Store, VersionInfo, new_batch_id
 from .base import Batch, Deduplicating, Resumable, Source, StreamingSource
 from .lease import SourceLease, process_alive
 from .schema import SchemaTracker
@@ -82,6 +82,7 @@ __all__ = [
     "open_source",
     "recover",
     "register_source",
+    "source_commits",
     "stored_cursor",
 ]
 
@@ -212,30 +213,41 @@ def stored_cursor(meta: Metadata, source_name: str) -> str | None:
     return None if row is None else row[0]
 
 
-def loaded_fingerprints(meta: Metadata, store: Store, source_name: str, dataset: str) -> set[str]:
+def source_commits(store: Store, dataset: str, source_name: str) -> list[VersionInfo]:
+    """The dataset's commits made by ``source_name``, oldest first (none when there is no dataset)."""
+    if not store.exists(dataset):
+        return []
+    return [v for v in store.versions(dataset) if v.source == source_name]
+
+
+def loaded_fingerprints(
+    meta: Metadata,
+    store: Store,
+    source_name: str,
+    dataset: str,
+    commits: list[VersionInfo] | None = None,
+) -> set[str]:
     """Fingerprints already loaded for the source: from ``ingested_files`` and from the dataset's
-    own commits (a commit whose metadata was not recorded because the run died right after it)."""
+    own commits (a commit whose metadata was not recorded because the run died right after it).
+    ``commits``: the source's commits when already read (:func:`source_commits`)."""
     table = SCHEMA.tables["ingested_files"]
     with meta.begin() as conn:
         rows = conn.execute(select(table.c.fingerprint).where(table.c.source == source_name)).scalars()
         found = set(rows)
-    if store.exists(dataset):
-        for version in store.versions(dataset):
-            fp = (version.extra or {}).get("fingerprint")
-            if fp and version.source == source_name:
-                found.add(fp)
+    for version in source_commits(store, dataset, source_name) if commits is None else commits:
+        fp = (version.extra or {}).get("fingerprint")
+        if fp:
+            found.add(fp)
     return found
 
 
-def loaded_files(store: Store, dataset: str, source_name: str) -> dict[str, dict[str, Any]]:
+def loaded_files(commits: list[VersionInfo]) -> dict[str, dict[str, Any]]:
     """Per path, what the source's newest commit of it recorded (size, content_sha256): how a file
     that grew since is told from one that changed."""
-    if not store.exists(dataset):
-        return {}
     files: dict[str, dict[str, Any]] = {}
-    for v in store.versions(dataset):
+    for v in commits:
         path = v.extra.get("path")
-        if v.source == source_name and path and v.extra.get("content_sha256"):
+        if path and v.extra.get("content_sha256"):
             files[str(path)] = {"size": v.extra.get("size"), "content_sha256": v.extra["content_sha256"]}
     return files
 
@@ -280,7 +292,8 @@ def _ingest(
     cursor_before = None if from_start else stored_cursor(meta, source_name)
     started = time.perf_counter()
     close_abandoned_runs(meta, source_name)
-    recovered = recover(store, spec.dataset, source_name)
+    commits = source_commits(store, spec.dataset, source_name)  # read once for the checks below
+    recovered = recover(store, spec.dataset, source_name, commits)
     if recovered is not None and spec.write_mode != "replace" and recovered != cursor_before:
         log.warning(
             "source %s: cursor taken from the dataset's log (the last run died before recording it)",
@@ -314,11 +327,11 @@ def _ingest(
             source.resume(None if mode == "replace" else cursor_before)
         if isinstance(source, Deduplicating):
             fresh = force or mode == "replace"
-            known = set() if fresh else loaded_fingerprints(meta, store, source_name, spec.dataset)
+            known = set() if fresh else loaded_fingerprints(meta, store, source_name, spec.dataset, commits)
             source.skip_loaded(known)
             know_files = getattr(source, "know_files", None)
             if know_files is not None and not fresh and mode == "append":
-                know_files(loaded_files(store, spec.dataset, source_name))
+                know_files(loaded_files(commits))
         if mode == "replace":
             source = _WholeRun(source, source_name)
         for batch in source.read():
@@ -795,11 +808,13 @@ class _TooManyRejected(DataError):
     """A batch quarantined more than ``max_quarantine_ratio`` of its rows."""
 
 
-def recover(store: Store, dataset: str, source_name: str) -> str | None:
+def recover(
+    store: Store, dataset: str, source_name: str, commits: list[VersionInfo] | None = None
+) -> str | None:
     """Make the dataset's log the truth for ``source_name`` before a run: quarantined rows of batches
     that have no commit in the dataset (a run died between the two commits) are deleted, and the
     cursor of the source's newest commit is returned (None without one)."""
-    mine = [v for v in store.versions(dataset) if v.source == source_name] if store.exists(dataset) else []
+    mine = source_commits(store, dataset, source_name) if commits is None else commits
     with_cursor = [v.extra["cursor"] for v in mine if v.extra.get("cursor") is not None]
     quarantine = store.quarantine_name(dataset)
     if store.exists(quarantine):
