@@ -15,6 +15,8 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -227,12 +229,50 @@ def test_azure_score_script_init_and_run(bundle: Bundle, project: Any, monkeypat
 
 
 # -- deploy and roll back -----------------------------------------------------------------------
-def test_deploy_then_rollback_restores_the_previous_version(project: Any):
+class Load:
+    """Requests through the front from two threads until stopped: every answer's status and version."""
+
+    def __init__(self, url: str, record: dict[str, Any]) -> None:
+        self.url, self.record = url, record
+        self.answers: list[tuple[int, int | None]] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(2)]
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            for _ in range(100_000):  # bounded; stopped long before
+                if self._stop.is_set():
+                    return
+                try:
+                    r = client.post(f"{self.url}/models/churn/predict", json={"records": [self.record]})
+                    self.answers.append((r.status_code, r.json().get("version")))
+                except httpx.HTTPError as exc:
+                    self.errors.append(repr(exc))
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        time.sleep(0.3)
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+
+
+def test_deploy_switches_one_stable_address_with_no_failed_request(project: Any):
     ws, registry, mv = project["ws"], project["registry"], project["mv"]
-    options = DeployOptions(env="inherit")
+    from headrace.deploy.local import free_port
+
+    options = DeployOptions(env="inherit", port=free_port())
     first = deploy(ws, "churn", "local", options=options)
     assert first.status == "live" and first.contract is not None and first.contract.ok
-    assert httpx.get(f"{first.endpoint}/health/ready").json()["models"] == {"churn": mv.version}
+    front = first.endpoint
+    assert front == f"http://127.0.0.1:{options.port}"
+    assert httpx.get(f"{front}/health/ready").json()["models"] == {"churn": mv.version}
 
     second_mv = registry.register(
         "churn",
@@ -245,22 +285,37 @@ def test_deploy_then_rollback_restores_the_previous_version(project: Any):
         data_version=mv.data_version,
         reason="second version for the deployment test",
     )
-    second = deploy(ws, f"churn@{second_mv.version}", "local", options=options)
+    registry.promote("churn", second_mv.version, reason="the version deployed next")
+    record = Bundle.open(first.bundle or "").example()[0]
+    with Load(front, record) as load:
+        second = deploy(ws, f"churn@{second_mv.version}", "local", options=DeployOptions(env="inherit"))
     assert second.status == "live" and second.previous_version == mv.version
-    assert second.endpoint != first.endpoint
-    assert httpx.get(f"{second.endpoint}/health/ready").json()["models"] == {"churn": second_mv.version}
+    assert second.endpoint == front  # one address across versions
+    assert load.errors == [] and {s for s, _ in load.answers} == {200}, load.errors[:3]
+    versions = [v for _, v in load.answers]
+    assert versions[0] == mv.version and versions[-1] == second_mv.version
+    switched = versions.index(second_mv.version)
+    assert set(versions[switched:]) == {second_mv.version}  # atomic: never back to the old one
     state = local_status(ws, "churn")
-    assert state["live"]["version"] == second_mv.version
+    assert state["live"]["version"] == second_mv.version and state["front"]["running"]
     assert state["standby"]["version"] == mv.version and state["standby"]["running"]
+    # the standby answers on its own port, for smoke tests
+    standby = httpx.get(f"{state['standby']['url']}/health/ready").json()
+    assert standby["models"] == {"churn": mv.version}
 
-    back = rollback(ws, "churn", "local")
-    assert back.status == "live" and back.version == mv.version
-    assert back.endpoint == first.endpoint  # the standby process, switched back instantly
-    assert httpx.get(f"{back.endpoint}/health/ready").json()["models"] == {"churn": mv.version}
+    with Load(front, record) as load:
+        back = rollback(ws, "churn", "local")
+    assert back.status == "live" and back.version == mv.version and back.endpoint == front
+    assert load.errors == [] and {s for s, _ in load.answers} == {200}, load.errors[:3]
+    assert load.answers[-1][1] == mv.version
+    assert httpx.get(f"{front}/health/ready").json()["models"] == {"churn": mv.version}
+    # the deploy rollback and the registry agree: the champion went back with it
+    assert registry.aliases("churn")["champion"] == mv.version
+    assert "the registry's champion is v" in back.details["registry"]
     state = local_status(ws, "churn")
     assert state["live"]["version"] == mv.version and state["standby"] is None
     with pytest.raises(httpx.HTTPError):
-        httpx.get(f"{second.endpoint}/ping", timeout=2)  # the rolled-back version is stopped
+        httpx.get(f"{state['live']['url'].rsplit(':', 1)[0]}:{second.details['port']}/ping", timeout=2)
     with pytest.raises(RegistryError, match="no previous local deployment"):
         rollback(ws, "churn", "local")
 
@@ -274,7 +329,7 @@ def test_deploy_then_rollback_restores_the_previous_version(project: Any):
         ).all()
         actions = conn.execute(
             select(ledger.c.action, ledger.c.version, ledger.c.previous_version)
-            .where(ledger.c.action.in_(["deploy", "deploy_rollback"]))
+            .where(ledger.c.action.in_(["deploy", "deploy_rollback", "rollback"]))
             .order_by(ledger.c.id)
         ).all()
     assert [tuple(r) for r in rows] == [
@@ -285,10 +340,16 @@ def test_deploy_then_rollback_restores_the_previous_version(project: Any):
     assert [tuple(a) for a in actions] == [
         ("deploy", mv.version, None),
         ("deploy", second_mv.version, mv.version),
+        ("rollback", mv.version, second_mv.version),  # the registry's champion
         ("deploy_rollback", mv.version, second_mv.version),
     ]
+    # the local slots report home: their predictions are in the project's prediction log
+    logged = ws.store.read("predictions")
+    assert set(logged["version"].unique().to_list()) >= {mv.version, second_mv.version}
     stopped = stop_local(ws, "churn")
     assert stopped.details["stopped_versions"] == [mv.version]
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{front}/ping", timeout=2)
 
 
 # -- cloud targets without a cloud --------------------------------------------------------------

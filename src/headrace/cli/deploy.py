@@ -69,6 +69,9 @@ def deploy_command(
     env: str = typer.Option(
         "fresh", "--env", help="local: 'fresh' venv with the pinned requirements, or 'inherit' this one's"
     ),
+    port: int | None = typer.Option(
+        None, "--port", min=1, max=65535, help="local: the stable port (default: as before, else 8700)"
+    ),
     image: str | None = typer.Option(None, "--image", help="container image (kubernetes, sagemaker)"),
     rebuild: bool = typer.Option(False, "--rebuild", help="build the bundle again even if one is there"),
     canary: bool = typer.Option(False, "--canary", help="kubernetes: apply only the canary Deployment"),
@@ -102,10 +105,11 @@ def deploy_command(
 ) -> None:
     """Deploy a model version (default: the champion) to a target, or roll it back.
 
-    local: the bundle in its own virtual environment on a free loopback port, contract-checked, then
-    switched live; the previous version stands by for --rollback. kubernetes: kubectl apply when a
-    cluster answers, else the manifests and commands. sagemaker / azureml: boto3 / azure-ai-ml with
-    credentials; --dry-run prints the requests without them.
+    local: the bundle in its own virtual environment on a loopback port of its own, contract-checked,
+    then switched live behind one stable address (--port); the previous version stands by on its own
+    port for --rollback. Every local version reports its predictions and feedback to the project.
+    kubernetes: kubectl apply when a cluster answers, else the manifests and commands.
+    sagemaker / azureml: boto3 / azure-ai-ml with credentials; --dry-run prints the requests without them.
     """
     from ..deploy.azureml import AzureMLOptions
     from ..deploy.kubernetes import KubernetesOptions
@@ -131,6 +135,7 @@ def deploy_command(
         )
     options = DeployOptions(
         env=env,
+        port=port,
         image=image,
         rebuild=rebuild,
         canary=canary,
@@ -159,15 +164,14 @@ def deploy_command(
                 emit_json(doc)
             else:
                 for slot, info in doc.items():
-                    line = (
-                        "none"
-                        if info is None
-                        else (
-                            f"v{info['version']} at {info['url']} (pid {info['pid']}, "
-                            f"{'running' if info['running'] else 'not running'})"
-                        )
-                    )
-                    console.print(f"{slot}: {line}", markup=False)
+                    running = "running" if info and info["running"] else "not running"
+                    if info is None:
+                        line = "none"
+                    elif slot == "front":
+                        line = f"{info['url']} (pid {info['pid']}, {running}): the stable address"
+                    else:
+                        line = f"v{info['version']} at {info['url']} (pid {info['pid']}, {running})"
+                    console.print(f"{slot}: {line}", markup=False, soft_wrap=True)
             return
         if stop:
             result = stop_local(ws, model.partition("@")[0])

@@ -5,9 +5,11 @@ project: no headrace.yaml, no metadata database, no artifact store::
 
     churn-v3/
       bundle.json           what this is: model, version, flavor, pins, checks
+      README.md             how to run it, and the variables that make it report home
       SHA256SUMS            every file's sha256 (sha256sum -c SHA256SUMS)
       model/                what SageMaker mounts at /opt/ml/model: model.json, model.bin,
-                            input_example.json, SHA256SUMS (checked on every load)
+                            input_example.json, serving.json (the project's serving, canary
+                            and gate settings), SHA256SUMS (checked on every load)
       requirements.txt      the exact packages serving needs, pinned from this environment
       app/                  headrace's own code (the serving app) and score.py (Azure ML)
       serve                 the entrypoint: python serve [--model-dir DIR] [--port 8080]
@@ -55,7 +57,7 @@ from .requirements import (
     pinned_closure,
     render_requirements,
 )
-from .runtime import ARTIFACT_FILE, EXAMPLE_FILE, INFO_FILE, SUMS_FILE, verify_sums
+from .runtime import ARTIFACT_FILE, EXAMPLE_FILE, INFO_FILE, SERVING_FILE, SUMS_FILE, verify_sums
 
 __all__ = ["BUNDLE_FORMAT", "Bundle", "build_bundle", "lint_dockerfile", "resolve_version", "write_bundle"]
 
@@ -143,8 +145,29 @@ def build_bundle(
     example = _example_records(ws, mv)
     target = out or ws.root / ".headrace" / "bundles" / f"{_safe(name)}-v{mv.version}"
     return write_bundle(
-        mv, artifact, target, example=example, image=image, kubernetes_options=kubernetes_options
+        mv,
+        artifact,
+        target,
+        example=example,
+        image=image,
+        kubernetes_options=kubernetes_options,
+        settings=project_settings(ws, name),
     )
+
+
+def project_settings(ws: Workspace, name: str) -> dict[str, Any]:
+    """What a bundle needs of the project to serve as ``headrace serve`` does once it reports
+    home: the serving spec (no token: that comes from the environment), the canary and the gate."""
+    serving = ws.project.serving.model_dump(
+        mode="json", exclude={"admin_token", "models", "host", "port", "workers"}
+    )
+    spec = ws.project.models.get(name)
+    return {
+        "project": ws.project.project,
+        "serving": serving,
+        "canary": ws.project.monitoring.canary.model_dump(mode="json"),
+        "promote_if": spec.promote_if.model_dump(mode="json") if spec is not None else None,
+    }
 
 
 def _safe(name: str) -> str:
@@ -270,15 +293,17 @@ def write_bundle(
     example: list[dict[str, Any]] | None = None,
     image: str | None = None,
     kubernetes_options: kubernetes.KubernetesOptions | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> Bundle:
-    """Write the bundle of one model version (its record and artifact bytes) to ``out``."""
+    """Write the bundle of one model version (its record and artifact bytes) to ``out``;
+    ``settings`` (``project_settings``) is what it serves with once it reports home."""
     if mv.artifact_sha256 and sha256_bytes(artifact) != mv.artifact_sha256:
         raise ArtifactError(f"the artifact given for {mv.ref} is not the registered one", hint="reload it")
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        info = _write_into(stage, mv, artifact, example or [], image, kubernetes_options)
+        info = _write_into(stage, mv, artifact, example or [], image, kubernetes_options, settings or {})
         if out.exists():
             shutil.rmtree(out)
         stage.rename(out)
@@ -298,6 +323,7 @@ def _write_into(
     example: list[dict[str, Any]],
     image: str | None,
     kube: kubernetes.KubernetesOptions | None,
+    settings: dict[str, Any],
 ) -> dict[str, Any]:
     from .. import __version__
 
@@ -322,6 +348,7 @@ def _write_into(
     _write(model_dir / ARTIFACT_FILE, artifact)
     _write(model_dir / INFO_FILE, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     _write(model_dir / EXAMPLE_FILE, json.dumps(example, indent=2, default=str) + "\n")
+    _write(model_dir / SERVING_FILE, json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n")
     _write(model_dir / SUMS_FILE, _sums(model_dir))
 
     # app/ and the entrypoint: headrace's own code, as it is running now
@@ -365,6 +392,16 @@ def _write_into(
         built_by=f"by headrace {__version__}",
     )
     _write(stage / "Dockerfile", dockerfile)
+    serving = settings.get("serving") or {}
+    readme = env.get_template("README.md.j2").render(
+        model=mv.name,
+        version=mv.version,
+        python_version=python,
+        built_by=f"by headrace {__version__}",
+        reload_seconds=serving.get("reload_seconds", 2.0),
+        max_queue=(serving.get("prediction_log") or {}).get("max_queue", 100_000),
+    )
+    _write(stage / "README.md", readme)
     shutil.copyfile(TEMPLATES / "dockerignore", stage / ".dockerignore")
 
     # Kubernetes

@@ -44,13 +44,19 @@ from .bundle import Bundle
 from .sagemaker import format_csv
 
 __all__ = [
+    "DEFAULT_FRONT_PORT",
     "ENV_MODES",
+    "LINK_VARIABLES",
     "ContractReport",
     "LocalState",
     "check_contract",
     "ensure_env",
+    "ensure_front",
     "free_port",
+    "front_alive",
+    "link_env",
     "start_bundle",
+    "stop_front",
     "stop_process",
 ]
 
@@ -223,12 +229,23 @@ def alive(slot: Slot) -> bool:
     return slot.bundle in cmdline
 
 
-def start_bundle(bundle: Bundle, python: Path, log_dir: Path, port: int | None = None) -> Slot:
-    """Start the bundle's ``serve`` under ``python`` on a loopback port, detached from this process."""
+def start_bundle(
+    bundle: Bundle,
+    python: Path,
+    log_dir: Path,
+    port: int | None = None,
+    *,
+    home: dict[str, str] | None = None,
+) -> Slot:
+    """Start the bundle's ``serve`` under ``python`` on a loopback port, detached from this process.
+
+    ``home``: the ``HEADRACE_*`` variables that make it report to the project (``link_env``)."""
     port = port or free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{bundle.model}-v{bundle.version}-{port}.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "HEADRACE_MODEL_DIR")}
+    drop = ("PYTHONPATH", "PYTHONHOME", "HEADRACE_MODEL_DIR", *LINK_VARIABLES)
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(home or {})
     argv = [
         str(python),
         str(bundle.path / "serve"),
@@ -253,6 +270,32 @@ def start_bundle(bundle: Bundle, python: Path, log_dir: Path, port: int | None =
         setsid=True,
     )
     return Slot(bundle.version, port, pid, str(bundle.path), str(python), str(log_path))
+
+
+LINK_VARIABLES = (
+    "HEADRACE_METADATA_URL",
+    "HEADRACE_STORE_URL",
+    "HEADRACE_ARTIFACTS_URL",
+    "HEADRACE_ALIAS",
+    "HEADRACE_TARGET",
+    "HEADRACE_ENDPOINT",
+    "HEADRACE_RELOAD_SECONDS",
+    "HEADRACE_RECORD_DEPLOYMENT",
+)
+
+
+def link_env(
+    metadata: str, store: str, artifacts: str, *, alias: str, target: str = "local"
+) -> dict[str, str]:
+    """The environment that makes a bundle report home (see ``headrace.deploy.runtime``)."""
+    return {
+        "HEADRACE_METADATA_URL": metadata,
+        "HEADRACE_STORE_URL": store,
+        "HEADRACE_ARTIFACTS_URL": artifacts,
+        "HEADRACE_ALIAS": alias,
+        "HEADRACE_TARGET": target,
+        "HEADRACE_RECORD_DEPLOYMENT": "0",  # 'headrace deploy' records the local slots itself
+    }
 
 
 def stop_process(slot: Slot, timeout: float = 10.0) -> bool:
@@ -423,11 +466,127 @@ class LocalState:
         return {k: Slot.from_dict(doc[k]) if doc.get(k) else None for k in ("live", "standby")}
 
     def write(self, live: Slot | None, standby: Slot | None) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        """The switch: one atomic rename; the front sends the next request to the new live slot."""
         doc = {"live": live.to_dict() if live else None, "standby": standby.to_dict() if standby else None}
-        tmp = self.path.with_suffix(".tmp")
+        doc["front"] = self.front()
+        self._replace(doc)
+
+    def front(self) -> dict[str, Any] | None:
+        """The front's port and process (``{"port", "pid"}``), or None."""
+        if not self.path.is_file():
+            return None
+        front = json.loads(self.path.read_text()).get("front")
+        return dict(front) if front else None
+
+    def set_front(self, front: dict[str, Any] | None) -> None:
+        doc = json.loads(self.path.read_text()) if self.path.is_file() else {"live": None, "standby": None}
+        doc["front"] = front
+        self._replace(doc)
+
+    def _replace(self, doc: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
         os.replace(tmp, self.path)
+
+
+# -- the front: one address for every version ---------------------------------------------------------
+DEFAULT_FRONT_PORT = 8700
+
+
+def front_alive(front: dict[str, Any] | None) -> bool:
+    if not front:
+        return False
+    try:
+        os.kill(int(front["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return False
+    cmdline = Path(f"/proc/{int(front['pid'])}/cmdline")
+    return not cmdline.exists() or b"headrace.deploy.front" in cmdline.read_bytes()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def ensure_front(state: LocalState, log_dir: Path, port: int | None = None) -> dict[str, Any]:
+    """The front of this model's local deployment, started on ``port`` (else the port it had, else
+    8700, else a free one) if it is not running; returns ``{"port", "pid", "url"}``."""
+    current = state.front()
+    if front_alive(current) and current is not None and (port is None or int(current["port"]) == port):
+        return {**current, "url": f"http://127.0.0.1:{int(current['port'])}"}
+    if current is not None and front_alive(current):
+        _signal_stop(int(current["pid"]))
+    wanted = port or (int(current["port"]) if current else DEFAULT_FRONT_PORT)
+    if not _port_free(wanted):
+        if port is not None:
+            raise UsageError(f"port {port} is taken", hint="pass another --port for the local front")
+        wanted = free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"front-{state.path.stem}.log"
+    argv = [sys.executable, "-m", "headrace.deploy.front", "--state", str(state.path), "--port", str(wanted)]
+    pid = os.posix_spawn(
+        sys.executable,
+        argv,
+        dict(os.environ),
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, str(log_path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ],
+        setsid=True,
+    )
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", wanted), timeout=0.2):
+            break
+        if not front_alive({"pid": pid}):
+            raise ServiceUnavailable(
+                f"the local front did not start on port {wanted}", hint=f"see its log {log_path}"
+            )
+        time.sleep(0.05)
+    else:
+        _signal_stop(pid)
+        raise ServiceUnavailable(
+            f"the local front did not open port {wanted}", hint=f"see its log {log_path}"
+        )
+    front = {"port": wanted, "pid": pid}
+    state.set_front(front)
+    return {**front, "url": f"http://127.0.0.1:{wanted}"}
+
+
+def stop_front(state: LocalState) -> bool:
+    front = state.front()
+    if not front_alive(front) or front is None:
+        return False
+    _signal_stop(int(front["pid"]))
+    state.set_front(None)
+    return True
+
+
+def _signal_stop(pid: int, timeout: float = 10.0) -> None:
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def no_previous(model: str) -> RegistryError:

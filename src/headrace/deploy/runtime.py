@@ -7,6 +7,15 @@ model is loaded. Nothing else is read: no headrace.yaml, no metadata database.
 
 ``python -m headrace.deploy.runtime [serve]`` is the bundle's ``serve`` entrypoint: the serving app
 (the one ``headrace serve`` runs) with the SageMaker routes, under uvicorn on port 8080.
+
+**Reporting home.** Given the project's URLs in the environment (``HEADRACE_METADATA_URL``, and
+``HEADRACE_STORE_URL`` / ``HEADRACE_ARTIFACTS_URL``), the bundle joins the project: it writes its
+prediction log and feedback to the project's store in batches off the request path (a bounded
+buffer; what it cannot write is dropped and counted in ``headrace_prediction_log_dropped_total``,
+never failing a prediction), follows a registry alias (``HEADRACE_ALIAS``, default ``champion``)
+and reloads when it moves, routes the canary share to the ``challenger`` alias, and records itself
+as a live deployment. While the metadata database is unreachable it keeps serving the version it
+has (the bundled one at first). Without those variables it serves its own version and nothing else.
 """
 
 from __future__ import annotations
@@ -19,20 +28,23 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from ..errors import ArtifactError, NotFound, RegistryError
+from ..errors import ArtifactError, HeadraceError, NotFound, RegistryError, UsageError
 
 __all__ = [
     "ARTIFACT_FILE",
     "EXAMPLE_FILE",
     "INFO_FILE",
+    "SERVING_FILE",
     "SUMS_FILE",
     "BundleModel",
     "BundleRegistry",
+    "ConnectedRegistry",
+    "ProjectLink",
     "answer_records",
     "create_bundle_app",
     "find_model_dir",
@@ -47,6 +59,7 @@ INFO_FILE = "model.json"
 ARTIFACT_FILE = "model.bin"
 EXAMPLE_FILE = "input_example.json"
 SUMS_FILE = "SHA256SUMS"
+SERVING_FILE = "serving.json"  # the project's serving and canary settings at build time
 SAGEMAKER_MODEL_DIR = Path("/opt/ml/model")
 
 
@@ -249,15 +262,193 @@ def load_model_dir(folder: str | Path | None = None) -> BundleModel:
     return BundleModel(info=info, model=model, folder=path)
 
 
-def create_bundle_app(bundle: BundleModel) -> Any:
-    """The app ``headrace serve`` runs, over the bundle's model, plus the SageMaker routes."""
+def bundle_settings(bundle: BundleModel) -> tuple[Any, Any, Any]:
+    """The serving spec, canary spec and promote gate the project had when the bundle was built
+    (``model/serving.json``); defaults for bundles built before it was written."""
+    from ..config.models import PromoteRule
+    from ..config.monitoring import CanarySpec
     from ..config.serving import ServingSpec
+
+    path = bundle.folder / SERVING_FILE
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    serving = ServingSpec(**{**(doc.get("serving") or {}), "models": [bundle.name]})
+    canary = CanarySpec(**doc["canary"]) if doc.get("canary") else None
+    gate = PromoteRule(**doc["promote_if"]) if doc.get("promote_if") else None
+    return serving, canary, gate
+
+
+@dataclass(frozen=True)
+class ProjectLink:
+    """Where a bundle reports home: the project's metadata database, store and artifacts."""
+
+    metadata_url: str
+    store_url: str | None = None
+    artifacts_url: str | None = None
+    alias: str = "champion"
+    target: str = "bundle"
+    endpoint: str | None = None
+    reload_seconds: float | None = None
+    record: bool = True  # record itself in the project's deployments (``headrace deploy`` does it)
+
+    ENV: ClassVar[dict[str, str]] = {
+        "metadata_url": "HEADRACE_METADATA_URL",
+        "store_url": "HEADRACE_STORE_URL",
+        "artifacts_url": "HEADRACE_ARTIFACTS_URL",
+        "alias": "HEADRACE_ALIAS",
+        "target": "HEADRACE_TARGET",
+        "endpoint": "HEADRACE_ENDPOINT",
+        "reload_seconds": "HEADRACE_RELOAD_SECONDS",
+        "record": "HEADRACE_RECORD_DEPLOYMENT",
+    }
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ProjectLink | None:
+        """The link the environment names; None when ``HEADRACE_METADATA_URL`` is not set."""
+        env = os.environ if environ is None else environ
+        values = {key: env.get(name) or None for key, name in cls.ENV.items()}
+        if not values["metadata_url"]:
+            stray = [cls.ENV[k] for k in ("store_url", "artifacts_url") if values[k]]
+            if stray:
+                raise UsageError(
+                    f"{', '.join(stray)} is set but HEADRACE_METADATA_URL is not",
+                    hint="set HEADRACE_METADATA_URL to the project's metadata database URL "
+                    "(the bundle reports home only with it)",
+                )
+            return None
+        record = (values.pop("record") or "1").lower() not in ("0", "false", "no")
+        reload_raw = values.pop("reload_seconds")
+        try:
+            reload_seconds = float(reload_raw) if reload_raw else None
+        except ValueError:
+            raise UsageError(
+                f"HEADRACE_RELOAD_SECONDS={reload_raw!r} is not a number", hint="give seconds, e.g. 2"
+            ) from None
+        if reload_seconds is not None and reload_seconds <= 0:
+            raise UsageError("HEADRACE_RELOAD_SECONDS must be above 0", hint="give seconds, e.g. 2")
+        return cls(
+            metadata_url=str(values["metadata_url"]),
+            store_url=values["store_url"],
+            artifacts_url=values["artifacts_url"],
+            alias=values["alias"] or "champion",
+            target=(values["target"] or "bundle")[:40],
+            endpoint=values["endpoint"],
+            reload_seconds=reload_seconds,
+            record=record,
+        )
+
+
+class ConnectedRegistry:
+    """The project's registry as a reporting bundle uses it: aliases are read from the project
+    (the last answer is kept while the database is unreachable, starting from the bundled
+    version), the bundled version is loaded from the bundle itself and other versions from the
+    project's artifacts; everything else (promote, rollback, ledger) is the project's registry."""
+
+    def __init__(self, bundle: BundleModel, registry: Any) -> None:
+        self.bundle = bundle
+        self.inner = registry
+        self._offline = BundleRegistry(bundle)
+        self._known: dict[str, dict[str, int]] = {}
+        self.reachable = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def aliases(self, name: str) -> dict[str, int]:
+        try:
+            found = dict(self.inner.aliases(name))
+        except HeadraceError:
+            raise
+        except Exception as exc:  # database down: keep serving what we have
+            if self.reachable:
+                log.warning("the project's metadata is unreachable (%s); serving the known versions", exc)
+            self.reachable = False
+            return dict(self._known.get(name) or self._offline.aliases(name))
+        if not self.reachable:
+            log.info("the project's metadata is reachable again")
+        self.reachable = True
+        self._known[name] = found
+        return found
+
+    def load(self, name: str, ref: int | str | None = None) -> tuple[Any, Any]:
+        bundled = self.bundle.version
+        if name == self.bundle.name and ref in (bundled, str(bundled)):
+            try:
+                mv = self.inner.get(name, bundled)
+            except Exception:  # the record as the bundle carries it, while the database is down
+                mv = self._offline.get(name, bundled)
+            return mv, self.bundle.model
+        return self.inner.load(name, ref)
+
+    def get(self, name: str, ref: int | str | None = None) -> Any:
+        try:
+            return self.inner.get(name, ref) if ref is not None else self.inner.get(name)
+        except HeadraceError:
+            raise
+        except Exception:
+            return self._offline.get(name, ref)
+
+
+class _Home:
+    """A reporting bundle's record in the project's ``deployments``: live while it runs."""
+
+    def __init__(self, link: ProjectLink, bundle: BundleModel, meta: Any) -> None:
+        import socket
+
+        self.link = link
+        self.bundle = bundle
+        self.meta = meta
+        self.instance = f"{socket.gethostname()}:{os.getpid()}"
+        self.deployment_id: int | None = None
+
+    def register(self, port: int | None) -> None:
+        from . import records
+
+        if not self.link.record:
+            return
+        endpoint = self.link.endpoint or (f"http://{self.instance.split(':')[0]}:{port}" if port else None)
+        try:
+            self.deployment_id = records.record(
+                self.meta,
+                model=self.bundle.name,
+                version=self.bundle.version,
+                target=self.link.target,
+                status="live",
+                endpoint=endpoint,
+                details={"follows": self.link.alias, "instance": self.instance, "reports_home": True},
+                reason=f"bundle {self.bundle.name}@{self.bundle.version} started on {self.instance}, "
+                f"following {self.link.alias!r}",
+                replace_live=False,  # replicas of one deployment are live side by side
+            )
+        except Exception as exc:
+            log.warning("could not record this deployment in the project's metadata: %s", exc)
+
+    def stopped(self) -> None:
+        from . import records
+
+        if self.deployment_id is None:
+            return
+        try:
+            records.set_status(self.meta, self.deployment_id, "stopped")
+        except Exception as exc:
+            log.warning("could not mark deployment %s stopped: %s", self.deployment_id, exc)
+
+
+def create_bundle_app(
+    bundle: BundleModel, link: ProjectLink | None = None, *, port: int | None = None
+) -> Any:
+    """The app ``headrace serve`` runs, over the bundle's model, plus the SageMaker routes.
+
+    With a ``link`` (``ProjectLink.from_env()``) the bundle reports home: see the module's doc."""
     from ..serve import create_app
     from .sagemaker import invocations_router
 
-    # the bundle's version never moves: no reason to poll for a new champion often
-    spec = ServingSpec(models=[bundle.name], reload_seconds=3600.0)
-    app = create_app(bundle.registry(), spec, models=[bundle.name], title=f"headrace: {bundle.name}")
+    serving, canary, _gate = bundle_settings(bundle)
+    if link is None:
+        # the bundle's version never moves: no reason to poll for a new champion often
+        spec = serving.model_copy(update={"reload_seconds": 3600.0})
+        app = create_app(bundle.registry(), spec, models=[bundle.name], title=f"headrace: {bundle.name}")
+    else:
+        app = _connected_app(bundle, link, serving, canary, port)
     host = app.state.host
     app.include_router(
         invocations_router(
@@ -268,6 +459,85 @@ def create_bundle_app(bundle: BundleModel) -> Any:
         )
     )
     return app
+
+
+def _connected_app(
+    bundle: BundleModel, link: ProjectLink, serving: Any, canary: Any, port: int | None
+) -> Any:
+    import contextlib
+
+    from starlette.concurrency import run_in_threadpool
+
+    from ..artifacts import ArtifactStore
+    from ..metadata import Metadata
+    from ..registry import Registry
+    from ..serve import create_app
+    from ..store import Store
+
+    meta = Metadata(link.metadata_url, migrate=False)
+    artifacts = ArtifactStore(link.artifacts_url) if link.artifacts_url else _NoArtifacts(bundle)
+    registry = ConnectedRegistry(bundle, Registry(meta, artifacts, actor=f"bundle:{link.target}"))  # type: ignore[arg-type]
+    store = Store(link.store_url) if link.store_url else None
+    updates: dict[str, Any] = {}
+    if link.reload_seconds is not None:
+        updates["reload_seconds"] = link.reload_seconds
+    spec = serving.model_copy(update=updates)
+    app = create_app(
+        registry,
+        spec,
+        store=store,
+        models=[bundle.name],
+        title=f"headrace: {bundle.name}",
+        canary=canary,
+    )
+    app.state.host.ref = link.alias
+    home = _Home(link, bundle, meta)
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(a: Any) -> Any:
+        await run_in_threadpool(home.register, port)
+        try:
+            async with inner(a) as state:
+                yield state
+        finally:
+            await run_in_threadpool(home.stopped)
+            meta.dispose()
+
+    app.router.lifespan_context = lifespan
+    app.state.link = link
+    log.info(
+        "reporting home: metadata %s, prediction log %s, following %r",
+        _redact(link.metadata_url),
+        _redact(link.store_url) if link.store_url else "off (no HEADRACE_STORE_URL)",
+        link.alias,
+    )
+    return app
+
+
+class _NoArtifacts:
+    """No HEADRACE_ARTIFACTS_URL: only the bundled version can be served."""
+
+    def __init__(self, bundle: BundleModel) -> None:
+        self.bundle = bundle
+
+    def get_bytes(self, sha256: str) -> bytes:
+        raise NotFound(
+            f"this bundle holds only {self.bundle.name}@{self.bundle.version} and has no artifact store",
+            hint="set HEADRACE_ARTIFACTS_URL to the project's artifacts so the bundle can follow its alias",
+        )
+
+
+def _redact(url: str | None) -> str:
+    """A URL without its password, for the log."""
+    if not url:
+        return ""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1] if "@" in url else url
 
 
 # -- the entrypoint -----------------------------------------------------------------------------
@@ -417,7 +687,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _probe(args.model_dir)
     import uvicorn
 
-    app = create_bundle_app(load_model_dir(args.model_dir))
+    app = create_bundle_app(load_model_dir(args.model_dir), ProjectLink.from_env(), port=args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
     return 0
 

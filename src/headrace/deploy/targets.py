@@ -32,6 +32,7 @@ TARGETS = ("local", "kubernetes", "sagemaker", "azureml")
 @dataclass(frozen=True)
 class DeployOptions:
     env: str = "fresh"  # local: fresh | inherit
+    port: int | None = None  # local: the front's port (default: the one it had, else 8700)
     image: str | None = None
     rebuild: bool = False
     canary: bool = False  # kubernetes: apply only the canary Deployment
@@ -277,6 +278,22 @@ def local_plan(bundle: Bundle, env_mode: str, root: Path) -> Plan:
     return plan
 
 
+def _home(ws: Workspace, version: int) -> dict[str, str]:
+    """A local slot reports home (prediction log, feedback, deployments) pinned to its version:
+    which version the front sends traffic to is the switch's business, not the alias's."""
+    project = ws.project
+    return local.link_env(
+        str(project.metadata), str(project.store), str(project.artifacts), alias=str(version)
+    )
+
+
+def _champion(ws: Workspace, model: str) -> int | None:
+    try:
+        return Registry(ws.meta, ws.artifacts).aliases(model).get("champion")
+    except Exception:
+        return None
+
+
 def _deploy_local(ws: Workspace, bundle: Bundle, options: DeployOptions, dry_run: bool) -> DeployResult:
     root = _local_root(ws)
     plan = local_plan(bundle, options.env, root)
@@ -287,7 +304,7 @@ def _deploy_local(ws: Workspace, bundle: Bundle, options: DeployOptions, dry_run
         return result
     state = local.LocalState(root / "local", bundle.model)
     python, env_facts = local.ensure_env(bundle, root / "envs", options.env)
-    slot = local.start_bundle(bundle, python, root / "logs")
+    slot = local.start_bundle(bundle, python, root / "logs", home=_home(ws, bundle.version))
     try:
         startup = local.wait_ready(slot)
         report = local.check_contract(slot.url, bundle.example(), bundle.columns)
@@ -296,13 +313,15 @@ def _deploy_local(ws: Workspace, bundle: Bundle, options: DeployOptions, dry_run
         raise
     current = state.read()
     live, standby = current["live"], current["standby"]
-    details = {
+    details: dict[str, Any] = {
         "port": slot.port,
         "pid": slot.pid,
+        "slot_url": slot.url,
         "env": env_facts,
         "startup_seconds": round(startup, 3),
         "contract": report.to_dict(),
         "bundle": str(bundle.path),
+        "reports_home": True,
     }
     if not report.ok:
         local.stop_process(slot)
@@ -321,22 +340,27 @@ def _deploy_local(ws: Workspace, bundle: Bundle, options: DeployOptions, dry_run
             f"{bundle.model}@{bundle.version} failed its contract checks: {'; '.join(report.failures())}",
             hint=f"the live version is unchanged; see the server log {slot.log}",
         )
+    front = local.ensure_front(state, root / "logs", options.port)
+    details["front"] = front["url"]
+    champion = _champion(ws, bundle.model)
+    details["registry_champion"] = champion
     live_now = live if live is not None and local.alive(live) else None
     if standby is not None and (live_now is None or standby.pid != live_now.pid):
         local.stop_process(standby)  # the one before the previous: no longer a rollback target
+    differs = "" if champion in (None, bundle.version) else f"; the registry's champion is v{champion}"
     slot.deployment_id = records.record(
         ws.meta,
         model=bundle.model,
         version=bundle.version,
         target="local",
         status="live",
-        endpoint=slot.url,
+        endpoint=front["url"],
         details=details,
         previous_version=live.version if live else None,
-        reason="contract checks passed; traffic switched",
+        reason=f"contract checks passed; traffic switched at {front['url']}{differs}",
     )
-    state.write(slot, live_now)
-    result.status, result.endpoint, result.contract = "live", slot.url, report
+    state.write(slot, live_now)  # the switch: the front's next request goes to this slot
+    result.status, result.endpoint, result.contract = "live", front["url"], report
     result.previous_version = live.version if live else None
     result.details = details
     return result
@@ -344,7 +368,9 @@ def _deploy_local(ws: Workspace, bundle: Bundle, options: DeployOptions, dry_run
 
 def _restart(ws: Workspace, slot: local.Slot) -> local.Slot:
     bundle = Bundle.open(slot.bundle)
-    fresh = local.start_bundle(bundle, Path(slot.python), _local_root(ws) / "logs")
+    fresh = local.start_bundle(
+        bundle, Path(slot.python), _local_root(ws) / "logs", home=_home(ws, bundle.version)
+    )
     try:
         local.wait_ready(fresh)
     except BaseException:
@@ -455,42 +481,77 @@ def _rollback_local(ws: Workspace, model: str, dry_run: bool) -> DeployResult:
             + "; ".join(report.failures()),
             hint=f"v{live.version} stays live; see {restored.log}",
         )
+    registry_note = _agree_on_rollback(ws, model, left=live.version, restored=restored.version)
+    state.write(restored, None)  # the switch first: the front sends the next request to the restored
+    front = local.ensure_front(state, _local_root(ws) / "logs")
     restored.deployment_id = records.record(
         ws.meta,
         model=model,
         version=restored.version,
         target="local",
         status="live",
-        endpoint=restored.url,
+        endpoint=front["url"],
         details={
             "port": restored.port,
             "pid": restored.pid,
+            "slot_url": restored.url,
+            "front": front["url"],
             "bundle": restored.bundle,
             "contract": report.to_dict(),
             "rolled_back_from": live.version,
+            "registry": registry_note,
         },
         action=records.ROLLBACK,
         previous_version=live.version,
-        reason=f"rolled back from v{live.version}",
+        reason=f"rolled back from v{live.version}; {registry_note}",
     )
-    local.stop_process(live)
-    state.write(restored, None)
-    result.status, result.endpoint, result.contract = "live", restored.url, report
-    result.details = {"port": restored.port, "pid": restored.pid}
+    local.stop_process(live)  # uvicorn finishes what it is answering; new requests went elsewhere
+    result.status, result.endpoint, result.contract = "live", front["url"], report
+    result.details = {"port": restored.port, "pid": restored.pid, "registry": registry_note}
     return result
+
+
+def _agree_on_rollback(ws: Workspace, model: str, *, left: int, restored: int) -> str:
+    """A deploy rollback and the registry's champion agree: when the version left was the champion,
+    the champion is rolled back too; whatever still differs is said (and recorded by the caller)."""
+    registry = Registry(ws.meta, ws.artifacts)
+    champion = _champion(ws, model)
+    if champion == left:
+        try:
+            champion = registry.rollback(
+                model, reason=f"deploy rollback on local from v{left} to v{restored}"
+            ).version
+        except RegistryError as exc:
+            return f"the registry's champion stays v{left} ({exc.one_line()})"
+    if champion == restored:
+        return f"the registry's champion is v{restored} too"
+    if champion is None:
+        return "the registry has no champion"
+    return f"the registry's champion is v{champion}, local serves v{restored}"
 
 
 def local_status(ws: Workspace, model: str) -> dict[str, Any]:
     """The local switch of ``model``: its live and standby slots, and whether each still runs."""
-    state = local.LocalState(_local_root(ws) / "local", model).read()
-    return {k: None if s is None else {**s.to_dict(), "running": local.alive(s)} for k, s in state.items()}
+    switch = local.LocalState(_local_root(ws) / "local", model)
+    state = switch.read()
+    doc: dict[str, Any] = {
+        k: None if s is None else {**s.to_dict(), "running": local.alive(s)} for k, s in state.items()
+    }
+    front = switch.front()
+    doc["front"] = (
+        None
+        if front is None
+        else {**front, "url": f"http://127.0.0.1:{front['port']}", "running": local.front_alive(front)}
+    )
+    return doc
 
 
 def stop_local(ws: Workspace, model: str) -> DeployResult:
-    """Stop the local live and standby processes of ``model`` (by their process ids)."""
+    """Stop the local front, live and standby processes of ``model`` (by their process ids)."""
     state = local.LocalState(_local_root(ws) / "local", model)
     current = state.read()
     live = current["live"]
+    local.stop_front(state)
     stopped = [
         s.version for s in (current["live"], current["standby"]) if s is not None and local.stop_process(s)
     ]
