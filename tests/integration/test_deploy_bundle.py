@@ -352,6 +352,43 @@ def test_deploy_switches_one_stable_address_with_no_failed_request(project: Any)
         httpx.get(f"{front}/ping", timeout=2)
 
 
+def test_monitor_decisions_reach_the_local_deployment(project: Any):
+    """follow(): after the champion moves in the registry, the local front serves it."""
+    from headrace.deploy.follow import follow
+    from headrace.deploy.local import free_port
+
+    ws, registry = project["ws"], project["registry"]
+    champion = registry.aliases("churn")["champion"]
+    first = deploy(ws, f"churn@{champion}", "local", options=DeployOptions(env="inherit", port=free_port()))
+    front = first.endpoint
+    assert follow(ws, "churn", registry=registry) == []  # already the champion
+    mv = registry.get("churn", champion)
+    newer = registry.register(
+        "churn",
+        task=mv.task,
+        flavor="tabular",
+        artifact=ws.artifacts.get_bytes(mv.artifact_sha256 or ""),
+        signature=mv.signature,
+        threshold=mv.threshold,
+        dataset=mv.dataset,
+        data_version=mv.data_version,
+        reason="a version the monitor promotes",
+    )
+    registry.promote("churn", newer.version, reason="test: the monitor promoted it")
+    events = follow(ws, "churn", registry=registry)
+    assert [(e["action"], e["target"], e["version"]) for e in events] == [("follow", "local", newer.version)]
+    assert "deployed v" in events[0]["reason"]
+    assert httpx.get(f"{front}/health/ready").json()["models"] == {"churn": newer.version}
+
+    registry.rollback("churn", reason="test: the monitor rolled it back")
+    events = follow(ws, "churn", registry=registry)
+    assert [(e["action"], e["version"]) for e in events] == [("follow", champion)]
+    assert "standby" in events[0]["reason"]  # the previous slot was still running: an instant switch
+    assert httpx.get(f"{front}/health/ready").json()["models"] == {"churn": champion}
+    assert registry.aliases("churn")["champion"] == champion  # the switch did not move the registry
+    stop_local(ws, "churn")
+
+
 # -- cloud targets without a cloud --------------------------------------------------------------
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     with pytest.raises(SystemExit) as exit_info:
