@@ -38,8 +38,25 @@ class StageResult:
     lines: list[str]
 
 
+# The demo's loop runs in a minute, not a day: short windows, a quick reload, a 30 % canary. These
+# go into the demo's headrace.yaml (the deployed bundle serves with the project's settings).
+DEMO_POLICY = """
+  reload_seconds: 0.5
+  prediction_log: {flush_seconds: 0.2}
+
+monitoring:
+  window: 1h
+  min_rows: 100
+  drift_share: 0.1
+  cooldown: 1s
+  canary: {share: 0.3, window: 2s, min_requests: 20}
+"""
+
+
 def _stage_project(ctx: DemoContext) -> list[str]:
     path = init_project(ctx.folder, name="headrace-demo", rows=4000, force=True)
+    text = path.read_text()
+    path.write_text(text.rstrip("\n") + "\n" + DEMO_POLICY.lstrip("\n"), encoding="utf-8")
     ctx.workspace = Workspace.open(path)
     files = sorted(p.name for p in (ctx.folder / "data" / "customers").glob("*.csv"))
     return [f"project written to {path}", f"sample data: {', '.join(files)}"]

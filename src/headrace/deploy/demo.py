@@ -1,5 +1,8 @@
 """The demo's deploy stage: bundle the churn champion, deploy it locally, check the contract.
 
+The local deployment stays up for the monitor stage, which runs the closed loop against it (the
+bundle reports home), and stops it.
+
 The local deployment uses ``env="inherit"`` (a new venv over this environment's packages, every pin
 checked) because installing the pinned requirements into a fresh venv takes a minute or more; that
 is what ``headrace deploy churn --target local`` does by default.
@@ -42,14 +45,16 @@ def demo_stage(ctx: DemoContext) -> list[str]:
         f"  Kubernetes manifests: {kube_state} (schemas of {kube['kubernetes_version']}); "
         f"Dockerfile lint: {lint_state}",
     ]
-    result = deploy(ws, "churn", "local", options=DeployOptions(env="inherit"))
+    from .local import free_port
+
+    result = deploy(ws, "churn", "local", options=DeployOptions(env="inherit", port=free_port()))
     try:
         assert result.contract is not None and result.endpoint is not None
         ping = next(c for c in result.contract.checks if c["name"] == "ping")
         passed = sum(c["ok"] for c in result.contract.checks)
         lines.append(
             f"deployed locally at {result.endpoint} (env: venv over this one's packages, pins checked; "
-            f"started in {result.details['startup_seconds']:.1f} s)"
+            f"started in {result.details['startup_seconds']:.1f} s); it reports its predictions home"
         )
         lines.append(
             f"  contract: {passed}/{len(result.contract.checks)} checks passed; /ping in "
@@ -62,8 +67,8 @@ def demo_stage(ctx: DemoContext) -> list[str]:
         for target in ("sagemaker", "azureml"):
             plan = deploy(ws, "churn", target, dry_run=True).plan
             lines.append(f"{target} --dry-run: {len(plan.steps) if plan else 0} steps: {_calls(plan)}")
-    finally:
-        stopped = stop_local(ws, "churn")
-    lines.append(f"local deployment stopped (v{', v'.join(map(str, stopped.details['stopped_versions']))})")
+    except BaseException:
+        stop_local(ws, "churn")
+        raise
     ctx.facts["deploy"] = {"bundle": str(bundle.path), "endpoint": result.endpoint, "version": bundle.version}
     return lines

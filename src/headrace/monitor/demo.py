@@ -1,15 +1,16 @@
 """The demo's "monitor" stage: drift, a retrain, a canary promoted, a broken canary rolled back.
 
-It serves the churn champion in process (the real app, through Starlette's test client), sends
-traffic whose tenure and charges have shifted, lets a new batch of customers arrive, and runs the
-loop: drift is found, a new version is trained on the new data version, passes the gate, serves a
-canary share and is promoted; then a version with a mis-set threshold (it only ever says "No")
-reaches canary and is rolled back. Each step is printed with its reason.
+It runs against the churn bundle the deploy stage left running locally (its own process behind the
+local front, reporting its predictions and feedback home), sends traffic whose tenure and charges
+have shifted, lets a new batch of customers arrive, and runs the loop: drift is found, a new version
+is trained on the new data version, passes the project's own gate, serves a canary share on that
+deployment and is promoted, and the deployment follows the new champion; then a version with a
+mis-set threshold (it only ever says "No") reaches canary and is rolled back. Each step is printed
+with its reason; the local deployment is stopped at the end.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -33,7 +34,6 @@ def _light(spec: Any) -> Any:
         update={
             "candidates": [Candidate(estimator="logistic_regression", params={"C": 1.0})],
             "validation": validation,
-            "promote_if": spec.promote_if.model_copy(update={"beat_champion_by": -0.02}),
         }
     )
 
@@ -42,43 +42,12 @@ def _conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
     return frame.select([pl.col(c).cast(t) for c, t in schema.items() if c in frame.columns])
 
 
-class _Server:
-    """The project's serving app under uvicorn on a free loopback port, in a thread."""
-
-    def __init__(self, app: Any) -> None:
-        import socket
-
-        import uvicorn
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="error", loop="asyncio", http="h11",
-            ws="none", lifespan="on",
-        )  # fmt: skip
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="headrace-demo-serve", daemon=True)
-
-    def __enter__(self) -> Any:
-        import httpx
-
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
-        return self.client
-
-    def __exit__(self, *exc: Any) -> None:
-        self.client.close()
-        self.server.should_exit = True
-        self.thread.join(30)
-
-
 def demo_stage(ctx: Any) -> list[str]:
+    import httpx
+
+    from ..deploy.follow import follow
+    from ..deploy.targets import stop_local
     from ..registry import Registry
-    from ..serve.project import app_from_workspace
     from ..train.run import train_model
     from ..train.tabular import TabularModel
     from .alerts import check_alert_files, write_alert_files
@@ -87,30 +56,7 @@ def demo_stage(ctx: Any) -> list[str]:
     from .routing import bucket
 
     ws = ctx.ws
-    policy = ws.project.monitoring.model_copy(
-        update={
-            "window": 3600.0,
-            "min_rows": 100,
-            "drift_share": 0.1,
-            "cooldown": 1.0,
-            "canary": ws.project.monitoring.canary.model_copy(
-                update={"share": 0.3, "window": 2.0, "min_requests": 20}
-            ),
-        }
-    )
-    ws.project = ws.project.model_copy(
-        update={
-            "monitoring": policy,
-            "serving": ws.project.serving.model_copy(
-                update={
-                    "reload_seconds": 0.2,
-                    "prediction_log": ws.project.serving.prediction_log.model_copy(
-                        update={"flush_seconds": 0.2}
-                    ),
-                }
-            ),
-        }
-    )
+    policy = ws.project.monitoring  # the demo's headrace.yaml: short windows, a 30 % canary
     spec = _light(ws.project.model(MODEL))
     share_ = policy.canary.share
     registry = Registry(ws.meta, ws.artifacts, actor="demo")
@@ -135,7 +81,12 @@ def demo_stage(ctx: Any) -> list[str]:
     schema = ws.store.read(spec.dataset).schema
     champion = registry.aliases(MODEL)[CHAMPION]
 
-    with _Server(app_from_workspace(ws, models=[MODEL])) as client:
+    endpoint = (ctx.facts.get("deploy") or {}).get("endpoint")
+    if not endpoint:
+        raise RuntimeError("the monitor stage runs against the deploy stage's local deployment")
+    lines.append(f"watching the local deployment at {endpoint} (a bundle in its own process)")
+    try:
+        client = httpx.Client(base_url=str(endpoint), timeout=30)
 
         def send(frame: pl.DataFrame, tag: str, feedback: bool = False) -> list[dict[str, Any]]:
             out = []
@@ -221,6 +172,8 @@ def demo_stage(ctx: Any) -> list[str]:
             lines += [f"{e['action']}: {e['reason']}" for e in second.events] or [
                 f"{second.decision.action}: {second.decision.reason}"
             ]
+            # the decision reaches what is deployed: the local front moves to the new champion
+            lines += [f"{e['action']}: {e['reason']}" for e in follow(ws, MODEL, registry=registry)]
 
         # a version whose decision threshold was mis-set: it validated well (ROC-AUC ignores the
         # threshold) but answers "No" to everyone; it reaches canary and the loop rolls it back
@@ -244,6 +197,10 @@ def demo_stage(ctx: Any) -> list[str]:
             f"{third.decision.action}: {third.decision.reason}"
         ]
         metrics = client.get("/metrics").text
+        client.close()
+    finally:
+        stopped = stop_local(ws, MODEL)
+    lines.append(f"local deployment stopped (v{', v'.join(map(str, stopped.details['stopped_versions']))})")
     gauges = [m for m in metrics.splitlines() if m.startswith("headrace_drift_share{")]
     lines += [f"gauge {g}" for g in gauges[:1]]
     files = write_alert_files(policy, ws.root / "monitoring", ws.project.project)
