@@ -37,8 +37,11 @@ class HeadraceError(Exception):
         super().__init__(self.one_line())
 
     def one_line(self) -> str:
+        """The message and the hint on one line, secrets masked (``headrace.log.redact``)."""
+        from .log import redact
+
         text = self.message if not self.hint else f"{self.message}; {self.hint}"
-        return " ".join(text.split())
+        return redact(" ".join(text.split()))
 
 
 class ConfigError(HeadraceError):

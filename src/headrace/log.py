@@ -13,7 +13,19 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["JsonFormatter", "redact", "setup_logging"]
+__all__ = ["JsonFormatter", "add_secrets", "known_secrets", "redact", "setup_logging"]
+
+# values that came from ${ENV} references or secret files: masked wherever ``redact`` runs
+_SECRETS: set[str] = set()
+
+
+def add_secrets(values: Any) -> None:
+    """Remember secret values (of 3 characters or more) so that ``redact`` masks them."""
+    _SECRETS.update(str(v) for v in values if v is not None and len(str(v)) >= 3)
+
+
+def known_secrets() -> list[str]:
+    return sorted(_SECRETS, key=len, reverse=True)
 
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:/@\s]+):(?P<pw>[^@/\s]+)@")
 _KEY_VALUE = re.compile(
@@ -24,6 +36,14 @@ _KEY_VALUE = re.compile(
 
 
 def redact(text: str) -> str:
+    """``text`` without credentials: known secret values (also URL-encoded), URL passwords, and the
+    values of keys that look like credentials."""
+    if _SECRETS:
+        from urllib.parse import quote, quote_plus
+
+        for secret in known_secrets():
+            for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
+                text = text.replace(form, "***")
     text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
     return _KEY_VALUE.sub(lambda m: f"{m['key']}***", text)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
@@ -18,6 +19,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from ..errors import ConfigError
+from ..log import add_secrets
 from .base import ProjectPath, Spec, is_url, resolve_path
 from .models import Candidate, FeatureSpec, ModelSpec, PromoteRule, ValidationSpec
 from .monitoring import MonitoringSpec, RollbackRule
@@ -159,6 +161,29 @@ def interpolate(value: Any, path: str = "", env: dict[str, str] | None = None) -
     return value
 
 
+def _env_values(value: Any, env: Mapping[str, str] | None = None) -> set[str]:
+    """The values ``${ENV}`` references in a document stand for: secrets until shown otherwise."""
+    env = os.environ if env is None else env
+    found: set[str] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            found.update(env[m.group(1)] for m in _ENV.finditer(item) if env.get(m.group(1)))
+    return {v for v in found if len(v) >= 3}
+
+
+def mask(text: str, secrets: set[str]) -> str:
+    """``text`` with every secret value replaced by ``***`` (longest first)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, str]:
     """Walk the spec classes along a pydantic error location to the model that holds the last key.
 
@@ -265,9 +290,89 @@ def _describe(error: dict[str, Any], root_model: type[BaseModel]) -> str:
     return f"{path}: expected {message[0].lower() + message[1:]}; found {shown}"
 
 
+MAX_YAML_VALUES = 200_000  # values a document may expand to through its aliases
+MAX_YAML_DEPTH = 64  # nesting of mappings and lists
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (naming both lines)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: dict[Any, int] = {}
+        if isinstance(node, yaml.MappingNode):
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    hash(key)
+                except TypeError:
+                    continue  # the base class says so in its own words
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {key!r} (lines {seen[key]} and {line})",
+                        key_node.start_mark,
+                    )
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _measure(root: Any) -> tuple[int, int]:
+    """The number of values a composed document expands to (aliases counted each time they are
+    used) and its depth, in time linear in its distinct nodes."""
+    sizes: dict[int, tuple[int, int]] = {}
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children: list[Any] = []
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                children += [k, v]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        if not done:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+            continue
+        size = 1 + sum(sizes[id(c)][0] for c in children)
+        depth = 1 + max((sizes[id(c)][1] for c in children), default=0)
+        sizes[id(node)] = (min(size, 1 << 62), depth)
+    return sizes[id(root)]
+
+
 def _yaml_load(text: str, origin: str) -> Any:
+    """Parse YAML safely: no tags beyond plain data, duplicate keys refused, aliases and nesting
+    capped (a billion-laughs document is refused before anything expands it)."""
     try:
-        return yaml.safe_load(text)
+        loader = _StrictLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            values, depth = _measure(node)
+            if values > MAX_YAML_VALUES:
+                raise ConfigError(
+                    f"{origin}: the document expands to {values:,} values through its aliases "
+                    f"(at most {MAX_YAML_VALUES:,})",
+                    hint="write the values out, or use fewer nested YAML aliases (&anchor / *alias)",
+                )
+            if depth > MAX_YAML_DEPTH:
+                raise ConfigError(
+                    f"{origin}: nested {depth} levels deep (at most {MAX_YAML_DEPTH})",
+                    hint="flatten the document",
+                )
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except RecursionError:
+        raise ConfigError(
+            f"{origin}: nested too deeply to read (over {MAX_YAML_DEPTH} levels)", hint="flatten the document"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -279,6 +384,8 @@ def parse_project(data: Any, root: Path | str = ".", origin: str = PROJECT_FILE)
     """Validate a parsed document (a dict) into a :class:`Project`; paths resolve against ``root``."""
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: expected a mapping at the top level; found {type(data).__name__}")
+    secrets = _env_values(data)
+    add_secrets(secrets)  # masked in every log line and error from now on
     data = interpolate(data)
     root = Path(root).resolve()
     try:
@@ -287,7 +394,7 @@ def parse_project(data: Any, root: Path | str = ".", origin: str = PROJECT_FILE)
         problems = [_describe(dict(e), Project) for e in exc.errors()]
         extra = len(problems) - 1
         more = f" (and {extra} more error{'s' if extra > 1 else ''})" if extra else ""
-        raise ConfigError(f"{origin}: {problems[0]}{more}") from None
+        raise ConfigError(mask(f"{origin}: {problems[0]}{more}", secrets)) from None
     return project.model_copy(update={"metadata": _resolve_sqlite(project.metadata, root)})
 
 

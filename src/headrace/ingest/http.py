@@ -341,7 +341,9 @@ class HttpReader:
     # -- reading -------------------------------------------------------------------------------
     def read(self) -> Iterator[Batch]:
         spec = self.spec
-        secrets = _secrets(spec)
+        from ..log import known_secrets
+
+        secrets = [*_secrets(spec), *known_secrets()]  # a secret may sit in the URL itself
         mask = _MaskSecrets(secrets)
         httpx_log = logging.getLogger("httpx")
         httpx_log.addFilter(mask)
