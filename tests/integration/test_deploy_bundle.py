@@ -212,6 +212,35 @@ def test_bad_input_is_a_client_error(served: Any):
     assert "error" in reply.json() or "detail" in reply.json()
 
 
+def test_non_finite_numbers_are_refused_alike_on_every_route(served: Any, bundle: Bundle):
+    """Infinity in JSON (Python's parser accepts it), inf in CSV: 422 naming the field, never an answer
+    that the fast path and the pipeline could disagree on."""
+    record = dict(bundle.example()[0])
+    columns = bundle.columns
+    record["tenure"] = float("inf")
+    body = json.dumps({"records": [record]})  # writes Infinity
+    assert "Infinity" in body
+    sagemaker_json = httpx.post(
+        f"{served.url}/invocations", content=body, headers={"content-type": "application/json"}, timeout=30
+    )
+    row = ",".join("inf" if c == "tenure" else str(record[c]) for c in columns)
+    sagemaker_csv = httpx.post(
+        f"{served.url}/invocations",
+        content=",".join(columns) + "\n" + row,
+        headers={"content-type": "text/csv"},
+        timeout=30,
+    )
+    for reply in (sagemaker_json, sagemaker_csv):
+        assert reply.status_code == 422, (reply.request.headers.get("content-type"), reply.text)
+        assert "tenure" in reply.json()["error"] and "finite" in reply.json()["error"]
+    plain = httpx.post(
+        f"{served.url}/models/churn/predict", content=body, headers={"content-type": "application/json"}
+    )
+    assert plain.status_code == 422  # strict JSON: Infinity is not JSON at all
+    record["tenure"] = None  # the missing value is null, and it is answered
+    assert httpx.post(f"{served.url}/invocations", json={"records": [record]}, timeout=30).status_code == 200
+
+
 def test_azure_score_script_init_and_run(bundle: Bundle, project: Any, monkeypatch: pytest.MonkeyPatch):
     """Azure ML's contract, as its inference server drives it: import score.py, init(), run(body)."""
     monkeypatch.setenv("AZUREML_MODEL_DIR", str(bundle.path))  # the model folder is mounted inside

@@ -20,7 +20,6 @@ import csv
 import io
 import json
 import logging
-import math
 import shutil
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -61,7 +60,7 @@ def _convert(value: str, kind: str | None) -> Any:
             number = float(text)
         except ValueError:
             return text  # the model refuses it with a message naming the column
-        return number if math.isfinite(number) else None
+        return number  # inf and nan are refused by the model's input schema, as in JSON
     if kind == "bool":
         lowered = text.lower()
         if lowered in ("true", "1", "yes"):

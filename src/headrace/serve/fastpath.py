@@ -485,14 +485,19 @@ def _feature_builder(
 
 
 def probe_records(compiled: CompiledPipeline, n: int = 64, seed: int = 0) -> list[dict[str, Any]]:
-    """Records that exercise every category, missing values and a spread of numbers."""
+    """Records that exercise every category, missing values, a spread of numbers, extreme numbers
+    (±1e9, ±1e15, 0), empty strings and unseen categories. Non-finite numbers never reach either
+    path (the input schema refuses them), so they are not probed."""
     rng = np.random.default_rng(seed)
+    extremes = (1e9, -1e9, 1e15, -1e15, 0.0)
     records: list[dict[str, Any]] = []
     for i in range(n):
         record: dict[str, Any] = {}
-        for name, fill, _ in compiled.numeric:
+        for j, (name, fill, _) in enumerate(compiled.numeric):
             if fill is not None and i % 7 == 3:
                 record[name] = None
+            elif i % 13 == 9:
+                record[name] = extremes[(i + j) % len(extremes)]
             else:
                 base = fill if fill is not None else 0.0
                 record[name] = float(base + rng.normal(0, 1 + abs(base)))
@@ -502,6 +507,8 @@ def probe_records(compiled: CompiledPipeline, n: int = 64, seed: int = 0) -> lis
                 record[name] = None
             elif unknown is not None and i % 11 == 6:
                 record[name] = "unseen-category"
+            elif unknown is not None and i % 17 == 8:
+                record[name] = ""
             else:
                 record[name] = keys[i % len(keys)] if keys else None
         records.append(record)
@@ -535,7 +542,7 @@ def _check(
             if compiled.link.kind in ("logistic", "softmax")
             else compiled.predict_value_one(record)
         )
-        if not np.allclose(got, want, rtol=0.0, atol=tol):
+        if not np.allclose(got, want, rtol=1e-9, atol=tol):  # relative: extreme inputs, huge outputs
             raise NotCompilable(f"compiled answers differ from the pipeline's ({got} vs {want})")
 
 

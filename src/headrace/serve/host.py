@@ -151,6 +151,13 @@ def _compile(model: Any) -> tuple[CompiledPipeline | None, str | None]:
         return compile_pipeline(pipeline), None
     except NotCompilable as exc:
         return None, str(exc)
+    except Exception as exc:  # a bug or an unforeseen model: the pipeline still serves it
+        log.warning(
+            "the fast path could not compile this model (%s: %s); the pipeline serves it",
+            type(exc).__name__,
+            exc,
+        )
+        return None, f"compiling failed ({type(exc).__name__}: {exc})"
 
 
 class ModelHost:

@@ -3,11 +3,14 @@
 The signature (``{"inputs": [{"name", "type", "kind"}, ...]}``, as the tabular flavor records it)
 says which fields a record carries and their kind: number, bool, string, date or datetime. A field
 that is missing, unknown or of the wrong JSON type is a 422 naming the field; ``null`` is accepted
-(the model imputes it). Numbers come out as floats, as the model's own preparation reads them.
+(the model imputes it). A non-finite number (``Infinity``, ``NaN``: JSON extensions some parsers
+accept, ``inf`` in CSV) is a 422 too, on every route: ``null`` is how a record says "missing".
+Numbers come out as floats, as the model's own preparation reads them.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -87,8 +90,15 @@ class InputSchema:
                 elif kind == "number":
                     if isinstance(value, bool) or not isinstance(value, int | float):
                         problems.append(_mistyped(where, i, name, "a number", value))
+                    elif isinstance(value, float) and not math.isfinite(value):
+                        # Infinity/NaN (JSON extensions, CSV "inf"): refused on every route alike,
+                        # so the fast path and the pipeline never meet them (null is the missing value)
+                        problems.append(_mistyped(where, i, name, "a finite number (or null)", value))
                     else:
-                        clean[name] = float(value)
+                        try:
+                            clean[name] = float(value)
+                        except OverflowError:  # an integer past a float's range
+                            problems.append(_mistyped(where, i, name, "a number within ±1.8e308", value))
                 elif kind == "bool":
                     if not isinstance(value, bool):
                         problems.append(_mistyped(where, i, name, "true or false", value))
