@@ -22,10 +22,10 @@ from typing import Any
 
 import yaml
 
-from ..errors import UsageError
+from ..errors import HeadraceError, NotFound, ServiceUnavailable, UsageError
 from .plan import Plan, Step
 
-__all__ = ["AzureMLOptions", "azureml_files", "azureml_plan", "execute", "rollback_plan"]
+__all__ = ["AzureMLOptions", "azure_error", "azureml_files", "azureml_plan", "execute", "rollback_plan"]
 
 log = logging.getLogger("headrace.deploy.azureml")
 
@@ -289,11 +289,91 @@ def available() -> str | None:
     return None
 
 
+def _names(exc: BaseException) -> set[str]:
+    return {cls.__name__ for cls in type(exc).__mro__}
+
+
+def _status(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    if status is None:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+    return int(status) if isinstance(status, int) else None
+
+
+def azure_error(exc: BaseException, what: str, settings: Mapping[str, Any]) -> HeadraceError:
+    """An Azure SDK failure as one line naming the thing and the fix. Classified by the exception's
+    class (and its bases: azure-core's ``ClientAuthenticationError``, ``ResourceNotFoundError``,
+    ``HttpResponseError``, ``ServiceRequestError``; azure-identity's ``CredentialUnavailableError``)
+    and HTTP status, so it needs no Azure package to import:
+
+    - authentication (401, or no credential found) and authorization (403): ``UsageError``;
+    - the workspace (or its resource group) not found: ``NotFound`` naming the workspace;
+    - an endpoint or deployment not found: ``NotFound`` with ``missing = "endpoint"``;
+    - throttling, 5xx and unreachable service: ``ServiceUnavailable`` (transient);
+    - anything else: ``HeadraceError`` with the SDK's first line.
+    """
+    names, status = _names(exc), _status(exc)
+    text = " ".join(str(getattr(exc, "message", None) or exc).split())
+    first = text[:300]
+    workspace = (
+        f"workspace {settings.get('workspace')!r} (resource group {settings.get('resource_group')!r}, "
+        f"subscription {settings.get('subscription_id')!r})"
+    )
+    if names & {"ClientAuthenticationError", "CredentialUnavailableError"} or status == 401:
+        return UsageError(
+            f"Azure ML refused the credentials while trying to {what}: {first}",
+            hint="sign in with 'az login', or set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET "
+            "for DefaultAzureCredential",
+        )
+    if status == 403 or "AuthorizationFailed" in text:
+        return UsageError(
+            f"Azure ML denied access to {workspace} while trying to {what}: {first}",
+            hint="grant the signed-in identity a role on the workspace (e.g. AzureML Data Scientist)",
+        )
+    if "ResourceNotFoundError" in names or status == 404:
+        lowered = text.lower()
+        if "resourcegroupnotfound" in lowered or "resource group" in lowered or "workspace" in lowered:
+            return NotFound(
+                f"Azure ML {workspace} was not found while trying to {what}: {first}",
+                hint="check --subscription, --resource-group and --workspace (az ml workspace list)",
+            )
+        error = NotFound(
+            f"the Azure ML endpoint {settings.get('endpoint_name')!r} (or its deployment) was not found "
+            f"in {workspace} while trying to {what}: {first}",
+            hint="deploy it first with 'headrace deploy MODEL --target azureml'",
+        )
+        error.missing = "endpoint"  # type: ignore[attr-defined]
+        return error
+    if (
+        names & {"ServiceRequestError", "ServiceResponseError"}
+        or status in (408, 429)
+        or (status or 0) >= 500
+    ):
+        return ServiceUnavailable(
+            f"Azure ML did not answer while trying to {what}: {first}", hint="retry in a minute"
+        )
+    return HeadraceError(
+        f"Azure ML failed to {what}: {type(exc).__name__}: {first}",
+        hint="fix what Azure names (the deployment's logs: az ml online-deployment get-logs) and run again",
+    )
+
+
 def execute(plan: Plan, bundle_dir: Path) -> dict[str, Any]:
-    """Carry the plan out with the azure-ai-ml SDK (credentials through DefaultAzureCredential)."""
+    """Carry the plan out with the azure-ai-ml SDK (credentials through DefaultAzureCredential);
+    every SDK failure is classified by :func:`azure_error`."""
     reason = available()
     if reason is not None:
         raise UsageError(f"cannot deploy to Azure ML: {reason}", hint="pass --dry-run to see the plan")
+    current = ["connect to the workspace"]
+    try:
+        return _execute(plan, bundle_dir, current)
+    except HeadraceError:
+        raise
+    except Exception as exc:
+        raise azure_error(exc, current[0], plan.settings) from None
+
+
+def _execute(plan: Plan, bundle_dir: Path, current: list[str]) -> dict[str, Any]:
     from azure.ai.ml import MLClient
     from azure.ai.ml.entities import (
         CodeConfiguration,
@@ -326,6 +406,7 @@ def execute(plan: Plan, bundle_dir: Path) -> dict[str, Any]:
     endpoint: Any = None
     answer: dict[str, Any] = {}
     for step in plan.steps:
+        current[0] = step.title
         log.info("azureml: %s", step.title)
         if step.call == "azure.ai.ml.MLClient":
             params = {k: v for k, v in step.params.items() if k != "credential"}
@@ -333,8 +414,11 @@ def execute(plan: Plan, bundle_dir: Path) -> dict[str, Any]:
         elif step.call == "ml_client.online_endpoints.get":
             try:
                 endpoint = client.online_endpoints.get(**step.params)
-            except Exception:  # ResourceNotFoundError; the SDK's error types vary by version
-                endpoint = None
+            except Exception as exc:
+                error = azure_error(exc, step.title, plan.settings)
+                if getattr(error, "missing", None) != "endpoint":
+                    raise error from None
+                endpoint = None  # the endpoint is created by the next step
         elif (step.when == "endpoint missing" and endpoint is not None) or (
             step.when == "endpoint exists" and endpoint is None
         ):
@@ -348,15 +432,15 @@ def execute(plan: Plan, bundle_dir: Path) -> dict[str, Any]:
         elif step.call == "ml_client.online_endpoints.begin_create_or_update":
             spec = step.params["endpoint"]
             if "traffic" in spec:
-                current = client.online_endpoints.get(spec["name"])
-                live = max(dict(current.traffic or {}).items(), key=lambda kv: kv[1], default=(None, 0))[0]
+                existing = client.online_endpoints.get(spec["name"])
+                live = max(dict(existing.traffic or {}).items(), key=lambda kv: kv[1], default=(None, 0))[0]
                 traffic = {
                     (live if k == "<LIVE>" else k): v
                     for k, v in spec["traffic"].items()
                     if k != "<LIVE>" or live
                 }
-                current.traffic = traffic
-                client.online_endpoints.begin_create_or_update(current).result()
+                existing.traffic = traffic
+                client.online_endpoints.begin_create_or_update(existing).result()
             else:
                 client.online_endpoints.begin_create_or_update(entity(spec)).result()
     return answer

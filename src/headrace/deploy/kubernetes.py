@@ -12,8 +12,10 @@ errors); where it is not installed the check is reported as skipped.
 from __future__ import annotations
 
 import logging
+import shlex
 import shutil
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import UsageError
+from ..errors import HeadraceError, UsageError
 from .plan import Plan, Step
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "kubernetes_plan",
     "manifests",
     "rollback_plan",
+    "update_plan",
     "validate_manifests",
 ]
 
@@ -51,6 +54,8 @@ class KubernetesOptions:
     cpu_limit: str = "1"
     memory_request: str = "512Mi"
     memory_limit: str = "1Gi"
+    build_image: bool = True  # False: the image is in its registry already (update_plan skips docker)
+    rollout_timeout_s: int = 300
 
 
 def app_name(model: str) -> str:
@@ -407,12 +412,134 @@ def rollback_plan(model: str, version: int, previous: Mapping[str, Any], options
     return plan
 
 
-def execute(plan: Plan, bundle_dir: Path) -> None:
-    """Run the plan's commands (docker, kubectl) from the bundle folder."""
+def update_plan(model: str, version: int, options: KubernetesOptions) -> Plan:
+    """Move the model's live Deployment to ``version`` in place: ``kubectl set image`` (a rolling
+    update behind the readiness probe), the change cause for ``kubectl rollout history``, then
+    ``kubectl rollout status``; when the rollout does not finish, ``kubectl rollout undo`` puts the
+    previous ReplicaSet back and waits for it."""
+    image = options.image or default_image(model, version)
+    name = app_name(model)
+    ns = options.namespace
+    timeout = f"--timeout={options.rollout_timeout_s}s"
+    plan = Plan(
+        target="kubernetes",
+        model=model,
+        version=version,
+        action="update",
+        settings={"image": image, "namespace": ns, "deployment": name, "canary": False},
+    )
+    if options.build_image:
+        plan.add(
+            Step(
+                "command",
+                "build the serving image from the bundle",
+                argv=("docker", "build", "-t", image, "."),
+            )
+        )
+        if "/" in image.split(":")[0]:
+            plan.add(Step("command", "push the image to its registry", argv=("docker", "push", image)))
+    plan.add(
+        Step(
+            "command",
+            f"roll the Deployment to v{version}",
+            argv=("kubectl", "set", "image", "-n", ns, f"deployment/{name}", f"model={image}"),
+        )
+    )
+    plan.add(
+        Step(
+            "command",
+            "say why, for kubectl rollout history",
+            argv=(
+                "kubectl",
+                "annotate",
+                "-n",
+                ns,
+                f"deployment/{name}",
+                f"kubernetes.io/change-cause=headrace: {model} v{version} ({image})",
+                "--overwrite",
+            ),
+        )
+    )
+    plan.add(
+        Step(
+            "check",
+            "wait for the rolling update (readiness on /health/ready)",
+            argv=("kubectl", "rollout", "status", "-n", ns, f"deployment/{name}", timeout),
+        )
+    )
+    plan.add(
+        Step(
+            "command",
+            "the rollout did not finish: undo it (the previous ReplicaSet comes back)",
+            argv=("kubectl", "rollout", "undo", "-n", ns, f"deployment/{name}"),
+            when="rollout failed",
+        )
+    )
+    plan.add(
+        Step(
+            "check",
+            "wait for the undo",
+            argv=("kubectl", "rollout", "status", "-n", ns, f"deployment/{name}", timeout),
+            when="rollout failed",
+        )
+    )
+    return plan
+
+
+def execute(
+    plan: Plan, bundle_dir: Path, *, steps: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Run the plan's commands (docker, kubectl) from the bundle folder; one record per step.
+
+    Every program the plan needs is looked for first, so a missing one stops the plan before it
+    changes anything. A failed ``rollout status`` runs the steps marked ``rollout failed`` (the undo)
+    and then raises, naming what was undone."""
+    records: list[dict[str, Any]] = steps if steps is not None else []
+    programs = sorted({s.argv[0] for s in plan.steps if s.argv})
+    missing = [p for p in programs if shutil.which(p) is None]
+    if missing:
+        raise UsageError(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed, so the "
+            f"{plan.action} of {plan.model}@{plan.version} on Kubernetes cannot run",
+            hint=f"install {', '.join(missing)} (with a context for the cluster), or run the plan's "
+            "commands (--dry-run prints them) where they are",
+        )
+    failure: str | None = None
     for step in plan.steps:
-        if not step.argv:
+        started = time.monotonic()
+        if (step.when == "rollout failed") != (failure is not None):
+            records.append({"step": step.title, "call": shlex.join(step.argv), "outcome": "skipped"})
             continue
-        if shutil.which(step.argv[0]) is None:
-            raise UsageError(f"{step.argv[0]} is not installed", hint=f"install it to {step.title}")
         log.info("kubernetes: %s: %s", step.title, step.render())
-        subprocess.run(list(step.argv), cwd=bundle_dir, check=True)
+        done = subprocess.run(list(step.argv), cwd=bundle_dir, capture_output=True, text=True, check=False)
+        tail = " ".join((done.stderr or done.stdout or "").split())[-300:]
+        record = {
+            "step": step.title,
+            "call": shlex.join(step.argv),
+            "outcome": "done" if done.returncode == 0 else "failed",
+            "seconds": round(time.monotonic() - started, 3),
+        }
+        if done.returncode != 0:
+            record["error"] = tail
+        records.append(record)
+        if done.returncode == 0:
+            continue
+        if (
+            step.argv[:3] == ("kubectl", "rollout", "status")
+            and failure is None
+            and any(s.when == "rollout failed" for s in plan.steps)
+        ):
+            failure = f"{step.render()} failed: {tail}"
+            continue
+        raise HeadraceError(
+            f"Kubernetes step '{step.title}' failed: {tail or f'exit status {done.returncode}'}"
+            + (f" (after: {failure})" if failure else ""),
+            hint="see kubectl describe deployment and the pods' events",
+        )
+    if failure is not None:
+        raise HeadraceError(
+            f"the {plan.action} of {plan.model} to v{plan.version} on Kubernetes did not finish and was "
+            f"undone with kubectl rollout undo: {failure}",
+            hint="the previous version serves again; see the new pods' events and logs",
+        )
+    return records

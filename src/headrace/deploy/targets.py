@@ -16,17 +16,30 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ArtifactError, HeadraceError, NotFound, RegistryError, UsageError
+from ..metadata import SCHEMA, utcnow
 from ..registry import Registry, split_ref
 from ..workspace import Workspace
 from . import azureml, kubernetes, local, records, sagemaker
 from .bundle import Bundle, build_bundle, resolve_version
 from .plan import Plan, Step
 
-__all__ = ["TARGETS", "DeployOptions", "DeployResult", "deploy", "local_status", "rollback", "stop_local"]
+__all__ = [
+    "STEP",
+    "TARGETS",
+    "DeployOptions",
+    "DeployResult",
+    "deploy",
+    "local_status",
+    "rollback",
+    "stop_local",
+    "update_target",
+]
 
 log = logging.getLogger("headrace.deploy")
 
 TARGETS = ("local", "kubernetes", "sagemaker", "azureml")
+STEP = "deploy_step"  # the ledger action of one step of a cloud deployment, update or rollback
+_LEDGER = SCHEMA.tables["ledger"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +59,7 @@ class DeployResult:
     model: str
     version: int
     target: str
-    action: str  # deploy | rollback | stop
+    action: str  # deploy | update | rollback | stop
     status: str  # live | planned | dry-run | stopped
     endpoint: str | None = None
     bundle: str | None = None
@@ -143,38 +156,101 @@ def deploy(
         return result
     previous = records.latest(ws.meta, bundle.model, target)
     result.previous_version = previous["version"] if previous else None
-    status, endpoint, details = _execute(target, plan, bundle.path)
-    result.status, result.endpoint, result.details = status, endpoint, details
-    records.record(
-        ws.meta,
-        model=bundle.model,
-        version=bundle.version,
-        target=target,
-        status=status,
-        endpoint=endpoint,
-        details={**details, "plan": plan.to_dict(), "bundle": str(bundle.path)},
-        previous_version=result.previous_version,
-        replace_live=status == "live",
-    )
+    _run_remote(ws, result, target, plan, bundle.path)
     return result
 
 
-def _execute(target: str, plan: Plan, bundle_dir: Path) -> tuple[str, str | None, dict[str, Any]]:
+def _run_remote(ws: Workspace, result: DeployResult, target: str, plan: Plan, bundle_dir: Path) -> None:
+    """Carry a cloud plan out; the deployment row, its ledger entry and one ledger entry per step
+    that ran are written whether it succeeds or fails (a failed attempt is resumed by running the
+    same deploy again)."""
+    steps: list[dict[str, Any]] = []
+    what = {"deploy": "deployed", "update": "moved", "rollback": "rolled back"}.get(plan.action, plan.action)
+    since = f" from v{result.previous_version}" if result.previous_version is not None else ""
+    try:
+        status, endpoint, details = _execute(target, plan, bundle_dir, steps)
+    except HeadraceError as exc:
+        deployment_id = records.record(
+            ws.meta,
+            model=result.model,
+            version=result.version,
+            target=target,
+            status="failed",
+            endpoint=None,
+            details={
+                "steps": steps,
+                "plan": plan.to_dict(),
+                "bundle": str(bundle_dir),
+                "error": exc.one_line(),
+            },
+            previous_version=result.previous_version,
+            replace_live=False,
+            reason=f"{plan.action} to {target} failed: {exc.one_line()}",
+        )
+        _ledger_steps(ws, result, target, steps, deployment_id)
+        raise
+    result.status, result.endpoint, result.details = status, endpoint, {**details, "steps": steps}
+    deployment_id = records.record(
+        ws.meta,
+        model=result.model,
+        version=result.version,
+        target=target,
+        status=status,
+        endpoint=endpoint,
+        details={**details, "steps": steps, "plan": plan.to_dict(), "bundle": str(bundle_dir)},
+        previous_version=result.previous_version,
+        replace_live=status == "live",
+        reason=f"{what} to v{result.version} on {target}{since} ({status})",
+    )
+    _ledger_steps(ws, result, target, steps, deployment_id)
+
+
+def _ledger_steps(
+    ws: Workspace, result: DeployResult, target: str, steps: list[dict[str, Any]], deployment_id: int
+) -> None:
+    """One ledger entry per step that ran (skipped ones are in the deployment row's details)."""
+    ran = [s for s in steps if s.get("outcome") != "skipped"]
+    if not ran:
+        return
+    now, who = utcnow(), records.actor()
+    with ws.meta.begin() as conn:
+        for step in ran:
+            conn.execute(
+                _LEDGER.insert().values(
+                    ts=now,
+                    model=result.model,
+                    action=STEP,
+                    version=result.version,
+                    previous_version=result.previous_version,
+                    reason=f"{target}: {step['step']}: {step['outcome']}"
+                    + (f" ({step['error']})" if step.get("error") else ""),
+                    actor=who,
+                    details={"target": target, "deployment_id": deployment_id, **step},
+                )
+            )
+
+
+def _execute(
+    target: str, plan: Plan, bundle_dir: Path, steps: list[dict[str, Any]] | None = None
+) -> tuple[str, str | None, dict[str, Any]]:
+    steps = steps if steps is not None else []
     if target == "kubernetes":
-        reason = kubernetes.cluster_reachable()
-        if reason is not None:
-            plan.notes.append(f"not applied: {reason}; run the commands above from {bundle_dir}")
-            return "planned", None, {"reason": reason}
-        kubernetes.execute(plan, bundle_dir)
+        if plan.action != "update":
+            reason = kubernetes.cluster_reachable()
+            if reason is not None:
+                plan.notes.append(f"not applied: {reason}; run the commands above from {bundle_dir}")
+                return "planned", None, {"reason": reason}
+        kubernetes.execute(plan, bundle_dir, steps=steps)
         return "live", f"service/{plan.settings['deployment']} -n {plan.settings['namespace']}", {}
     if target == "sagemaker":
-        answer = sagemaker.execute(plan, bundle_dir)
+        done = sagemaker.execute(plan, bundle_dir, steps=steps)
         return (
             "live",
             str(plan.settings["endpoint_name"]),
             {
-                "endpoint_config": plan.settings.get("endpoint_config_name"),
-                "answer": answer,
+                "endpoint_config": done["endpoint_config"],
+                "model_name": done["model_name"],
+                "answer": done["answer"],
             },
         )
     answer = azureml.execute(plan, bundle_dir)
@@ -186,6 +262,114 @@ def _execute(target: str, plan: Plan, bundle_dir: Path) -> tuple[str, str | None
             "answer": answer,
         },
     )
+
+
+# -- updates (what the monitor calls when the champion moves) -----------------------------------
+def _image_for(old_image: str | None, old: int, new: int, given: str | None, target: str) -> str | None:
+    """The image of version ``new``: the one given, else the live one's with its ``:v{old}`` tag (the
+    convention headrace names images by) moved to ``:v{new}``."""
+    if given:
+        return given
+    if old_image and old_image.endswith(f":v{old}"):
+        return old_image[: -len(f":v{old}")] + f":v{new}"
+    raise UsageError(
+        f"the live {target} deployment runs image {old_image!r}, which is not tagged :v{old}, so the image "
+        f"of v{new} cannot be named from it",
+        hint="pass image= (the image of the version to move to)",
+    )
+
+
+def update_target(
+    ws: Workspace,
+    model: str,
+    version: int,
+    target: str,
+    *,
+    traffic: str | None = None,
+    image: str | None = None,
+    options: DeployOptions | None = None,
+    dry_run: bool = False,
+) -> DeployResult:
+    """Move the live deployment of ``model`` on ``target`` (``sagemaker`` or ``kubernetes``) to
+    ``version`` through the target's own API, with the settings it was deployed with (region, role,
+    bucket, namespace, ...) unless ``options`` says otherwise.
+
+    - sagemaker: the version's model and endpoint configuration are made (or reused), CloudWatch
+      alarms on its variant's 5XX share and p99 latency are set, and UpdateEndpoint shifts traffic
+      blue/green (``traffic``: canary | linear | all_at_once; default: as deployed) with
+      AutoRollbackConfiguration on those alarms; it waits until the endpoint serves the version (a
+      rollback by SageMaker is an error naming it).
+    - kubernetes: ``kubectl set image`` + ``rollout status``; ``rollout undo`` when it does not finish.
+
+    Each step is a ledger entry (action ``deploy_step``), and the whole a deployment row with its
+    own ledger entry, written on failure too. A rollback decided by the monitor is the same call
+    with the previous version (``traffic="all_at_once"`` to move at once)."""
+    if target not in ("sagemaker", "kubernetes"):
+        raise UsageError(
+            f"update_target moves sagemaker and kubernetes deployments, not {target!r}",
+            hint="use deploy() for local and azureml",
+        )
+    live = records.latest(ws.meta, model, target)
+    if live is None:
+        raise RegistryError(
+            f"model {model!r} has no live deployment on {target} to update",
+            hint=f"deploy it first with 'headrace deploy {model} --target {target}'",
+        )
+    old = int(live["version"])
+    settings = dict(((live.get("details") or {}).get("plan") or {}).get("settings") or {})
+    given = options or DeployOptions()
+    if target == "sagemaker":
+        if options is not None:
+            so = options.sagemaker
+        else:
+            fields = {f: settings[f] for f in _SAGEMAKER_FIELDS if settings.get(f) is not None}
+            if str(fields.get("account", "")).startswith("<"):
+                fields.pop("account")
+            so = sagemaker.SageMakerOptions(**fields)
+        so = replace(
+            so,
+            image=_image_for(so.image or settings.get("image"), old, version, image, target),
+            traffic=traffic or so.traffic,
+        )
+        bundle = _bundle(ws, f"{model}@{version}", replace(given, image=None))
+        plan = sagemaker.sagemaker_plan(bundle.info, so, bundle.example())
+        plan.action = "update"
+    else:
+        ko = (
+            options.kubernetes
+            if options is not None
+            else kubernetes.KubernetesOptions(namespace=str(settings.get("namespace") or "default"))
+        )
+        ko = replace(ko, image=_image_for(ko.image or settings.get("image"), old, version, image, target))
+        bundle = _bundle(ws, f"{model}@{version}", replace(given, image=None))
+        plan = kubernetes.update_plan(model, version, ko)
+    plan.settings["bundle"] = str(bundle.path)
+    result = DeployResult(
+        model, version, target, "update", "dry-run", bundle=str(bundle.path), plan=plan, previous_version=old
+    )
+    if dry_run:
+        return result
+    _run_remote(ws, result, target, plan, bundle.path)
+    return result
+
+
+_SAGEMAKER_FIELDS = (
+    "region",
+    "role",
+    "bucket",
+    "account",
+    "instance_type",
+    "instance_count",
+    "traffic",
+    "canary_percent",
+    "linear_percent",
+    "wait_seconds",
+    "error_rate",
+    "p99_latency_ms",
+    "alarm_periods",
+    "build_image",
+    "endpoint_url",
+)
 
 
 # -- local --------------------------------------------------------------------------------------
@@ -422,20 +606,22 @@ def rollback(
     if dry_run:
         return result
     bundle_dir = Path(str(back.get("bundle") or ws.root))
-    status, endpoint, details = _execute(target, plan, bundle_dir)
-    records.record(
+    steps: list[dict[str, Any]] = []
+    status, endpoint, details = _execute(target, plan, bundle_dir, steps)
+    deployment_id = records.record(
         ws.meta,
         model=name,
         version=previous["version"],
         target=target,
         status=status,
         endpoint=endpoint or previous.get("endpoint"),
-        details={**details, "plan": plan.to_dict(), "rolled_back_from": live["version"]},
+        details={**details, "steps": steps, "plan": plan.to_dict(), "rolled_back_from": live["version"]},
         action=records.ROLLBACK,
         previous_version=live["version"],
         replace_live=status == "live",
     )
-    result.status, result.endpoint, result.details = status, endpoint, details
+    result.status, result.endpoint, result.details = status, endpoint, {**details, "steps": steps}
+    _ledger_steps(ws, result, target, steps, deployment_id)
     return result
 
 
