@@ -237,3 +237,17 @@ def test_gauges_render_from_stored_reports():
     assert samples[("headrace_ingest_quarantine_ratio", (("dataset", "customers"),))] == 0.02
     assert samples[("headrace_lifecycle_events_total", (("action", "rollback"), ("model", "churn")))] == 2
     assert all(name.startswith("headrace_") for name in MONITOR_METRICS)
+
+
+def test_an_unhealthy_champion_is_a_gauge_and_an_alert_rule():
+    spec = _spec(champion={"action": "alert", "window": "2m", "windows": 4})
+    rules = {r["alert"]: r for g in prometheus_rules(spec)["groups"] for r in g["rules"]}
+    rule = rules["HeadraceChampionUnhealthy"]
+    assert rule["expr"] == "max by (model, version, check) (headrace_champion_unhealthy) >= 1"
+    assert "last 4 windows of 120 s; the monitor's policy is 'alert'" in rule["annotations"]["description"]
+    doc = {"version": 3, "unhealthy": {"error_rate": False, "p99_latency": True, "metric": False}}
+    families = families_from_reports([{"model": "churn", "version": 3, "kind": "champion", "report": doc}])
+    (family,) = [f for f in families if f.name == "headrace_champion_unhealthy"]
+    values = {s.labels["check"]: s.value for s in family.samples}
+    assert values == {"error_rate": 0.0, "p99_latency": 1.0, "metric": 0.0}
+    assert {s.labels["version"] for s in family.samples} == {"3"}

@@ -2,7 +2,14 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from headrace.config.monitoring import MonitoringSpec, RetentionSpec
-from headrace.monitor.policy import Signals, VersionHealth, decide, last_served, retention_plan
+from headrace.monitor.policy import (
+    Signals,
+    VersionHealth,
+    breaches,
+    decide,
+    last_served,
+    retention_plan,
+)
 from headrace.monitor.routing import bucket, choose_version, request_key, route
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -146,13 +153,85 @@ def test_a_starved_canary_is_rolled_back_eventually():
     assert starved.action == "rollback" and "served only 5 requests" in starved.reason
 
 
-def test_a_failing_new_champion_is_rolled_back():
-    signals = replace(
-        HEALTHY, champion=3, previous_champion=2, champion_health=VersionHealth(3, requests=100, errors=9)
+def _failing(*healths: VersionHealth, previous: int | None = 2) -> Signals:
+    return replace(HEALTHY, champion=3, previous_champion=previous, champion_windows=healths)
+
+
+def test_a_failing_champion_is_rolled_back_after_its_windows():
+    bad = VersionHealth(3, requests=100, errors=9)
+    decision = decide(_failing(bad, bad, bad), POLICY)
+    assert decision.action == "rollback" and decision.version == 3 and decision.triggers == ["champion"]
+    assert decision.reason == (
+        "champion v3: error rate 9.0% (9 of 100 requests) is above 2.0%, in each of the last 3 windows "
+        "of 300 s (newest first: 9.0%, 9.0%, 9.0%); back to v2"
     )
-    decision = decide(signals, POLICY)
-    assert decision.action == "rollback" and decision.version == 3
-    assert "back to v2" in decision.reason
+    # one healthy window (or one with too little traffic for a verdict) breaks the run
+    assert decide(_failing(bad, VersionHealth(3, requests=100, errors=1), bad), POLICY).action == "none"
+    assert decide(_failing(bad, bad, VersionHealth(3, requests=5, errors=5)), POLICY).action == "none"
+    assert decide(_failing(bad, bad), POLICY).action == "none"  # not yet three windows measured
+
+
+def test_the_same_limit_must_be_crossed_in_every_window():
+    slow = VersionHealth(3, requests=100, p99_ms=900.0)
+    failing = VersionHealth(3, requests=100, errors=9)
+    assert decide(_failing(slow, failing, slow), POLICY).action == "none"
+    decision = decide(_failing(slow, slow, VersionHealth(3, requests=50, p99_ms=412.5)), POLICY)
+    assert decision.action == "rollback"
+    assert "p99 latency 900 ms is above 200 ms" in decision.reason
+    assert "(newest first: 900 ms, 900 ms, 412 ms)" in decision.reason
+
+
+def test_a_champion_whose_live_metric_falls_is_judged_against_its_validation_score_and_floor():
+    low = VersionHealth(3, requests=200, metric=0.70, feedback_rows=80)
+    decision = decide(_failing(low, low, low), POLICY)
+    assert decision.action == "rollback"
+    assert "champion v3: live roc_auc 0.700 is 0.140 below its validation score 0.840 (limit 0.05)" in (
+        decision.reason
+    )
+    # too little feedback in a window: no verdict on the metric
+    thin = VersionHealth(3, requests=200, metric=0.70, feedback_rows=10)
+    assert decide(_failing(low, thin, low), POLICY).action == "none"
+    # a floor judges a metric with no validation score (a recommender's hit rate, an image confidence)
+    floor = POLICY.model_copy(update={"champion": POLICY.champion.model_copy(update={"metric_floor": 0.75})})
+    unscored = replace(_failing(low, low, low), reference_metric=None, metric="confidence")
+    floored = decide(unscored, floor)
+    assert floored.action == "rollback" and "live confidence 0.700 is below its floor 0.75" in floored.reason
+    assert decide(unscored, POLICY).action == "none"
+    # an error metric's floor is a ceiling
+    rmse = replace(
+        unscored, metric="rmse", champion_windows=(VersionHealth(3, metric=52_000.0, feedback_rows=90),) * 3
+    )
+    ceiling = POLICY.model_copy(
+        update={"champion": POLICY.champion.model_copy(update={"metric_floor": 45_000})}
+    )
+    assert "live rmse 52000.000 is above its ceiling 45000" in decide(rmse, ceiling).reason
+
+
+def test_the_champion_policy_alerts_or_retrains_instead_of_rolling_back():
+    bad = VersionHealth(3, requests=100, errors=9)
+    alert = POLICY.model_copy(update={"champion": POLICY.champion.model_copy(update={"action": "alert"})})
+    decision = decide(_failing(bad, bad, bad), alert)
+    assert decision.action == "alert" and decision.version == 3
+    assert decision.reason.endswith("policy: alert only")
+    retrain = POLICY.model_copy(update={"champion": POLICY.champion.model_copy(update={"action": "retrain"})})
+    again = decide(_failing(bad, bad, bad), retrain)
+    assert again.action == "retrain" and again.triggers == ["champion"]
+    # a retrain held back (no new data) still raises the alert
+    held = decide(replace(_failing(bad, bad, bad), data_version=2, trained_on=2), retrain)
+    assert held.action == "alert" and "ingest fresh data" in held.reason
+    # nothing to roll back to: an alert
+    alone = decide(_failing(bad, bad, bad, previous=None), POLICY)
+    assert alone.action == "alert" and "no previous champion to roll back to" in alone.reason
+
+
+def test_canary_and_champion_share_one_judge():
+    limits = POLICY.rollback_on
+    health = VersionHealth(2, requests=40, errors=4, p99_ms=250.0, metric=0.7, feedback_rows=40)
+    found = breaches(health, limits, who="canary v2", metric="roc_auc", reference=0.8)
+    assert [b.check for b in found] == ["error_rate", "p99_latency", "metric"]
+    assert [b.value for b in found] == [0.1, 250.0, 0.7]
+    only = breaches(health, limits, who="x", metric="roc_auc", reference=0.8, checks=("metric",))
+    assert [b.check for b in only] == ["metric"]
 
 
 @dataclass

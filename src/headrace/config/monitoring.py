@@ -11,6 +11,8 @@ monitoring:
   retrain_on: [drift, performance, schedule]
   schedule: 7d                  # retrain at least this often (with 'schedule' in retrain_on)
   rollback_on: {error_rate: 0.02, metric_drop: 0.05, p99_latency_ms: 250}
+  champion: {action: rollback, window: 5m, windows: 3}   # a promoted champion is watched too
+  recommendations: {k: 10, horizon: 30m}                  # live hit rate and NDCG of recommenders
   canary: {mode: canary, share: 0.1, window: 10m, min_requests: 200, sticky_by: x-user-id}
   retention: {keep_last: 5, unused_days: 30}
 ```
@@ -28,8 +30,10 @@ from .base import Spec
 __all__ = [
     "AlertThresholds",
     "CanarySpec",
+    "ChampionWatch",
     "Duration",
     "MonitoringSpec",
+    "RecommendationWatch",
     "RetentionSpec",
     "RollbackRule",
     "parse_duration",
@@ -59,11 +63,80 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 class RollbackRule(Spec):
-    """When a canary (or a freshly promoted champion) is rolled back: any one limit crossed."""
+    """The limits a serving version is held to: a canary is rolled back when it crosses any one of
+    them, and a champion gets ``monitoring.champion.action`` when it crosses the same one in each of
+    its last ``windows`` windows."""
 
-    error_rate: float = Field(default=0.02, ge=0, le=1)
-    metric_drop: float = Field(default=0.05, ge=0)
-    p99_latency_ms: float | None = Field(default=None, gt=0)
+    error_rate: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="the share of failed requests above which a version is unhealthy",
+    )
+    metric_drop: float = Field(
+        default=0.05,
+        ge=0,
+        description="how far the live metric may fall below the reference (a canary: the champion on the "
+        "same traffic; a champion: its validation score): absolute for metrics in [0, 1] such as "
+        "accuracy or ROC-AUC, relative for error metrics such as RMSE",
+    )
+    p99_latency_ms: float | None = Field(
+        default=None,
+        gt=0,
+        description="the 99th percentile of request latency above which a version is "
+        "unhealthy (null: latency is not judged)",
+    )
+
+
+class ChampionWatch(Spec):
+    """How the serving champion is watched after its promotion.
+
+    Its live window is cut into ``windows`` consecutive windows of ``window`` each, ending now.
+    Each window is judged on the limits of ``rollback_on`` (error rate, p99 latency, the live
+    metric's drop) and on ``metric_floor``; a window with fewer than ``min_requests`` requests (or
+    ``min_feedback`` predictions with ground truth, for the metric) gives no verdict. When the same
+    limit is crossed in every one of the windows, ``action`` is taken: ``rollback`` to the previous
+    champion through the registry (an alert instead when there is none, or when the champion is
+    itself the target of a rollback), ``retrain`` (through the gate and the canary, as a drift
+    retrain is), or ``alert`` only (the champion stays; the check is stored as an alert report and
+    exported as ``headrace_champion_unhealthy``, which the generated Prometheus rules alert on).
+    """
+
+    action: Literal["rollback", "retrain", "alert"] = Field(
+        default="rollback", description="what an unhealthy champion gets: rollback, retrain or alert"
+    )
+    window: Duration = Field(default=300.0, description="the length of one judged window")
+    windows: int = Field(
+        default=3, ge=1, description="how many consecutive windows must cross the same limit"
+    )
+    metric_floor: float | None = Field(
+        default=None,
+        description="the live metric's floor (a ceiling for error metrics such as RMSE); for a recommender "
+        "its live hit rate or NDCG (monitoring.metric: hit_rate or ndcg), for an image model its mean "
+        "top-1 probability (confidence). Null: only rollback_on.metric_drop is judged",
+    )
+    min_requests: int = Field(
+        default=20, ge=1, description="requests a window needs before its error rate and latency count"
+    )
+    min_feedback: int = Field(
+        default=30, ge=1, description="predictions with ground truth a window needs before its metric counts"
+    )
+
+
+class RecommendationWatch(Spec):
+    """How a recommender's live hit rate and NDCG@k are measured.
+
+    A recommendation list served to a user (logged in the prediction log by
+    ``GET /users/{id}/recommendations``) is a hit when the user interacts with one of its items
+    (the model's interactions dataset) within ``horizon`` after it was served; NDCG@k gives each
+    list's hits by their rank. A list is judged once its horizon has passed. Without logged lists,
+    the champion's own top ``k`` for each user active in the window is replayed against that
+    user's interactions there (reported as ``replayed``)."""
+
+    k: int = Field(default=10, ge=1, le=1000, description="the cut-off of hit rate and NDCG")
+    horizon: Duration = Field(
+        default=1800.0, description="how long after a served list an interaction with one of its items counts"
+    )
 
 
 class CanarySpec(Spec):
@@ -124,12 +197,18 @@ class MonitoringSpec(Spec):
     window: Duration = 3600.0
     min_rows: int = Field(default=100, ge=1)
     performance_windows: list[Duration] = Field(default_factory=lambda: [3600.0, 86400.0])
-    metric: str | None = None
+    metric: str | None = Field(
+        default=None,
+        description="the live metric watched (default: the model's promote_if or validation metric; "
+        "hit_rate for recommenders, confidence for image models)",
+    )
     retrain_on: list[_TRIGGERS] = Field(default_factory=lambda: list(_DEFAULT_TRIGGERS))
     schedule: Duration | None = None
     cooldown: Duration = 3600.0
     interval: Duration = 60.0
     rollback_on: RollbackRule = Field(default_factory=RollbackRule)
+    champion: ChampionWatch = Field(default_factory=ChampionWatch)
+    recommendations: RecommendationWatch = Field(default_factory=RecommendationWatch)
     canary: CanarySpec = Field(default_factory=CanarySpec)
     retention: RetentionSpec = Field(default_factory=RetentionSpec)
     alerts: AlertThresholds = Field(default_factory=AlertThresholds)

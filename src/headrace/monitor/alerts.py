@@ -3,8 +3,8 @@
 ``write_alert_files(spec, folder)`` writes
 
 - ``prometheus-rules.yml``: error rate, p99 latency, feature / dataset / prediction drift, a live
-  metric drop, the quarantine ratio, stream delay, a stale monitor and rollbacks, with the
-  thresholds of ``monitoring:`` in headrace.yaml;
+  metric drop, an unhealthy champion, the quarantine ratio, stream delay, a stale monitor and
+  rollbacks, with the thresholds of ``monitoring:`` in headrace.yaml;
 - ``grafana-dashboard.json``: a dashboard (schema version 39) with a ``datasource`` variable, so it
   imports into any Grafana with a Prometheus data source, and a ``model`` variable;
 - ``alertmanager.yml``: routes by severity to a webhook and an e-mail receiver (placeholders).
@@ -133,6 +133,16 @@ def prometheus_rules(spec: MonitoringSpec, project: str = "headrace") -> dict[st
             "{{ $labels.model }} v{{ $labels.version }}: live {{ $labels.metric }} fell by {{ $value }}",
             f"The metric measured on feedback fell more than {spec.rollback_on.metric_drop:g} below "
             "the version's validation score.",
+            for_="0m",
+        ),
+        rule(
+            "HeadraceChampionUnhealthy",
+            "max by (model, version, check) (headrace_champion_unhealthy) >= 1",
+            "critical",
+            "{{ $labels.model }} v{{ $labels.version }}: the champion crosses its {{ $labels.check }} limit",
+            f"The serving champion crossed the same limit in each of its last {spec.champion.windows} "
+            f"windows of {spec.champion.window:g} s; the monitor's policy is '{spec.champion.action}'. "
+            "See 'headrace monitor -m {{ $labels.model }}' for the numbers.",
             for_="0m",
         ),
         rule(

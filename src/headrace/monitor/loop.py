@@ -36,11 +36,23 @@ from ..errors import DataError, HeadraceError, NotFound
 from ..metadata import SCHEMA, utcnow
 from ..registry import CHALLENGER, CHAMPION, ModelVersion, Registry
 from ..workspace import Workspace
-from .drift import DriftReport, DriftThresholds, drift
+from .drift import DriftReport, DriftThresholds, drift, reference_scores
 from .feedback import decode_json, join_feedback, prediction_outputs
-from .performance import PerformanceReport, default_metric, live_performance
-from .policy import Decision, Signals, VersionHealth, decide, retention_plan
-from .routing import CANARY_ERROR, SHADOW, SHADOW_ERROR
+from .health import Measure, error_mask, version_health
+from .health import windows as health_windows
+from .images import confidences, mix_drift
+from .performance import (
+    PerformanceReport,
+    WindowScore,
+    compute_metrics,
+    default_metric,
+    live_performance,
+    metric_drop,
+    window_label,
+)
+from .policy import CHAMPION_CHECKS, Decision, Signals, decide, judge_champion, retention_plan
+from .recommender import interaction_events, judge_lists, replayed_lists, score_lists, served_lists
+from .routing import SHADOW
 
 __all__ = [
     "CheckResult",
@@ -57,7 +69,6 @@ __all__ = [
 
 log = logging.getLogger("headrace.monitor")
 
-_ERROR_ROUTES = (CANARY_ERROR, SHADOW_ERROR)
 _REFERENCE_SAMPLE = 20_000
 
 
@@ -73,6 +84,7 @@ class CheckResult:
     drift_error: str | None = None
     performance: PerformanceReport | None = None
     canary: dict[str, Any] | None = None
+    champion_watch: dict[str, Any] | None = None  # the champion's windows and what it crossed
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +96,7 @@ class CheckResult:
             "drift_error": self.drift_error,
             "performance": None if self.performance is None else self.performance.to_dict(),
             "canary": self.canary,
+            "champion_watch": self.champion_watch,
         }
 
 
@@ -154,22 +167,6 @@ def _features(mv: ModelVersion, reference: pl.DataFrame) -> list[str]:
     return [c for c in reference.columns if c != (mv.details.get("spec") or {}).get("target")]
 
 
-def _reference_scores(registry: Registry, mv: ModelVersion, frame: pl.DataFrame) -> pl.Series | None:
-    """The champion's scores on its own training data (positive-class probability, or values)."""
-    try:
-        _, model = registry.load(mv.name, mv.version)
-        if mv.task == "classification" and hasattr(model, "predict_proba"):
-            proba = np.asarray(model.predict_proba(frame))
-            if proba.shape[1] != 2:
-                return None
-            return pl.Series("score", proba[:, 1])
-        if mv.task == "regression":
-            return pl.Series("score", [float(v) for v in model.predict(frame).predictions])
-    except HeadraceError as exc:
-        log.warning("prediction drift of %s skipped: %s", mv.ref, exc)
-    return None
-
-
 def measure_drift(
     ws: Workspace, registry: Registry, mv: ModelVersion, live: pl.DataFrame, policy: MonitoringSpec
 ) -> DriftReport:
@@ -182,48 +179,25 @@ def measure_drift(
     features = _features(mv, reference)
     current = _inputs(live, features)
     prediction = None
-    ref_scores = _reference_scores(registry, mv, reference)
+    ref_scores = reference_scores(registry, mv, reference)  # out-of-fold (in-sample for old versions)
     if ref_scores is not None and live["score"].drop_nulls().len() > 0:
-        prediction = (ref_scores, live["score"].drop_nulls())
+        prediction = (ref_scores.values, live["score"].drop_nulls())
     return drift(
         reference.select(features),
         current,
         DriftThresholds.from_spec(policy),
         features=features,
         prediction=prediction,
-    )
-
-
-def _health(rows: pl.DataFrame, version: int, joined: pl.DataFrame, metric: str, task: str) -> VersionHealth:
-    mine = rows.filter(pl.col("version") == version) if rows.height else rows
-    if mine.height == 0:
-        return VersionHealth(version)
-    errors = mine.filter(pl.col("route").is_in(list(_ERROR_ROUTES)))
-    ok = mine.filter(~pl.col("route").is_in(list(_ERROR_ROUTES)))
-    latency = ok["latency_ms"].drop_nulls().to_numpy()
-    classes: dict[str, int] = {}
-    if task == "classification" and ok.height:
-        for label in prediction_outputs(ok):
-            classes[str(label)] = classes.get(str(label), 0) + 1
-    value = None
-    feedback_rows = 0
-    if joined.height:
-        perf = live_performance(
-            joined, task, metric=metric, windows=[10 * 365 * 86400.0], version=version, min_rows=1
-        )
-        value, feedback_rows = perf.value, perf.rows
-    return VersionHealth(
-        version=version,
-        requests=mine.height,
-        errors=errors.height,
-        p99_ms=float(np.percentile(latency, 99)) if latency.size else None,
-        metric=value,
-        feedback_rows=feedback_rows,
-        classes=classes,
+        prediction_reference=ref_scores.source if ref_scores is not None else None,
     )
 
 
 def _metric_for(spec: ModelSpec | None, mv: ModelVersion, policy: MonitoringSpec) -> str:
+    if mv.task == "recommendation":
+        base = "ndcg" if (policy.metric or "").startswith("ndcg") else "hit_rate"
+        return f"{base}@{policy.recommendations.k}"
+    if mv.task == "image_classification":
+        return "confidence"
     if policy.metric:
         return policy.metric
     if spec is not None and spec.promote_if.metric:
@@ -290,6 +264,210 @@ def _store_report(ws: Workspace, model: str, version: int | None, kind: str, sta
         )
 
 
+@dataclass
+class _Measured:
+    """What a task-specific measurement gives the check: drift, live performance, and the live
+    metric of a version over any span (for the champion's windows and the canary)."""
+
+    drift: DriftReport | None
+    drift_error: str | None
+    performance: PerformanceReport
+    measure: Callable[[int], Measure | None]
+    notes: list[str] = field(default_factory=list)
+
+
+def _score_windows(
+    values: Callable[[datetime, datetime], tuple[float | None, int]],
+    metric: str,
+    windows: list[float],
+    now: datetime,
+    *,
+    version: int,
+    reference: float | None = None,
+    min_rows: int = 30,
+) -> PerformanceReport:
+    """A PerformanceReport from a function giving the metric over [start, end) and its rows."""
+    scores = []
+    for seconds in sorted(windows):
+        value, rows = values(now - timedelta(seconds=seconds), now)
+        scores.append(WindowScore(window_label(seconds), seconds, rows, value, {metric: value}))
+    chosen = next((w for w in scores if w.rows >= min_rows and w.value is not None), None)
+    value = chosen.value if chosen else None
+    return PerformanceReport(
+        metric=metric,
+        version=version,
+        reference=reference,
+        windows=scores,
+        value=value,
+        rows=chosen.rows if chosen else (scores[-1].rows if scores else 0),
+        drop=metric_drop(metric, reference, value),
+        enough=chosen is not None,
+    )
+
+
+def _measure_tabular(
+    ws: Workspace,
+    registry: Registry,
+    champion: ModelVersion,
+    policy: MonitoringSpec,
+    *,
+    metric: str,
+    rows: pl.DataFrame,
+    feedback: pl.DataFrame,
+    window_rows: pl.DataFrame,
+    now: datetime,
+) -> _Measured:
+    drift_report: DriftReport | None = None
+    drift_error: str | None = None
+    if window_rows.height >= policy.min_rows:
+        try:
+            drift_report = measure_drift(ws, registry, champion, window_rows, policy)
+        except HeadraceError as exc:
+            drift_error = exc.one_line()
+    else:
+        drift_error = (
+            f"{window_rows.height} predictions by v{champion.version} in the last {policy.window:.0f} s; "
+            f"drift needs {policy.min_rows}"
+        )
+    joined = join_feedback(rows, feedback)
+    positive = _positive(champion)
+    performance = live_performance(
+        joined,
+        champion.task,
+        metric=metric,
+        windows=policy.performance_windows,
+        now=now,
+        version=champion.version,
+        reference=_reference_metric(champion, metric),
+        positive=positive,
+    )
+
+    def measure(version: int) -> Measure:
+        mine = joined.filter(pl.col("version") == version) if joined.height else joined
+
+        def value(start: datetime, end: datetime) -> tuple[float | None, int]:
+            part = mine.filter((pl.col("ts") >= start) & (pl.col("ts") < end)) if mine.height else mine
+            if part.height == 0:
+                return None, 0
+            return compute_metrics(part, champion.task, positive).get(metric), part.height
+
+        return value
+
+    return _Measured(drift_report, drift_error, performance, measure)
+
+
+def _measure_recommender(
+    ws: Workspace,
+    registry: Registry,
+    champion: ModelVersion,
+    policy: MonitoringSpec,
+    *,
+    metric: str,
+    rows: pl.DataFrame,
+    now: datetime,
+) -> _Measured:
+    watch = policy.recommendations
+    notes: list[str] = []
+    events = pl.DataFrame()
+    columns = champion.signature or {}
+    if champion.dataset is None or not ws.store.exists(champion.dataset):
+        notes.append(f"{champion.ref} names no interactions dataset that exists: no live hit rate")
+    elif not columns.get("ts"):
+        notes.append(f"{champion.ref} recorded no time column for its interactions: no live hit rate")
+    else:
+        wanted = [c for c in (columns.get("user"), columns.get("item"), columns.get("ts")) if c]
+        frame = ws.store.scan(champion.dataset).select(wanted).collect()
+        events = interaction_events(frame, columns)
+    lists = served_lists(rows, watch.horizon)
+    logged = lists.filter(pl.col("version") == champion.version).height > 0
+    model: Any = None
+    if not logged and events.height:
+        notes.append(
+            "no served recommendation lists in the prediction log: the champion's top "
+            f"{watch.k} is replayed for each user active in the window"
+        )
+        _, model = registry.load(champion.name, champion.version)
+    elif logged:
+        notes.append("hit rate and NDCG from the recommendation lists served (prediction log)")
+
+    def measure(version: int) -> Measure | None:
+        if events.height == 0:
+            return None
+        if logged:
+            mine = lists.filter(pl.col("version") == version)
+
+            def from_log(start: datetime, end: datetime) -> tuple[float | None, int]:
+                # a list is judged once its horizon has passed: the window's lists end in [start, end)
+                due = mine.filter(
+                    (pl.col("until") >= start) & (pl.col("until") < end) & (pl.col("until") <= now)
+                )
+                score = score_lists(judge_lists(due, events, watch.k))
+                return score.value(metric), score.lists
+
+            return from_log
+        if version != champion.version:
+            return None
+
+        def replayed(start: datetime, end: datetime) -> tuple[float | None, int]:
+            recs = replayed_lists(model, events, since=start, now=min(end, now), k=watch.k, version=version)
+            score = score_lists(judge_lists(recs, events, watch.k))
+            return score.value(metric), score.lists
+
+        return replayed
+
+    value = measure(champion.version)
+    performance = (
+        _score_windows(value, metric, policy.performance_windows, now, version=champion.version)
+        if value is not None
+        else _score_windows(lambda s, e: (None, 0), metric, policy.performance_windows, now,
+                            version=champion.version)
+    )  # fmt: skip
+    return _Measured(None, "drift is not measured for recommenders", performance, measure, notes)
+
+
+def _measure_images(
+    champion: ModelVersion,
+    policy: MonitoringSpec,
+    *,
+    metric: str,
+    rows: pl.DataFrame,
+    window_rows: pl.DataFrame,
+    now: datetime,
+) -> _Measured:
+    drift_report: DriftReport | None = None
+    drift_error: str | None = None
+    labels = prediction_outputs(window_rows) if window_rows.height else []
+    if len(labels) >= policy.min_rows:
+        try:
+            drift_report = mix_drift(champion, labels, DriftThresholds.from_spec(policy))
+        except HeadraceError as exc:
+            drift_error = exc.one_line()
+    else:
+        drift_error = (
+            f"{len(labels)} predictions by v{champion.version} in the last {policy.window:.0f} s; "
+            f"the prediction mix needs {policy.min_rows}"
+        )
+    answered = rows.filter(~error_mask()) if rows.height else rows
+    notes = []
+    if answered.height and not confidences(answered):
+        notes.append("the prediction log holds no class probabilities for this model: no live confidence")
+
+    def measure(version: int) -> Measure:
+        mine = answered.filter(pl.col("version") == version) if answered.height else answered
+
+        def value(start: datetime, end: datetime) -> tuple[float | None, int]:
+            part = mine.filter((pl.col("ts") >= start) & (pl.col("ts") < end)) if mine.height else mine
+            top = confidences(part)
+            return (float(np.mean(top)) if top else None), len(top)
+
+        return value
+
+    performance = _score_windows(
+        measure(champion.version), metric, policy.performance_windows, now, version=champion.version
+    )
+    return _Measured(drift_report, drift_error, performance, measure, notes)
+
+
 def check(
     ws: Workspace,
     model: str,
@@ -299,7 +477,8 @@ def check(
     policy: MonitoringSpec | None = None,
     store: bool = True,
 ) -> CheckResult:
-    """Measure one model (drift, live performance, canary health), store the reports, and decide."""
+    """Measure one model (drift, live performance, canary health, the champion's windows), store the
+    reports, and decide."""
     registry = registry or Registry(ws.meta, ws.artifacts, actor="monitor")
     policy = policy or ws.project.monitoring
     now = _utc(now or datetime.now(UTC))
@@ -325,51 +504,53 @@ def check(
     canary_started = (
         _canary_start(registry, model, challenger_version) if challenger_version is not None else None
     )
+    watch = policy.champion
     since = now - timedelta(seconds=policy.window)
-    earliest = min(since, canary_started) if canary_started is not None else since
+    feedback_since = now - timedelta(seconds=max(policy.performance_windows))
+    windows_since = now - timedelta(seconds=watch.window * watch.windows)
+    starts = [since, feedback_since, windows_since]
+    if champion.task == "recommendation":
+        # a list served up to one horizon before a window is judged in it
+        starts.append(windows_since - timedelta(seconds=policy.recommendations.horizon))
+        starts.append(feedback_since - timedelta(seconds=policy.recommendations.horizon))
+    if canary_started is not None:
+        starts.append(canary_started)
+    earliest = min(starts)
     rows = live_frame(ws, model, earliest)
-    served = rows.filter(~pl.col("route").is_in([*_ERROR_ROUTES, SHADOW])) if rows.height else rows
+    served = rows.filter(~error_mask() & (pl.col("route") != SHADOW)) if rows.height else rows
     window_rows = served.filter(pl.col("ts") >= since) if served.height else served
     champion_rows = (
         window_rows.filter(pl.col("version") == champion.version) if window_rows.height else window_rows
     )
-    feedback_since = now - timedelta(seconds=max(policy.performance_windows))
-    feedback = _feedback(ws, model, min(feedback_since, earliest))
-    perf_rows = live_frame(ws, model, feedback_since) if feedback.height else pl.DataFrame()
-    joined = join_feedback(perf_rows, feedback)
-    result_drift: DriftReport | None = None
-    drift_error: str | None = None
-    if champion_rows.height >= policy.min_rows:
-        try:
-            result_drift = measure_drift(ws, registry, champion, champion_rows, policy)
-        except HeadraceError as exc:
-            drift_error = exc.one_line()
-    else:
-        drift_error = (
-            f"{champion_rows.height} predictions by v{champion.version} in the last {policy.window:.0f} s; "
-            f"drift needs {policy.min_rows}"
+    if champion.task == "recommendation":
+        measured = _measure_recommender(ws, registry, champion, policy, metric=metric, rows=rows, now=now)
+    elif champion.task == "image_classification":
+        measured = _measure_images(
+            champion, policy, metric=metric, rows=rows, window_rows=champion_rows, now=now
         )
-    reference = _reference_metric(champion, metric)
-    positive = _positive(champion)
-    performance = live_performance(
-        joined,
-        champion.task,
-        metric=metric,
-        windows=policy.performance_windows,
-        now=now,
-        version=champion.version,
-        reference=reference,
-        positive=positive,
-    )
+    else:
+        feedback = _feedback(ws, model, earliest)
+        measured = _measure_tabular(
+            ws, registry, champion, policy, metric=metric, rows=rows, feedback=feedback,
+            window_rows=champion_rows, now=now,
+        )  # fmt: skip
+    result_drift, drift_error, performance = measured.drift, measured.drift_error, measured.performance
     canary_doc = None
     canary_health = baseline = None
     if challenger_version is not None and canary_started is not None:
         period = rows.filter(pl.col("ts") >= canary_started) if rows.height else rows
-        joined_period = (
-            join_feedback(period, feedback) if feedback.height else join_feedback(pl.DataFrame(), feedback)
+        span = (canary_started, now + timedelta(microseconds=1))
+        classes = champion.task in ("classification", "image_classification")
+        canary_health = version_health(
+            period,
+            challenger_version,
+            measure=measured.measure(challenger_version),
+            span=span,
+            classes=classes,
         )
-        canary_health = _health(period, challenger_version, joined_period, metric, champion.task)
-        baseline = _health(period, champion.version, joined_period, metric, champion.task)
+        baseline = version_health(
+            period, champion.version, measure=measured.measure(champion.version), span=span, classes=classes
+        )
         canary_doc = {
             "state": "running",
             "version": challenger_version,
@@ -380,12 +561,15 @@ def check(
             "champion": baseline.to_dict(),
         }
     since_champion, previous = _champion_since(registry, model, champion.version)
-    champion_health = None
-    if since_champion is not None and previous is not None and served.height:
-        recent = rows.filter(pl.col("ts") >= max(since_champion, since))
-        champion_health = _health(
-            recent, champion.version, join_feedback(pl.DataFrame(), feedback), metric, champion.task
-        )
+    champion_windows = health_windows(
+        rows,
+        champion.version,
+        now=now + timedelta(microseconds=1),  # a row logged at ``now`` is in the newest window
+        window=watch.window,
+        count=watch.windows,
+        since=since_champion,
+        measure=measured.measure(champion.version),
+    )
     signals = Signals(
         model=model,
         now=now,
@@ -398,23 +582,36 @@ def check(
         drift_status=None if result_drift is None else result_drift.status,
         dataset_drift=bool(result_drift and result_drift.dataset_drift),
         drifted=tuple(result_drift.drifted) if result_drift else (),
-        share_drifted=None if result_drift is None else result_drift.share_drifted,
+        share_drifted=None
+        if result_drift is None or not result_drift.features
+        else result_drift.share_drifted,
         prediction_drift=bool(result_drift and result_drift.prediction and result_drift.prediction.drifted),
         live_metric=performance.value,
-        reference_metric=reference,
+        reference_metric=performance.reference,
         live_drop=performance.drop,
         feedback_rows=performance.rows,
         last_trained_at=newest.created_at if newest is not None else None,
         last_retrain_at=_last_retrain(ws, model),
         data_version=data_version,
         trained_on=newest.data_version if newest is not None else None,
-        champion_health=champion_health,
+        champion_windows=tuple(champion_windows),
         champion_since=since_champion,
         previous_champion=previous,
     )
     decision = decide(signals, policy)
+    unhealthy = judge_champion(signals, policy)
+    champion_doc = {
+        "version": champion.version,
+        "metric": metric,
+        "action": watch.action,
+        "window": watch.window,
+        "windows": [h.to_dict() for h in champion_windows],
+        "unhealthy": {check: check in unhealthy for check in CHAMPION_CHECKS},
+        "reasons": list(unhealthy.values()),
+        "notes": measured.notes,
+    }
     result = CheckResult(
-        model, champion, signals, decision, result_drift, drift_error, performance, canary_doc
+        model, champion, signals, decision, result_drift, drift_error, performance, canary_doc, champion_doc
     )
     if store:
         if result_drift is not None:
@@ -425,6 +622,7 @@ def check(
             else "alert"
         )
         _store_report(ws, model, champion.version, "performance", status, performance.to_dict())
+        _store_report(ws, model, champion.version, "champion", "alert" if unhealthy else "ok", champion_doc)
         if canary_doc is not None:
             _store_report(ws, model, challenger_version, "canary", "running", canary_doc)
     return result
@@ -441,12 +639,42 @@ Trainer = Callable[..., Any]
 
 
 def _default_trainer(ws: Workspace, registry: Registry, model: str, reason: str) -> ModelVersion:
-    from ..train.run import train_model
-
     spec = ws.project.model(model)
-    result = train_model(model, spec, store=ws.store, registry=registry, reason=reason, project_root=ws.root)
-    assert result.version is not None
-    return result.version
+    version: Any
+    if spec.task == "recommendation":
+        from ..recommend import train_recommender
+
+        data_version = ws.store.version(spec.dataset)
+        version = train_recommender(
+            spec,
+            ws.store.read(spec.dataset, data_version),
+            registry=registry,
+            name=model,
+            data_version=data_version,
+            promote=False,
+        ).version
+    elif spec.task == "image_classification":
+        from ..vision.train import train_image_model
+
+        version = train_image_model(
+            spec,
+            store=ws.store,
+            meta=ws.meta,
+            artifacts=ws.artifacts,
+            name=model,
+            promote=False,
+            reason=reason,
+            out_dir=ws.root / ".headrace" / "reports",
+            project_root=ws.root,
+        ).version
+    else:
+        from ..train.run import train_model
+
+        version = train_model(
+            model, spec, store=ws.store, registry=registry, reason=reason, project_root=ws.root
+        ).version
+    assert version is not None
+    return registry.get(model, version.version)
 
 
 def cycle(
@@ -513,8 +741,16 @@ def cycle(
             doc = {**(result.canary or {}), "state": "rolled_back", "version": decision.version}
             _store_report(ws, model, decision.version, "canary", "rolled_back", doc)
         else:
-            registry.rollback(model, reason=f"rolled back: {decision.reason}")
+            back = registry.rollback(model, reason=f"rolled back: {decision.reason}")
+            doc = {**(result.champion_watch or {}), "decision": decision.to_dict(), "to": back.version}
+            _store_report(ws, model, decision.version, "champion", "rolled_back", doc)
         out.events.append({"action": "rollback", "version": decision.version, "reason": decision.reason})
+    elif decision.action == "alert":
+        # the champion stays: the alert is the stored report (and headrace_champion_unhealthy)
+        doc = {**(result.champion_watch or {}), "decision": decision.to_dict()}
+        _store_report(ws, model, decision.version, "alert", "alert", doc)
+        out.events.append({"action": "alert", "version": decision.version, "reason": decision.reason})
+        log.warning("%s v%s: %s", model, decision.version, decision.reason)
     for version, why in apply_retention(ws, registry, model, policy, now=now):
         out.events.append({"action": "retire", "version": version, "reason": why})
     for event in out.events:

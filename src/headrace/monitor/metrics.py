@@ -64,6 +64,8 @@ MONITOR_METRICS: dict[str, MetricDef] = {
                   "(positive is worse)", ("model", "version", "metric")),
         MetricDef("headrace_feedback_rows", "Predictions with ground truth in the window",
                   ("model", "version", "window")),
+        MetricDef("headrace_champion_unhealthy", "1 when the champion crossed this limit (error_rate, "
+                  "p99_latency, metric) in each of its last windows", ("model", "version", "check")),
         MetricDef("headrace_ingest_quarantine_ratio", "Rows quarantined / rows read, over recent runs",
                   ("dataset",)),
         MetricDef("headrace_stream_delay_seconds", "Seconds since a streaming source last committed a batch",
@@ -142,6 +144,10 @@ def families_from_reports(
                 _add(out["headrace_feedback_rows"], [model, version, label], window.get("rows"))
             _add(out["headrace_reference_metric"], [model, version, metric], doc.get("reference"))
             _add(out["headrace_live_metric_drop"], [model, version, metric], doc.get("drop"))
+        elif kind == "champion":
+            for check, crossed in (doc.get("unhealthy") or {}).items():
+                value = float(bool(crossed)) if doc.get("version") is not None else None
+                _add(out["headrace_champion_unhealthy"], [model, str(doc.get("version")), check], value)
         elif kind == "canary":
             state = doc.get("state")
             share = doc.get("share") if state == "running" else 0.0

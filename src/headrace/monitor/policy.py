@@ -1,37 +1,44 @@
 """The retraining policy as pure functions: what the loop should do next, and which versions to retire.
 
-``decide(signals, policy)`` reads what the monitor measured (drift, live metric, the canary's health)
-and returns one :class:`Decision` (retrain, promote, roll back, wait or nothing) with its reasons,
-each a sentence a person can act on. It does no I/O, so every branch is tested directly; the loop
-(``headrace.monitor.loop``) gathers the signals and carries the decision out.
+``decide(signals, policy)`` reads what the monitor measured (drift, live metric, the canary's health,
+the champion's health window by window) and returns one :class:`Decision` (retrain, promote, roll
+back, alert, wait or nothing) with its reasons, each a sentence a person can act on. The canary and
+the champion are held to the same limits by the same function (:func:`breaches`). It does no I/O,
+so every branch is tested directly; the loop (``headrace.monitor.loop``) gathers the signals and
+carries the decision out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from ..config.monitoring import MonitoringSpec, RetentionSpec
-from .performance import metric_drop
+from ..config.monitoring import MonitoringSpec, RetentionSpec, RollbackRule
+from .performance import LOWER_IS_BETTER, metric_drop
 
 __all__ = [
+    "CHAMPION_CHECKS",
     "Action",
+    "Breach",
     "Decision",
     "Signals",
     "VersionHealth",
+    "breaches",
     "decide",
     "judge_canary",
+    "judge_champion",
     "last_served",
     "retention_plan",
 ]
 
-Action = Literal["none", "retrain", "promote", "rollback", "wait"]
+Action = Literal["none", "retrain", "promote", "rollback", "wait", "alert"]
 
 SERVING_ALIASES = ("champion", "challenger")
 MIN_REQUESTS_FOR_ERRORS = 10  # an error rate over fewer requests says little
 MIN_FEEDBACK_ROWS = 30
+CHAMPION_CHECKS = ("error_rate", "p99_latency", "metric")
 
 
 @dataclass(frozen=True)
@@ -82,9 +89,9 @@ class Signals:
     last_retrain_at: datetime | None = None  # the loop's last retrain
     data_version: int | None = None  # the dataset's newest version
     trained_on: int | None = None  # the data version the newest model version was trained on
-    champion_health: VersionHealth | None = None
+    champion_windows: Sequence[VersionHealth] = ()  # the champion's last windows, newest first
     champion_since: datetime | None = None
-    previous_champion: int | None = None
+    previous_champion: int | None = None  # None when there is none to roll back to
 
 
 @dataclass(frozen=True)
@@ -106,35 +113,97 @@ def _pct(value: float) -> str:
     return f"{value:.1%}"
 
 
+def _ms(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:.2g}"
+
+
+@dataclass(frozen=True)
+class Breach:
+    """One limit a version crossed in one window, with the numbers."""
+
+    check: Literal["error_rate", "p99_latency", "metric"]
+    value: float
+    limit: float
+    text: str
+
+
+def breaches(
+    health: VersionHealth,
+    limits: RollbackRule,
+    *,
+    who: str,
+    metric: str,
+    reference: float | None = None,
+    reference_rows: int | None = None,
+    against: str = "its validation score",
+    context: str = "",
+    floor: float | None = None,
+    min_requests: int = MIN_REQUESTS_FOR_ERRORS,
+    min_feedback: int = MIN_FEEDBACK_ROWS,
+    checks: Collection[str] = ("error_rate", "p99_latency", "metric"),
+) -> list[Breach]:
+    """The limits ``health`` crosses: error rate and p99 latency over ``min_requests`` requests or
+    more, and the live metric (over ``min_feedback`` rows or more) against ``reference`` (drop above
+    ``metric_drop``) and ``floor``. Canary and champion are judged by this one function."""
+    out: list[Breach] = []
+    enough = health.requests >= min_requests
+    if "error_rate" in checks and health.errors and enough and health.error_rate > limits.error_rate:
+        out.append(
+            Breach(
+                "error_rate",
+                health.error_rate,
+                limits.error_rate,
+                f"{who}: error rate {_pct(health.error_rate)} ({health.errors} of {health.requests} "
+                f"requests) is above {_pct(limits.error_rate)}",
+            )
+        )
+    latency = limits.p99_latency_ms
+    p99 = health.p99_ms
+    if "p99_latency" in checks and latency is not None and p99 is not None and enough and p99 > latency:
+        out.append(
+            Breach("p99_latency", p99, latency, f"{who}: p99 latency {_ms(p99)} ms is above {latency:g} ms")
+        )
+    rows = health.feedback_rows if reference_rows is None else min(health.feedback_rows, reference_rows)
+    if "metric" not in checks or health.metric is None or rows < min_feedback:
+        return out
+    worse = "above" if metric in LOWER_IS_BETTER else "below"
+    drop = metric_drop(metric, reference, health.metric)
+    if reference is not None and drop is not None and drop > limits.metric_drop:
+        out.append(
+            Breach(
+                "metric",
+                health.metric,
+                reference,
+                f"{who}: live {metric} {health.metric:.3f} is {drop:.3f} {worse} {against} "
+                f"{reference:.3f}{context} (limit {limits.metric_drop:g})",
+            )
+        )
+    elif floor is not None and (health.metric > floor if worse == "above" else health.metric < floor):
+        limit = "ceiling" if worse == "above" else "floor"
+        out.append(
+            Breach(
+                "metric",
+                health.metric,
+                floor,
+                f"{who}: live {metric} {health.metric:.3f} is {worse} its {limit} {floor:g}",
+            )
+        )
+    return out
+
+
 def judge_canary(signals: Signals, policy: MonitoringSpec) -> Decision:
     """Promote the challenger, roll it back, or keep waiting, from its health against the champion's."""
     version = signals.challenger
     assert version is not None
     health = signals.canary or VersionHealth(version)
     base = signals.baseline
-    limits = policy.rollback_on
     mode = policy.canary.mode
     who = f"{mode} v{version}"
-    if health.errors and health.requests >= MIN_REQUESTS_FOR_ERRORS and health.error_rate > limits.error_rate:
-        return Decision(
-            "rollback",
-            [
-                f"{who}: error rate {_pct(health.error_rate)} "
-                f"({health.errors} of {health.requests} requests) is above {_pct(limits.error_rate)}"
-            ],
-            version,
-        )
-    if (
-        limits.p99_latency_ms is not None
-        and health.p99_ms is not None
-        and health.requests >= MIN_REQUESTS_FOR_ERRORS
-        and health.p99_ms > limits.p99_latency_ms
-    ):
-        return Decision(
-            "rollback",
-            [f"{who}: p99 latency {health.p99_ms:.0f} ms is above {limits.p99_latency_ms:g} ms"],
-            version,
-        )
+    crossed = breaches(
+        health, policy.rollback_on, who=who, metric=signals.metric, checks=("error_rate", "p99_latency")
+    )
+    if crossed:
+        return Decision("rollback", [crossed[0].text], version)
     answered = sum(health.classes.values())
     if len(health.classes) == 1 and answered >= MIN_REQUESTS_FOR_ERRORS and base is not None:
         base_total = sum(base.classes.values())
@@ -149,22 +218,20 @@ def judge_canary(signals: Signals, policy: MonitoringSpec) -> Decision:
                 ],
                 version,
             )
-    if (
-        base is not None
-        and health.metric is not None
-        and base.metric is not None
-        and min(health.feedback_rows, base.feedback_rows) >= MIN_FEEDBACK_ROWS
-    ):
-        drop = metric_drop(signals.metric, base.metric, health.metric)
-        if drop is not None and drop > limits.metric_drop:
-            return Decision(
-                "rollback",
-                [
-                    f"{who}: live {signals.metric} {health.metric:.3f} is {drop:.3f} below the champion's "
-                    f"{base.metric:.3f} on the same traffic (limit {limits.metric_drop:g})"
-                ],
-                version,
-            )
+    if base is not None:
+        crossed = breaches(
+            health,
+            policy.rollback_on,
+            who=who,
+            metric=signals.metric,
+            reference=base.metric,
+            reference_rows=base.feedback_rows,
+            against="the champion's",
+            context=" on the same traffic",
+            checks=("metric",),
+        )
+        if crossed:
+            return Decision("rollback", [crossed[0].text], version)
     started = signals.canary_started or signals.now
     elapsed = (signals.now - started).total_seconds()
     window = policy.canary.window
@@ -198,6 +265,55 @@ def judge_canary(signals: Signals, policy: MonitoringSpec) -> Decision:
     )
 
 
+def judge_champion(signals: Signals, policy: MonitoringSpec) -> dict[str, str]:
+    """What the champion crossed in each of its last ``champion.windows`` windows (the same limit in
+    every one of them), one sentence per limit with the numbers; empty when it is healthy or when a
+    window has too little traffic for a verdict. Keyed by the check (one of ``CHAMPION_CHECKS``)."""
+    watch = policy.champion
+    recent = list(signals.champion_windows)[: watch.windows]
+    if signals.champion is None or len(recent) < watch.windows:
+        return {}
+    who = f"champion v{signals.champion}"
+    found: list[dict[str, Breach]] = [
+        {
+            str(b.check): b
+            for b in breaches(
+                health,
+                policy.rollback_on,
+                who=who,
+                metric=signals.metric,
+                reference=signals.reference_metric,
+                floor=watch.metric_floor,
+                min_requests=watch.min_requests,
+                min_feedback=watch.min_feedback,
+            )
+        }
+        for health in recent
+    ]
+    out: dict[str, str] = {}
+    for check in CHAMPION_CHECKS:
+        if not all(check in window for window in found):
+            continue
+        newest = found[0][check]
+        if len(found) == 1:
+            out[check] = f"{newest.text} in the last {watch.window:g} s"
+            continue
+        values = ", ".join(_shown(check, window[check].value) for window in found)
+        out[check] = (
+            f"{newest.text}, in each of the last {len(found)} windows of {watch.window:g} s "
+            f"(newest first: {values})"
+        )
+    return out
+
+
+def _shown(check: str, value: float) -> str:
+    if check == "error_rate":
+        return _pct(value)
+    if check == "p99_latency":
+        return f"{_ms(value)} ms"
+    return f"{value:.3f}"
+
+
 def decide(signals: Signals, policy: MonitoringSpec) -> Decision:
     """The next step for one model, with its reasons."""
     if signals.challenger is not None and signals.canary_started is not None:
@@ -205,24 +321,28 @@ def decide(signals: Signals, policy: MonitoringSpec) -> Decision:
     if signals.champion is None:
         return Decision("none", [f"{signals.model} has no champion to watch; promote a version"])
     limits = policy.rollback_on
-    health = signals.champion_health
-    if (
-        health is not None
-        and signals.previous_champion is not None
-        and health.requests >= MIN_REQUESTS_FOR_ERRORS
-        and health.error_rate > limits.error_rate
-    ):
+    unhealthy = list(judge_champion(signals, policy).values())
+    if unhealthy and policy.champion.action == "rollback":
+        if signals.previous_champion is not None:
+            return Decision(
+                "rollback",
+                [*unhealthy, f"back to v{signals.previous_champion}"],
+                signals.champion,
+                ["champion"],
+            )
         return Decision(
-            "rollback",
+            "alert",
             [
-                f"champion v{signals.champion}: error rate {_pct(health.error_rate)} "
-                f"({health.errors} of {health.requests}) is above {_pct(limits.error_rate)}; "
-                f"back to v{signals.previous_champion}"
+                *unhealthy,
+                "no previous champion to roll back to (or it is itself a rollback target): alert only",
             ],
             signals.champion,
+            ["champion"],
         )
-    triggers: list[str] = []
-    reasons: list[str] = []
+    if unhealthy and policy.champion.action == "alert":
+        return Decision("alert", [*unhealthy, "policy: alert only"], signals.champion, ["champion"])
+    triggers: list[str] = ["champion"] if unhealthy else []
+    reasons: list[str] = list(unhealthy)
     if (
         "performance" in policy.retrain_on
         and signals.live_drop is not None
@@ -262,20 +382,22 @@ def decide(signals: Signals, policy: MonitoringSpec) -> Decision:
         and signals.data_version <= signals.trained_on
     ):
         return Decision(
-            "none",
+            "alert" if unhealthy else "none",
             [
                 *reasons,
                 f"but the dataset has no version newer than {signals.trained_on}, which the newest model "
                 "was trained on; ingest fresh data to retrain",
             ],
+            signals.champion if unhealthy else None,
             triggers=triggers,
         )
     if signals.last_retrain_at is not None and signals.now - signals.last_retrain_at < timedelta(
         seconds=policy.cooldown
     ):
         return Decision(
-            "none",
+            "alert" if unhealthy else "none",
             [*reasons, f"but the last retrain was under {policy.cooldown:.0f} s ago (cooldown)"],
+            signals.champion if unhealthy else None,
             triggers=triggers,
         )
     return Decision("retrain", reasons, triggers=triggers)
