@@ -10,6 +10,7 @@ from headrace.datagen import churn
 from headrace.errors import DataError
 from headrace.monitor.drift import (
     EPSILON,
+    REFERENCE_SCORES_MAX,
     DriftThresholds,
     drift,
     feature_drift,
@@ -18,6 +19,7 @@ from headrace.monitor.drift import (
     psi_categorical,
     psi_numeric,
     quantile_edges,
+    reference_scores,
 )
 
 
@@ -138,3 +140,109 @@ def test_missing_feature_and_empty_live_window_are_clear_errors():
         drift(frame, frame, features=["y"])
     with pytest.raises(DataError, match="no non-null values in the live window"):
         drift(frame, pl.DataFrame({"x": [None, None]}, schema={"x": pl.Float64}))
+
+
+# -- the prediction-drift reference: out-of-fold scores saved with the version ----------------------
+
+
+@pytest.fixture
+def registry(tmp_path):
+    from headrace.artifacts import ArtifactStore
+    from headrace.metadata import Metadata
+    from headrace.registry import Registry
+
+    meta = Metadata(f"sqlite:///{tmp_path}/meta.db")
+    yield Registry(meta, ArtifactStore(tmp_path / "artifacts"), actor="test")
+    meta.dispose()
+
+
+def _parquet(frame: pl.DataFrame) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    return buffer.getvalue()
+
+
+def test_reference_scores_read_the_out_of_fold_table_as_serving_scores(registry):
+    """Binary and regression: the ``prediction`` column; more classes: the top class's probability,
+    as serving logs it; non-finite values left out; a seeded sample above the bound."""
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet([1.0, 1.0, 1.0], size=300)
+    multi = pl.DataFrame(
+        {"row": np.arange(300), "fold": 0, "y": 0, "p_0": p[:, 0], "p_1": p[:, 1], "p_2": p[:, 2]}
+    )
+    sha = registry.artifacts.put_bytes(_parquet(multi))
+    mv = registry.register(
+        "iris", task="classification", flavor="tabular", artifact=b"m", details={"oof_sha256": sha}
+    )
+    ref = reference_scores(registry, mv)
+    assert ref is not None and ref.source == "out_of_fold"
+    assert np.allclose(ref.values.to_numpy(), p.max(axis=1))
+
+    big = REFERENCE_SCORES_MAX + 500
+    values = rng.normal(size=big)
+    values[:3] = [np.nan, np.inf, -np.inf]
+    sha = registry.artifacts.put_bytes(_parquet(pl.DataFrame({"row": np.arange(big), "prediction": values})))
+    mv = registry.register(
+        "price", task="regression", flavor="tabular", artifact=b"m", details={"oof_sha256": sha}
+    )
+    ref = reference_scores(registry, mv)
+    assert ref is not None and ref.values.len() == REFERENCE_SCORES_MAX
+    assert ref.values.is_finite().all() and set(ref.values.to_list()) <= set(values[3:].tolist())
+    again = reference_scores(registry, mv)
+    assert again is not None and again.values.to_list() == ref.values.to_list()  # seeded
+
+
+def test_a_version_without_out_of_fold_scores_falls_back_to_in_sample_and_says_so(registry, tmp_path, caplog):
+    from headrace.config.models import ModelSpec
+    from headrace.store import BatchMeta, Store
+    from headrace.train.run import train_model
+
+    store = Store(tmp_path / "lake")
+    store.append("customers", churn(300, seed=1), BatchMeta(source="test"))
+    spec = ModelSpec.model_validate(
+        {
+            "task": "classification",
+            "dataset": "customers",
+            "target": "Churn",
+            "features": {"drop": ["customerID"]},
+            "candidates": [{"estimator": "logistic_regression"}],
+            "validation": {"strategy": "stratified_kfold", "folds": 3},
+        }
+    )
+    result = train_model("churn", spec, store=store, registry=None, register=False)
+    # registered as versions were before the out-of-fold scores were saved: no oof_sha256
+    old = registry.register(
+        "churn",
+        task="classification",
+        flavor="tabular",
+        artifact=result.model.to_bytes(),
+        dataset="customers",
+    )
+    training = store.read("customers")
+    with caplog.at_level("WARNING", logger="headrace.monitor.drift"):
+        ref = reference_scores(registry, old, training)
+    assert ref is not None and ref.source == "in_sample"
+    assert ref.note is not None and "trained before out-of-fold scores were saved" in ref.note
+    assert "retrain" in caplog.text and "in-sample" in caplog.text
+    _, model = registry.load("churn", old.version)
+    assert np.allclose(ref.values.to_numpy(), model.predict_proba(training)[:, 1])
+    assert reference_scores(registry, old, None) is None  # nothing to score it on: no prediction drift
+
+    # an out-of-fold table that went missing from the artifact store: in-sample again, with the reason
+    gone = registry.register(
+        "churn",
+        task="classification",
+        flavor="tabular",
+        artifact=result.model.to_bytes(),
+        details={"oof_sha256": "0" * 64},
+    )
+    ref = reference_scores(registry, gone, training)
+    assert ref is not None and ref.source == "in_sample" and "could not be read" in (ref.note or "")
+
+    live = pl.Series("score", model.predict_proba(churn(300, seed=5))[:, 1])
+    frame = pl.DataFrame({"x": np.arange(10.0)})
+    report = drift(frame, frame, prediction=(ref.values, live), prediction_reference=ref.source)
+    assert report.to_dict()["prediction_reference"] == "in_sample"
+    assert drift(frame, frame, prediction_reference="in_sample").prediction_reference is None

@@ -115,3 +115,48 @@ def test_report_has_the_plots_the_scores_and_the_lineage(env, tmp_path: Path):
     assert doc["data_version"] == 0 and doc["params"]["estimator"] == "logistic_regression"
     assert len(doc["scorecard"]["folds"]) == 3
     assert doc["curves"]["roc"]["fpr"][0] == 0.0
+
+
+def test_the_prediction_drift_reference_is_out_of_fold(env):
+    """A model that fits its training rows exactly scores them 0 or 1; the reference saved with the
+    version is its cross-validation's out-of-fold scores, so a fresh sample of the same customers
+    shows no prediction drift (against the in-sample scores it would be a false alarm)."""
+    import numpy as np
+    import polars as pl
+
+    from headrace.monitor.drift import drift, reference_scores
+
+    store, registry = env
+    spec = SPEC.model_copy(
+        update={
+            "features": SPEC.features.model_copy(update={"derive": {}}),
+            "candidates": [
+                SPEC.candidates[0].model_copy(
+                    update={"estimator": "extra_trees", "params": {"n_estimators": 40}}
+                )
+            ],
+        }
+    )
+    mv = train_model("churn", spec, store=store, registry=registry).version
+    assert mv is not None and mv.details["oof_sha256"]
+    _, model = registry.load("churn", mv.version)
+    training = store.read("customers")
+    in_sample = model.predict_proba(training)[:, 1]
+    assert np.all((in_sample <= 0.05) | (in_sample >= 0.95))  # fully grown trees: every row memorised
+
+    reference = reference_scores(registry, mv, training)
+    assert reference is not None and reference.source == "out_of_fold" and reference.note is None
+    saved = reference.values.to_numpy()
+    assert len(saved) == training.height  # stratified k-fold: every training row once
+    assert np.mean((saved > 0.05) & (saved < 0.95)) > 0.5  # scored by models that never saw the row
+
+    fresh = churn(500, seed=2)  # new customers from the same distribution
+    live = pl.Series("score", model.predict_proba(fresh)[:, 1])
+    features = pl.DataFrame({"tenure": training["tenure"]})
+    honest = drift(
+        features, features, prediction=(reference.values, live), prediction_reference=reference.source
+    )
+    assert honest.prediction is not None and not honest.prediction.drifted and honest.prediction.psi < 0.1
+    assert honest.to_dict()["prediction_reference"] == "out_of_fold"
+    naive = drift(features, features, prediction=(pl.Series(in_sample), live))
+    assert naive.prediction is not None and naive.prediction.drifted  # what the in-sample reference said

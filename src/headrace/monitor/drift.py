@@ -14,10 +14,20 @@ Three statistics per feature, as the field computes them:
 Whether a feature has drifted is decided by one of them (``method``: PSI by default, because with a
 few thousand rows KS flags shifts too small to matter); the other two are reported beside it. The
 dataset has drifted when the share of drifted features reaches ``drift_share``.
+
+Prediction drift compares the live scores (positive-class probability for a binary classifier, the
+top class's probability for a multi-class one, the predicted value for a regressor) with the model's
+*out-of-fold* scores from its cross-validation (:func:`reference_scores`), which the trainer saves
+with every version: each training row scored by a model that did not see it, as live rows are. The
+model's scores on its own training rows would be the wrong reference: a model that fits its training
+data closely scores those rows near 0 and 1, so ordinary live traffic would read as drift. Versions
+trained before the out-of-fold scores were saved fall back to those in-sample scores, and say so.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,13 +38,15 @@ import polars as pl
 from scipy import stats
 from scipy.spatial import distance
 
-from ..errors import DataError
+from ..errors import DataError, HeadraceError
 
 __all__ = [
     "EPSILON",
+    "REFERENCE_SCORES_MAX",
     "DriftReport",
     "DriftThresholds",
     "FeatureDrift",
+    "ReferenceScores",
     "drift",
     "feature_drift",
     "js_distance",
@@ -43,10 +55,15 @@ __all__ = [
     "psi_categorical",
     "psi_numeric",
     "quantile_edges",
+    "reference_scores",
 ]
 
+log = logging.getLogger("headrace.monitor.drift")
+
 EPSILON = 1e-4
+REFERENCE_SCORES_MAX = 20_000  # a seeded sample above this: PSI bins on deciles need far fewer
 Status = Literal["ok", "warn", "alert"]
+ReferenceSource = Literal["out_of_fold", "in_sample"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +124,9 @@ class DriftReport:
     reference_rows: int
     live_rows: int
     thresholds: DriftThresholds
+    # what the live scores were compared with: "out_of_fold" (cross-validation scores of rows the
+    # scoring model did not see) or "in_sample" (versions trained before those were saved)
+    prediction_reference: ReferenceSource | None = None
 
     @property
     def drifted(self) -> list[str]:
@@ -137,6 +157,7 @@ class DriftReport:
             "thresholds": asdict(self.thresholds),
             "features": [f.to_dict() for f in self.features],
             "prediction": None if self.prediction is None else self.prediction.to_dict(),
+            "prediction_reference": self.prediction_reference,
         }
 
 
@@ -288,11 +309,13 @@ def drift(
     *,
     features: Sequence[str] | None = None,
     prediction: tuple[pl.Series, pl.Series] | None = None,
+    prediction_reference: ReferenceSource | None = None,
 ) -> DriftReport:
     """Compare ``live`` with ``reference`` on ``features`` (default: the columns both have).
 
-    ``prediction`` is (reference predictions, live predictions): the model's outputs on its
-    training data and in the live window, compared the same way (prediction drift).
+    ``prediction`` is (reference scores, live scores), compared the same way (prediction drift);
+    the reference scores come from :func:`reference_scores`, and ``prediction_reference`` says which
+    kind they are (recorded in the report).
     """
     th = thresholds or DriftThresholds()
     names = list(features) if features is not None else [c for c in reference.columns if c in live.columns]
@@ -318,7 +341,84 @@ def drift(
         reference_rows=reference.height,
         live_rows=live.height,
         thresholds=th,
+        prediction_reference=prediction_reference if pred is not None else None,
     )
+
+
+# -- the prediction-drift reference ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReferenceScores:
+    """The scores live scores are compared with, and where they come from."""
+
+    values: pl.Series
+    source: ReferenceSource
+    note: str | None = None  # why it is not out-of-fold, when it is not
+
+
+def reference_scores(registry: Any, mv: Any, frame: pl.DataFrame | None = None) -> ReferenceScores | None:
+    """The prediction-drift reference of model version ``mv``: its out-of-fold scores.
+
+    Training saves every row's out-of-fold prediction with the version (``details["oof_sha256"]``, a
+    Parquet table with ``prediction``, or ``p_0 .. p_k`` for more than two classes); the score is the
+    one serving logs: the positive-class probability, the top class's probability, or the value. At
+    most :data:`REFERENCE_SCORES_MAX` of them (a seeded sample). A version without them (trained
+    before they were saved) is scored on ``frame``, its training data, with a warning that this
+    in-sample reference reads a close fit as drift; None when neither is possible.
+    """
+    sha = (getattr(mv, "details", None) or {}).get("oof_sha256")
+    if not sha:
+        why = "it was trained before out-of-fold scores were saved"
+    else:
+        try:
+            values = _oof_score(pl.read_parquet(io.BytesIO(registry.artifacts.get_bytes(sha))))
+        except (HeadraceError, OSError, pl.exceptions.PolarsError) as exc:
+            why = f"its out-of-fold scores could not be read ({exc})"
+        else:
+            if values is not None and values.len() > 0:
+                if values.len() > REFERENCE_SCORES_MAX:
+                    values = values.sample(REFERENCE_SCORES_MAX, seed=0)
+                return ReferenceScores(values.alias("score"), "out_of_fold")
+            why = "its out-of-fold table holds no finite score"
+    ref = getattr(mv, "ref", f"{getattr(mv, 'name', '?')}@{getattr(mv, 'version', '?')}")
+    if frame is None or frame.height == 0:
+        log.warning("prediction drift of %s skipped: %s and there is no training data to score", ref, why)
+        return None
+    values = _in_sample_scores(registry, mv, frame)
+    if values is None:
+        return None
+    note = f"in-sample scores: {why}; retrain it to compare live scores with out-of-fold ones"
+    log.warning("prediction drift of %s compares with %s", ref, note)
+    return ReferenceScores(values, "in_sample", note)
+
+
+def _oof_score(oof: pl.DataFrame) -> pl.Series | None:
+    """The served score of each out-of-fold row (what the prediction log's ``score`` holds)."""
+    if "prediction" in oof.columns:
+        values = oof["prediction"].cast(pl.Float64)
+    else:
+        probabilities = [c for c in oof.columns if c.startswith("p_") and c[2:].isdigit()]
+        if not probabilities:
+            return None
+        values = oof.select(pl.max_horizontal(probabilities).cast(pl.Float64)).to_series()
+    return values.filter(values.is_finite())
+
+
+def _in_sample_scores(registry: Any, mv: Any, frame: pl.DataFrame) -> pl.Series | None:
+    """The version's scores on its own training rows (the reference of versions without out-of-fold
+    scores)."""
+    try:
+        _, model = registry.load(mv.name, mv.version)
+        if mv.task == "classification" and hasattr(model, "predict_proba"):
+            proba = np.asarray(model.predict_proba(frame), dtype=np.float64)
+            score = proba[:, 1] if proba.shape[1] == 2 else proba.max(axis=1)
+            return pl.Series("score", score)
+        if mv.task == "regression":
+            return pl.Series("score", [float(v) for v in model.predict(frame).predictions])
+    except HeadraceError as exc:
+        log.warning("prediction drift of %s skipped: %s", mv.ref, exc)
+    return None
 
 
 # -- helpers ----------------------------------------------------------------------------------------
