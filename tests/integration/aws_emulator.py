@@ -49,7 +49,8 @@ def update_endpoint(
         raise ValidationError(message=f"Could not find endpoint '{arn}'.")
     if endpoint.endpoint_status != "InService":
         raise ValidationError(
-            message=f"Cannot update in-progress endpoint '{endpoint.arn}' (status {endpoint.endpoint_status})."
+            message=f"Cannot update in-progress endpoint '{endpoint.arn}' "
+            f"(status {endpoint.endpoint_status})."
         )
     config = self.describe_endpoint_config(endpoint_config_name)  # refuses a missing one
     if deployment_config:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -157,13 +158,21 @@ def format_csv(answer: Mapping[str, Any]) -> str:
 
 
 def invocations_router(
-    predict: PredictFn,
+    predict: PredictFn | None = None,
     *,
     columns: Callable[[], Sequence[str]],
     kinds: Callable[[], Mapping[str, str]],
     ready: Callable[[], bool],
+    model: str | None = None,
 ) -> APIRouter:
-    """``GET /ping`` and ``POST /invocations`` over a ``predict(records) -> answer`` callable."""
+    """``GET /ping`` and ``POST /invocations``.
+
+    Mounted in a headrace serving app (``create_app``: ``app.state.serving``), ``/invocations``
+    answers through the app's one prediction path, as plain, batch and v2 requests do: the records
+    are checked against the signature, the canary router picks the version that answers, and the
+    prediction log records that version with route ``invocations`` (``model``: the served model,
+    default the only one). ``predict(records) -> answer`` answers in an app without that path.
+    """
     router = APIRouter(tags=["sagemaker"])
 
     @router.get("/ping")
@@ -194,14 +203,54 @@ def invocations_router(
                     },
                     status_code=415,
                 )
-            answer = predict(records)
+            answer = await _invoke(request, records, predict, model)
         except HeadraceError as exc:
-            return JSONResponse({"error": exc.one_line()}, status_code=422 if exc.exit_code == 1 else 400)
+            return JSONResponse({"error": exc.one_line()}, status_code=_status(exc))
         if accept in ("text/csv", "application/csv"):
             return Response(format_csv(answer), media_type="text/csv")
-        return JSONResponse(answer)
+        return Response(
+            orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
+        )
 
     return router
+
+
+async def _invoke(
+    request: Request, records: list[dict[str, Any]], predict: PredictFn | None, model: str | None
+) -> dict[str, Any]:
+    """The answer to ``/invocations``: through the serving app's shared path when there is one."""
+    serving = getattr(request.app.state, "serving", None)
+    if serving is None:
+        if predict is None:
+            raise UsageError(
+                "/invocations has no model to answer with",
+                hint="mount invocations_router in a headrace serving app, or pass predict=",
+            )
+        return predict(records)
+    names = list(serving.host.names)
+    name = model or (names[0] if len(names) == 1 else None)
+    if name is None:
+        raise UsageError(
+            f"/invocations answers for one model and this server serves {len(names)}",
+            hint="pass model= to invocations_router",
+        )
+    done = await serving.predict(request, serving.served(name, request), records, route="invocations")
+    doc: dict[str, Any] = {
+        "model": done.served.name,
+        "version": done.served.version,
+        "ids": done.ids,
+        "predictions": done.answer.predictions,
+    }
+    if done.answer.probabilities is not None:
+        doc["probabilities"] = done.answer.probabilities
+    return doc
+
+
+def _status(exc: HeadraceError) -> int:
+    """The serving app's status for an error (422 for data the model cannot read, 404, 503...)."""
+    from ..serve.errors import status_for
+
+    return status_for(exc)
 
 
 # -- deployment ---------------------------------------------------------------------------------
@@ -653,21 +702,22 @@ def rollback_plan(model: str, version: int, previous: Mapping[str, Any], options
     return plan
 
 
-def placeholders(settings: Mapping[str, Any]) -> list[str]:
-    """The settings a real deployment would use that are still placeholders, each with its fix."""
+def placeholders(settings: Mapping[str, Any], uses: Sequence[str] = ("role", "bucket", "image")) -> list[str]:
+    """The settings a real deployment would use that are still placeholders, each with its fix
+    (of ``uses``, the settings the plan's calls use, and the region)."""
     found: list[str] = []
     role = str(settings.get("role") or "")
     match = _ROLE_ARN.match(role)
-    if "<" in role or match is None or match.group(1) in EXAMPLE_ACCOUNTS:
+    if "role" in uses and ("<" in role or match is None or match.group(1) in EXAMPLE_ACCOUNTS):
         found.append(
             f"role {role!r} (pass --role or set HEADRACE_SAGEMAKER_ROLE to your execution role ARN, "
             "arn:aws:iam::ACCOUNT:role/NAME)"
         )
     bucket = str(settings.get("bucket") or "")
-    if not bucket or "<" in bucket or bucket in EXAMPLE_BUCKETS:
+    if "bucket" in uses and (not bucket or "<" in bucket or bucket in EXAMPLE_BUCKETS):
         found.append(f"bucket {bucket!r} (pass --bucket or set HEADRACE_SAGEMAKER_BUCKET)")
     image = str(settings.get("image") or "")
-    if "<" in image or image.split(".", 1)[0] in EXAMPLE_ACCOUNTS:
+    if "image" in uses and ("<" in image or image.split(".", 1)[0] in EXAMPLE_ACCOUNTS):
         found.append(f"image {image!r} (pass --account or set AWS_ACCOUNT_ID, or pass --image)")
     region = str(settings.get("region") or "")
     if not region or "<" in region:
@@ -677,7 +727,17 @@ def placeholders(settings: Mapping[str, Any]) -> list[str]:
 
 def refuse_placeholders(plan: Plan) -> None:
     """Refuse, before any AWS call, a plan that still holds placeholder values."""
-    found = placeholders(plan.settings)
+    calls = {s.call for s in plan.steps} | {s.argv[0] for s in plan.steps if s.argv}
+    uses = [
+        name
+        for name, call in (
+            ("role", "sagemaker.create_model"),
+            ("bucket", "s3.upload_file"),
+            ("image", "docker"),
+        )
+        if call in calls or (name == "image" and "sagemaker.create_model" in calls)
+    ]
+    found = placeholders(plan.settings, uses)
     if found:
         raise UsageError(
             f"the SageMaker {plan.action} of {plan.model}@{plan.version} still has placeholder values: "
@@ -811,7 +871,8 @@ def execute(plan: Plan, bundle_dir: Path, *, steps: list[dict[str, Any]] | None 
     for step in plan.steps:
         started = time.monotonic()
         if step.when is not None and not _applies(run, step):
-            run.note(step, "skipped", started, reason=f"not {step.when}")
+            made = step.when in ("model missing", "endpoint config missing")
+            run.note(step, "reused" if made else "skipped", started, reason=f"not {step.when}")
             continue
         log.info("sagemaker: %s", step.title)
         try:

@@ -319,13 +319,7 @@ def update_target(
     settings = dict(((live.get("details") or {}).get("plan") or {}).get("settings") or {})
     given = options or DeployOptions()
     if target == "sagemaker":
-        if options is not None:
-            so = options.sagemaker
-        else:
-            fields = {f: settings[f] for f in _SAGEMAKER_FIELDS if settings.get(f) is not None}
-            if str(fields.get("account", "")).startswith("<"):
-                fields.pop("account")
-            so = sagemaker.SageMakerOptions(**fields)
+        so = options.sagemaker if options is not None else _sagemaker_options(settings)
         so = replace(
             so,
             image=_image_for(so.image or settings.get("image"), old, version, image, target),
@@ -351,6 +345,14 @@ def update_target(
         return result
     _run_remote(ws, result, target, plan, bundle.path)
     return result
+
+
+def _sagemaker_options(settings: dict[str, Any]) -> sagemaker.SageMakerOptions:
+    """The options a SageMaker deployment was made with, from its plan's settings."""
+    fields = {f: settings[f] for f in _SAGEMAKER_FIELDS if settings.get(f) is not None}
+    if str(fields.get("account", "")).startswith("<"):
+        fields.pop("account")
+    return sagemaker.SageMakerOptions(**fields)
 
 
 _SAGEMAKER_FIELDS = (
@@ -567,7 +569,9 @@ def _restart(ws: Workspace, slot: local.Slot) -> local.Slot:
 def rollback(
     ws: Workspace, model: str, target: str, *, dry_run: bool = False, options: DeployOptions | None = None
 ) -> DeployResult:
-    """Put the previous deployment of ``model`` on ``target`` back live."""
+    """Put the previous deployment of ``model`` on ``target`` back live (SageMaker: in the region and
+    through the endpoint it was deployed with, unless ``options`` are given)."""
+    given = options
     options = options or DeployOptions()
     name, _ = split_ref(model)
     if target not in TARGETS:
@@ -597,7 +601,9 @@ def rollback(
     if target == "kubernetes":
         plan = kubernetes.rollback_plan(name, live["version"], back, options.kubernetes)
     elif target == "sagemaker":
-        plan = sagemaker.rollback_plan(name, live["version"], back, options.sagemaker)
+        settings = dict(((live.get("details") or {}).get("plan") or {}).get("settings") or {})
+        so = options.sagemaker if given is not None else _sagemaker_options(settings)
+        plan = sagemaker.rollback_plan(name, live["version"], back, so)
     else:
         plan = azureml.rollback_plan(name, live["version"], back, options.azureml)
     result = DeployResult(
