@@ -70,4 +70,6 @@ def sensors(
     console.print(
         f"published {result.sent} readings ({result.malformed} malformed) from {devices} devices to "
         f"{topic_prefix}/<device>/telemetry in {result.seconds:.2f} s ({result.rate:,.0f}/s)"
+        + (f"; reconnected {result.reconnects} time(s)" if result.reconnects else ""),
+        soft_wrap=True,
     )

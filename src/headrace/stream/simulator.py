@@ -50,6 +50,8 @@ class SimulationResult:
     seconds: float
     devices: int
     topic_prefix: str
+    reconnects: int = 0
+    republished: int = 0
 
     @property
     def rate(self) -> float:
@@ -64,6 +66,8 @@ class SimulationResult:
             "messages_per_second": round(self.rate, 1),
             "devices": self.devices,
             "topic_prefix": self.topic_prefix,
+            "reconnects": self.reconnects,
+            "republished": self.republished,
         }
 
 
@@ -154,9 +158,14 @@ def simulate_sensors(
     cert_file: str | None = None,
     key_file: str | None = None,
     timeout: float = 10.0,
+    reconnect_timeout: float = 60.0,
 ) -> SimulationResult:
     """Publish ``count`` readings (``rate`` per second in all; 0: as fast as the broker takes them)
-    and wait until the broker has acknowledged every QoS 1/2 message."""
+    and wait until the broker has acknowledged every QoS 1/2 message.
+
+    When the broker goes away, the simulator waits up to ``reconnect_timeout`` for the network thread
+    to reconnect and resumes; QoS 1/2 messages the broker had not acknowledged are sent again (at
+    least once: a message may arrive twice, never not at all)."""
     if qos not in (0, 1, 2):
         raise UsageError(f"QoS {qos} does not exist", hint="pass --qos 0, 1 or 2")
     parts = urlsplit(broker if "://" in broker else "mqtt://" + broker)
@@ -171,11 +180,22 @@ def simulate_sensors(
     # by default, which it announces as Receive Maximum): past it, it drops messages
     client.max_inflight_messages_set(20)
     connected = threading.Event()
+    state = {"connections": 0, "republished": 0}
 
     def on_connect(c: mqtt.Client, u: object, flags: object, reason: object, properties: object) -> None:
+        state["connections"] += 1
+        if state["connections"] > 1:
+            log.warning("reconnected to the MQTT broker %s:%s", host, port)
         connected.set()
 
+    def on_disconnect(c: mqtt.Client, u: object, flags: object, reason: object, properties: object) -> None:
+        if connected.is_set():
+            log.warning("disconnected from the MQTT broker %s:%s (%s); reconnecting", host, port, reason)
+        connected.clear()
+
     client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
+    client.reconnect_delay_set(min_delay=1, max_delay=5)  # the network thread reconnects by itself
     client.max_queued_messages_set(0)
     if username is not None:
         client.username_pw_set(username, password)
@@ -200,21 +220,57 @@ def simulate_sensors(
     started = time.perf_counter()
     bad = 0
     # at most this many unacknowledged messages queued in the client: message ids are 16-bit
-    window: collections.deque[mqtt.MQTTMessageInfo] = collections.deque()
+    window: collections.deque[tuple[str, bytes, mqtt.MQTTMessageInfo]] = collections.deque()
     deadline = time.time() + max(timeout, count / 500)
 
-    def settle(info: mqtt.MQTTMessageInfo) -> None:
-        info.wait_for_publish(max(0.01, deadline - time.time()))
-        if not info.is_published() and qos > 0:
+    def wait_connected() -> None:
+        """While the broker is away, wait for the network thread to reconnect (``reconnect_timeout``)."""
+        if not connected.wait(reconnect_timeout):
             raise ServiceUnavailable(
-                f"MQTT broker {host}:{port} did not acknowledge every message in time",
-                hint="check the broker's logs and limits",
+                f"MQTT broker {host}:{port} has been unreachable for {reconnect_timeout:.0f} s",
+                hint="start the broker; the simulator resumes when it comes back within the timeout",
             )
+
+    def publish(topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:
+        for _ in range(1000):  # bounded: each failed try waits for a reconnection first
+            wait_connected()
+            info = client.publish(topic, payload, qos=qos)
+            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                return info
+            connected.wait(0.05)
+        raise ServiceUnavailable(f"MQTT broker {host}:{port} refused every publish", hint="check the broker")
+
+    def settle(item: tuple[str, bytes, mqtt.MQTTMessageInfo]) -> None:
+        nonlocal deadline
+        topic, payload, info = item
+        for _ in range(100):  # bounded: each round waits for an acknowledgement or a reconnection
+            failed = False
+            try:
+                info.wait_for_publish(max(0.01, deadline - time.time()))
+            except (RuntimeError, ValueError):  # lost with the connection
+                failed = True
+            if info.is_published() or qos == 0:
+                return
+            if not connected.is_set():
+                # paho sends its unacknowledged messages again once it has reconnected
+                wait_connected()
+                deadline = time.time() + max(timeout, len(window) / 500)
+                continue
+            if time.time() >= deadline and not failed:
+                raise ServiceUnavailable(
+                    f"MQTT broker {host}:{port} did not acknowledge every message in time",
+                    hint="check the broker's logs and limits",
+                )
+            if failed:  # paho gave it up: send it again (at least once)
+                info = publish(topic, payload)
+                state["republished"] += 1
+        raise ServiceUnavailable(f"MQTT broker {host}:{port} kept dropping the connection", hint="check it")
 
     try:
         for n, (device, payload, is_bad) in enumerate(sim.readings(count)):
             bad += is_bad
-            window.append(client.publish(index[device], payload, qos=qos))
+            topic = index[device]
+            window.append((topic, payload, publish(topic, payload)))
             while len(window) > 10_000:
                 settle(window.popleft())
             if rate > 0:
@@ -229,5 +285,11 @@ def simulate_sensors(
     seconds = time.perf_counter() - started
     log.info("published %d readings (%d malformed) in %.2f s", count, bad, seconds)
     return SimulationResult(
-        sent=count, malformed=bad, seconds=seconds, devices=devices, topic_prefix=topic_prefix
+        sent=count,
+        malformed=bad,
+        seconds=seconds,
+        devices=devices,
+        topic_prefix=topic_prefix,
+        reconnects=state["connections"] - 1,
+        republished=state["republished"],
     )
