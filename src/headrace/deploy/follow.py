@@ -5,7 +5,8 @@ by the monitor, the CLI or the API), every live deployment of the model is broug
   reload period: nothing to do here but say so;
 - ``local``: the front is switched to the champion (the standby slot when it already runs that
   version, else a blue/green deploy of the champion's bundle in the same kind of environment);
-- ``sagemaker`` / ``kubernetes``: updated through their own APIs (see ``update_target``).
+- ``sagemaker`` / ``kubernetes``: updated through their own APIs (``targets.update_target``); a
+  rollback moves all at once. ``azureml``: said, with the command.
 
 Each action is a deployment record and a ledger entry (``headrace.deploy.records``); ``follow``
 returns one event per deployment it looked at, for the monitor's output.
@@ -26,8 +27,11 @@ __all__ = ["follow"]
 log = logging.getLogger("headrace.deploy.follow")
 
 
-def follow(ws: Workspace, model: str, *, registry: Registry | None = None) -> list[dict[str, Any]]:
-    """Bring the live deployments of ``model`` to its champion; one event per deployment."""
+def follow(
+    ws: Workspace, model: str, *, registry: Registry | None = None, urgent: bool = False
+) -> list[dict[str, Any]]:
+    """Bring the live deployments of ``model`` to its champion; one event per deployment.
+    ``urgent`` (a rollback): remote targets move all at once instead of shifting traffic."""
     registry = registry or Registry(ws.meta, ws.artifacts, actor="monitor")
     champion = registry.aliases(model).get("champion")
     if champion is None:
@@ -58,7 +62,7 @@ def follow(ws: Workspace, model: str, *, registry: Registry | None = None) -> li
         if target == "local":
             event = _follow_local(ws, model, champion, details)
         else:
-            event = _follow_remote(ws, model, champion, row)
+            event = _follow_remote(ws, model, champion, row, urgent)
         if event is not None:
             events.append(event)
     for event in events:
@@ -99,15 +103,39 @@ def _follow_local(ws: Workspace, model: str, champion: int, details: dict[str, A
     }
 
 
-def _follow_remote(ws: Workspace, model: str, champion: int, row: dict[str, Any]) -> dict[str, Any] | None:
-    """SageMaker and Kubernetes deployments that were applied (not only planned): said, with the
-    command that moves them."""
+def _follow_remote(
+    ws: Workspace, model: str, champion: int, row: dict[str, Any], urgent: bool
+) -> dict[str, Any] | None:
+    """SageMaker and Kubernetes deployments are moved through their own APIs (``update_target``:
+    UpdateEndpoint with traffic shifting and auto-rollback alarms; kubectl set image + rollout);
+    a rollback moves all at once. Azure ML is said, with the command that moves it."""
+    from .targets import update_target
+
+    target = str(row["target"])
     if int(row["version"]) == champion:
         return None
+    if target not in ("sagemaker", "kubernetes"):
+        return {
+            "action": "follow_skipped",
+            "target": target,
+            "version": champion,
+            "reason": f"{target} serves v{row['version']}; move it with "
+            f"'headrace deploy {model}@{champion} --target {target}'",
+        }
+    try:
+        result = update_target(ws, model, champion, target, traffic="all_at_once" if urgent else None)
+    except HeadraceError as exc:
+        return {
+            "action": "follow_failed",
+            "target": target,
+            "version": champion,
+            "reason": f"{target} still serves v{row['version']}: {exc.one_line()}",
+        }
     return {
-        "action": "follow_skipped",
-        "target": row["target"],
+        "action": "follow",
+        "target": target,
         "version": champion,
-        "reason": f"{row['target']} serves v{row['version']}; update it with "
-        f"'headrace deploy {model}@{champion} --target {row['target']}'",
+        "reason": f"{target}: v{row['version']} -> v{champion} ({result.status}"
+        + (", all at once" if urgent else ", traffic shifted as deployed")
+        + ")",
     }
