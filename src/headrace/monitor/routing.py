@@ -41,12 +41,14 @@ __all__ = [
 
 log = logging.getLogger("headrace.monitor.routing")
 
-# prediction-log ``route`` values written by the router (the app writes predict, batch, v2_infer)
+# prediction-log ``route`` values written by the router (the app writes predict, batch, v2_infer,
+# invocations)
 CANARY_ERROR = "canary_error"
 SHADOW = "shadow"
 SHADOW_ERROR = "shadow_error"
 CHALLENGER = "challenger"
 CHAMPION = "champion"
+_INLINE_ROWS = 64  # headrace.serve.host.FAST_PATH_MAX_ROWS (not imported: serve imports this module)
 
 
 def bucket(key: str) -> float:
@@ -188,11 +190,16 @@ class CanaryRouter:
         sticky = self.spec.sticky_by if self.spec is not None else None
         return request_key(records if isinstance(records, list) else None, sticky, headers=headers)
 
-    async def predict(self, served: Any, records: list[dict[str, Any]], key: str) -> tuple[Any, Any]:
+    async def predict(
+        self, served: Any, records: list[dict[str, Any]], key: str, *, batch: bool = False
+    ) -> tuple[Any, Any]:
         """Who answers and the answer: the champion (``served``) or, for the canary share, the
-        challenger; a failing challenger is answered for by the champion and logged as an error."""
+        challenger; a failing challenger is answered for by the champion and logged as an error.
+
+        Every tabular route of the app (plain, batch, unversioned v2, SageMaker ``/invocations``)
+        comes through here; ``batch`` answers by the vectorised pipeline in a worker thread."""
         if self.spec is None:
-            return served, await _answer(served, records)
+            return served, await _answer(served, records, batch)
         self._maybe_refresh()
         challenger = self._challengers.get(served.name)
         broken = self._broken.get(served.name)
@@ -203,22 +210,24 @@ class CanaryRouter:
             try:
                 if challenger is None:
                     raise RuntimeError(broken[1] if broken else "challenger not loaded")
-                return challenger, await _answer(challenger, records)
+                return challenger, await _answer(challenger, records, batch)
             except Exception as exc:
                 self._error(served.name, version, records, exc, time.perf_counter() - started, CANARY_ERROR)
-        answer = await _answer(served, records)
+        answer = await _answer(served, records, batch)
         if chosen.shadow is not None:
             asyncio.get_running_loop().run_in_executor(
-                None, self._shadow, served.name, challenger, broken, records
+                None, self._shadow, served.name, challenger, broken, records, batch
             )
         return served, answer
 
-    def _shadow(self, name: str, challenger: Any, broken: Any, records: list[dict[str, Any]]) -> None:
+    def _shadow(
+        self, name: str, challenger: Any, broken: Any, records: list[dict[str, Any]], batch: bool = False
+    ) -> None:
         started = time.perf_counter()
         try:
             if challenger is None:
                 raise RuntimeError(broken[1] if broken else "challenger not loaded")
-            answer = challenger.predict_records(records)
+            answer = challenger.predict_records(records, allow_fast=not batch)
         except Exception as exc:
             version = challenger.version if challenger is not None else broken[0]
             self._error(name, version, records, exc, time.perf_counter() - started, SHADOW_ERROR)
@@ -285,10 +294,11 @@ def _row(
     }
 
 
-async def _answer(served: Any, records: list[dict[str, Any]]) -> Any:
-    """As the app predicts: inline on the compiled fast path, in a worker thread otherwise."""
-    if getattr(served, "compiled", None) is not None:
+async def _answer(served: Any, records: list[dict[str, Any]], batch: bool = False) -> Any:
+    """As the app predicts: inline on the compiled fast path (microseconds a row, a few rows),
+    in a worker thread otherwise, so the pipeline never blocks the event loop."""
+    if not batch and getattr(served, "compiled", None) is not None and len(records) <= _INLINE_ROWS:
         return served.predict_records(records)
     from starlette.concurrency import run_in_threadpool
 
-    return await run_in_threadpool(served.predict_records, records)
+    return await run_in_threadpool(served.predict_records, records, allow_fast=not batch)
