@@ -347,3 +347,34 @@ def test_the_endpoint_comes_from_aws_endpoint_url_when_the_options_name_none(
     missing = sm.update_plan("other-model", 1, current, so)
     with pytest.raises(HeadraceError, match="headrace-other-model does not exist"):
         sm.execute(missing, Path("."))
+
+
+def test_update_target_on_kubernetes_without_kubectl_is_one_line_and_recorded(
+    project: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A Kubernetes deployment that was applied (recorded live) is moved by update_target through
+    kubectl; where kubectl is missing, the monitor gets one line and the ledger the failed attempt."""
+    from headrace.deploy import records
+
+    ws, v1, v2 = project["ws"], project["v1"], project["v2"]
+    records.record(
+        ws.meta,
+        model="churn",
+        version=v1,
+        target="kubernetes",
+        status="live",
+        endpoint="service/headrace-churn -n ml",
+        details={"plan": {"settings": {"image": f"reg.example/churn:v{v1}", "namespace": "ml"}}},
+    )
+    plan = update_target(ws, "churn", v2, "kubernetes", dry_run=True).plan
+    assert plan is not None
+    assert plan.steps[2].argv[:6] == ("kubectl", "set", "image", "-n", "ml", "deployment/headrace-churn")
+    assert plan.steps[2].argv[-1] == f"model=reg.example/churn:v{v2}"
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(UsageError) as caught:
+        update_target(ws, "churn", v2, "kubernetes")
+    assert caught.value.one_line().startswith(
+        f"docker and kubectl are not installed, so the update of churn@{v2}"
+    )
+    latest = history(ws.meta, "churn", "kubernetes")
+    assert [(r["status"], r["version"]) for r in latest[:2]] == [("failed", v2), ("live", v1)]
