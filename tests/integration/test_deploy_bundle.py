@@ -448,6 +448,8 @@ def test_dry_runs_for_sagemaker_and_azureml_are_complete_and_stable(project: Any
         "sagemaker.create_endpoint_config",
         "sagemaker.describe_endpoint",
         "sagemaker.create_endpoint",
+        "cloudwatch.put_metric_alarm",
+        "cloudwatch.put_metric_alarm",
         "sagemaker.update_endpoint",
         "sagemaker.get_waiter('endpoint_in_service').wait",
         "sagemaker-runtime.invoke_endpoint",
