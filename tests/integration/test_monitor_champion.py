@@ -9,6 +9,9 @@ it stays and an alert is stored and exported.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -55,7 +58,7 @@ def _workspace(tmp_path: Path, pg_db: str, **champion: Any) -> Workspace:
         tmp_path,
         pg_db,
         metric="accuracy",
-        champion={"window": f"{WINDOW:g}s", "windows": 2, "min_requests": 20, "min_feedback": 30, **champion},
+        champion={"window": f"{WINDOW:g}s", "windows": 2, "min_requests": 20, "min_feedback": 30} | champion,
         rollback_on={"error_rate": 0.05, "metric_drop": 0.1, **champion.pop("rollback_on", {})},
     )
 
@@ -210,7 +213,7 @@ def test_a_champion_over_its_p99_latency_limit_is_rolled_back(tmp_path: Path, pg
 
 
 def test_policy_alert_leaves_the_champion_in_place_and_raises_an_alert(tmp_path: Path, pg_db: str):
-    ws = _workspace(tmp_path, pg_db, action="alert", windows=1)
+    ws = _workspace(tmp_path, pg_db, action="alert", windows=1, window="2m")
     registry, _, v2 = _two_champions(ws)
     before = registry.history("churn")
     with Server(ws) as client:
@@ -235,4 +238,18 @@ def test_policy_alert_leaves_the_champion_in_place_and_raises_an_alert(tmp_path:
         "p99_latency": 0.0,
         "metric": 1.0,
     }
+    # the CLI shows the champion's windows and what it crossed
+    shown = subprocess.run(
+        [sys.executable, "-m", "headrace", "monitor", "-m", "churn"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert shown.returncode == 0, shown.stderr
+    words = " ".join(shown.stdout.split())  # rich wraps a table's title to its width
+    assert f"champion v{v2}: last 1 windows of 120 s (policy: alert; crossed: metric)" in words
+    assert f"churn: champion v{v2} — alert: champion v{v2}: live accuracy 0.100 is" in words
+    assert "│ newest │ 40 │ 0 │" in words
     ws.close()

@@ -25,7 +25,7 @@ def _models(ws: Any, names: list[str] | None) -> list[str]:
     chosen = names or ws.project.serving.models or known
     for name in chosen:
         ws.project.model(name)  # ConfigError naming the known models
-    return [n for n in chosen if ws.project.models[n].task in ("classification", "regression")]
+    return list(chosen)
 
 
 def _show(result: Any) -> None:
@@ -61,6 +61,25 @@ def _show(result: Any) -> None:
             )
         )
 
+    watch = doc.get("champion_watch")
+    if watch is not None:
+        crossed = [check for check, bad in watch["unhealthy"].items() if bad]
+        state = f"crossed: {', '.join(crossed)}" if crossed else "healthy"
+        span = f"last {len(watch['windows'])} windows of {watch['window']:g} s"
+        console.print(
+            table(
+                f"champion v{watch['version']}: {span} (policy: {watch['action']}; {state})",
+                ["window", "requests", "error rate", "p99 ms", watch["metric"], "rows"],
+                [
+                    [f"-{i}" if i else "newest", w["requests"], _f(w["error_rate"]), _f(w["p99_ms"]),
+                     _f(w["metric"]), w["feedback_rows"]]
+                    for i, w in enumerate(watch["windows"])
+                ],
+            )
+        )  # fmt: skip
+        for note in watch["notes"]:
+            console.print(f"  {note}", highlight=False)
+
 
 def _f(value: Any) -> str:
     return "–" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
@@ -94,7 +113,7 @@ def monitor(
     try:
         names = _models(ws, models)
         if not names:
-            raise UsageError("no tabular model to monitor", hint="add one under models: in headrace.yaml")
+            raise UsageError("no model to monitor", hint="add one under models: in headrace.yaml")
         if watch:
             _watch(ws, names, interval, cycles, metrics_port, json, run_watch)
             return
