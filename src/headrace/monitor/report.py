@@ -1,8 +1,9 @@
 """The monitoring report: one self-contained HTML page (plots embedded as PNG, no network needed).
 
 PSI per feature against the warn and alert lines, the reference and live distributions of the
-features that moved most, the live metric per window against the validation score, the canary's
-health beside the champion's, and the decision with its reasons.
+features that moved most, the live metric per window against the validation score, the champion's
+last windows against its limits, the canary's health beside the champion's, and the decision with
+its reasons.
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ def render_html(result: CheckResult) -> str:
             f"({', '.join(report.drifted) or 'none'}); {report.live_rows} live rows against "
             f"{report.reference_rows} reference rows</p>"
         )
-        parts.append(_psi_plot(result))
+        if report.features:  # an image model's drift is its prediction mix only
+            parts.append(_psi_plot(result))
         parts.append(_distribution_plots(result))
         rows = [
             [f.feature, f.kind, f.psi, f.test, f.statistic, f.p_value, f.js, f.status]
@@ -143,6 +145,28 @@ def render_html(result: CheckResult) -> str:
         )
     else:
         parts.append("<p>no feedback joined to the prediction log yet (POST /feedback)</p>")
+    watch = result.champion_watch
+    if watch is not None:
+        crossed = [check for check, bad in watch["unhealthy"].items() if bad]
+        parts.append("<h2>Champion</h2>")
+        parts.append(
+            f"<p class='{'alert' if crossed else 'ok'}'>v{watch['version']}, last {len(watch['windows'])} "
+            f"windows of {watch['window']:g} s: {html.escape(', '.join(crossed) or 'healthy')} "
+            f"(policy: {html.escape(watch['action'])})</p>"
+        )
+        rows = [
+            [
+                f"-{i}" if i else "newest",
+                w["requests"],
+                w["error_rate"],
+                w["p99_ms"],
+                w["metric"],
+                w["feedback_rows"],
+            ]
+            for i, w in enumerate(watch["windows"])
+        ]
+        parts.append(_table(["window", "requests", "error rate", "p99 ms", watch["metric"], "rows"], rows))
+        parts.extend(f"<p>{html.escape(note)}</p>" for note in watch["notes"])
     if result.canary is not None:
         parts.append("<h2>Canary</h2>")
         rows = []
