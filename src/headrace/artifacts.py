@@ -1,7 +1,9 @@
 """Content-addressed artifacts: a file is stored under its own sha256 and checked on every load.
 
 A file is written to a temporary name and renamed into place, so a crash never leaves a partial
-artifact under a valid name; loading re-hashes the bytes and refuses any that do not match.
+artifact under a valid name; loading re-hashes the bytes and refuses any that do not match. The
+root may be object storage (``s3://``, ``gs://``, ``az://``: see ``headrace.objectstore``), where a
+PUT is atomic by itself.
 """
 
 from __future__ import annotations
@@ -9,9 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from .errors import ArtifactError
+from .objectstore import filesystem, is_local
 
 __all__ = ["ArtifactStore", "sha256_bytes", "sha256_file"]
 
@@ -31,11 +36,23 @@ def sha256_file(path: str | Path) -> str:
 
 
 class ArtifactStore:
-    """Files under ``root/ab/abcdef...`` named by their sha256."""
+    """Files under ``root/ab/abcdef...`` named by their sha256 (a folder, or object storage)."""
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(str(root).removeprefix("file://"))
-        self.root.mkdir(parents=True, exist_ok=True)
+    def __init__(self, root: str | Path, storage_options: Mapping[str, str] | None = None) -> None:
+        text = str(root)
+        self.url = text.rstrip("/")
+        self._fs: Any = None
+        if is_local(text):
+            self.root = Path(text.removeprefix("file://"))
+            self.root.mkdir(parents=True, exist_ok=True)
+        else:
+            self._fs, prefix = filesystem(text, storage_options)
+            self._prefix = prefix
+            self.root = Path(prefix)  # for messages; the bytes live behind self._fs
+
+    def _key(self, sha: str) -> str:
+        self.path(sha)  # checks the digest
+        return f"{self._prefix}/{sha[:2]}/{sha}"
 
     def path(self, sha: str) -> Path:
         if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
@@ -43,10 +60,17 @@ class ArtifactStore:
         return self.root / sha[:2] / sha
 
     def exists(self, sha: str) -> bool:
+        if self._fs is not None:
+            return bool(self._fs.exists(self._key(sha)))
         return self.path(sha).is_file()
 
     def put_bytes(self, data: bytes) -> str:
         sha = sha256_bytes(data)
+        if self._fs is not None:
+            if not self._fs.exists(self._key(sha)):
+                with self._fs.open(self._key(sha), "wb") as handle:
+                    handle.write(data)
+            return sha
         target = self.path(sha)
         if target.is_file():
             return sha
@@ -69,10 +93,14 @@ class ArtifactStore:
     def get_bytes(self, sha: str) -> bytes:
         target = self.path(sha)
         try:
-            data = target.read_bytes()
+            if self._fs is not None:
+                with self._fs.open(self._key(sha), "rb") as handle:
+                    data = handle.read()
+            else:
+                data = target.read_bytes()
         except FileNotFoundError:
             raise ArtifactError(
-                f"artifact {sha[:12]} is missing from {self.root}",
+                f"artifact {sha[:12]} is missing from {self.url}",
                 hint="the model version may have been retired; train or restore it",
             ) from None
         actual = sha256_bytes(data)
@@ -84,6 +112,11 @@ class ArtifactStore:
         return data
 
     def remove(self, sha: str) -> bool:
+        if self._fs is not None:
+            if not self._fs.exists(self._key(sha)):
+                return False
+            self._fs.rm(self._key(sha))
+            return True
         target = self.path(sha)
         if target.is_file():
             target.unlink()

@@ -315,9 +315,9 @@ class Store:
         if self._local:
             shutil.rmtree(uri.removeprefix("file://"))
         else:
-            import fsspec
+            from .objectstore import filesystem
 
-            fs, path = fsspec.core.url_to_fs(uri, **self.storage_options)
+            fs, path = filesystem(uri, self.storage_options)
             fs.rm(path, recursive=True)
         return True
 
@@ -347,7 +347,14 @@ class Store:
 
     def datasets(self) -> list[str]:
         if not self._local:
-            raise StoreError("listing datasets needs a local store", hint="name the dataset instead")
+            from .objectstore import filesystem
+
+            fs, prefix = filesystem(self.root, self.storage_options)
+            try:
+                folders = [e["name"] for e in fs.ls(prefix, detail=True) if e["type"] == "directory"]
+            except FileNotFoundError:
+                return []
+            return sorted(f.rstrip("/").rsplit("/", 1)[-1] for f in folders if fs.exists(f"{f}/_delta_log"))
         root = Path(self.root.removeprefix("file://"))
         return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "_delta_log").is_dir())
 

@@ -34,7 +34,7 @@ class Workspace:
 
     @cached_property
     def store(self) -> Store:
-        return Store(self.project.store)
+        return Store(self.project.store, self.project.storage_options)
 
     @cached_property
     def meta(self) -> Metadata:
@@ -42,7 +42,7 @@ class Workspace:
 
     @cached_property
     def artifacts(self) -> ArtifactStore:
-        return ArtifactStore(self.project.artifacts)
+        return ArtifactStore(self.project.artifacts, self.project.storage_options)
 
     def close(self) -> None:
         if "meta" in self.__dict__:

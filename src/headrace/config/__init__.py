@@ -69,6 +69,11 @@ class Project(Spec):
     store: ProjectPath = ".headrace/lake"
     metadata: str = "sqlite:///.headrace/headrace.db"
     artifacts: ProjectPath = ".headrace/artifacts"
+    storage_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="object storage settings for store and artifacts (Delta's keys: AWS_REGION, "
+        "AWS_ENDPOINT_URL, AWS_S3_LOCKING_PROVIDER, ...); values from ${ENV}",
+    )
     sources: dict[str, SourceSpec] = Field(default_factory=dict)
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     serving: ServingSpec = Field(default_factory=ServingSpec)
@@ -81,6 +86,18 @@ class Project(Spec):
         if not _NAME.match(value):
             raise ValueError("a name of letters, digits, '_' or '-', starting with a letter")
         return value
+
+    @field_validator("store", "artifacts", mode="before")
+    @classmethod
+    def _location(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        from ..objectstore import check_location
+
+        try:
+            return check_location(value, "location")
+        except ConfigError as exc:
+            raise ValueError(exc.one_line()) from None
 
     @field_validator("sources", "models")
     @classmethod

@@ -475,9 +475,11 @@ def _connected_app(
     from ..store import Store
 
     meta = Metadata(link.metadata_url, migrate=False)
-    artifacts = ArtifactStore(link.artifacts_url) if link.artifacts_url else _NoArtifacts(bundle)
+    # object storage settings come from the environment, under the names Delta Lake reads
+    options = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "AZURE_", "GOOGLE_", "DELTA_"))}
+    artifacts = ArtifactStore(link.artifacts_url, options) if link.artifacts_url else _NoArtifacts(bundle)
     registry = ConnectedRegistry(bundle, Registry(meta, artifacts, actor=f"bundle:{link.target}"))  # type: ignore[arg-type]
-    store = Store(link.store_url) if link.store_url else None
+    store = Store(link.store_url, options) if link.store_url else None
     updates: dict[str, Any] = {}
     if link.reload_seconds is not None:
         updates["reload_seconds"] = link.reload_seconds
