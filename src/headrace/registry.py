@@ -317,13 +317,22 @@ class Registry:
         gate: PromoteRule | None = None,
         alias: str = CHAMPION,
         actor: str | None = None,
+        forced: bool = False,
     ) -> ModelVersion:
-        """Make ``version`` the champion (or another alias); with a gate, refuse a worse model."""
+        """Make ``version`` the champion (or another alias); with a gate, refuse a worse model.
+
+        ``forced``: promote even when the gate refuses; the gate is still judged and the ledger
+        entry says so (``details.forced``, the reason starts with "forced")."""
         target = self.get(name, version)
         if target.status == "retired":
             raise RegistryError(f"{target.ref} is retired", hint="promote a version that is not retired")
         decision = self.check_gate(name, version, gate) if alias == CHAMPION else None
-        if decision is not None and not decision.passed:
+        if forced:
+            if decision is not None and not decision.passed:
+                reason = f"forced past the gate ({'; '.join(decision.reasons)}): {reason}"
+            else:
+                reason = f"forced: {reason}"
+        if decision is not None and not decision.passed and not forced:
             with self.meta.begin() as conn:
                 self._append(
                     conn,
@@ -344,7 +353,9 @@ class Registry:
             previous = self._alias_version(conn, name, alias)
             if previous == version:
                 return target
-            gate_details = {"gate": decision.to_dict()} if decision is not None else {}
+            gate_details: dict[str, Any] = {"gate": decision.to_dict()} if decision is not None else {}
+            if forced:
+                gate_details["forced"] = True
             self._move_alias(
                 conn, name, alias, version, "promote", previous=previous, reason=reason, actor=actor,
                 details=gate_details,

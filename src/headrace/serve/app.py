@@ -135,6 +135,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics.sweep_dead_workers()
         await run_in_threadpool(host.check_all)
+        if serving.router.active:  # a challenger there at start answers its share from the first request
+            await run_in_threadpool(serving.router.refresh)
         if spec.gc_freeze:
             # What is loaded by now (libraries, models) lives as long as the server: moved out of
             # the cyclic collector's reach, a full collection no longer walks it and stalls every

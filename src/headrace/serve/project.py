@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..workspace import Workspace
 
-__all__ = ["PROJECT_ENV", "app_from_env", "app_from_workspace"]
+__all__ = ["PROJECT_ENV", "app_from_env", "app_from_workspace", "project_gates"]
 
 PROJECT_ENV = "HEADRACE_PROJECT"
 
@@ -28,9 +28,15 @@ def app_from_workspace(ws: Workspace, *, models: list[str] | None = None) -> Any
         models=names,
         title=f"headrace: {ws.project.project}",
         canary=ws.project.monitoring.canary,
+        gates=project_gates(ws.project),
     )
     app.state.ui.project = ws.project  # the dashboard's thresholds and column rules
     return app
+
+
+def project_gates(project: Any) -> dict[str, Any]:
+    """Each model's ``promote_if`` rule: the gate the admin API and the dashboard promote apply."""
+    return {name: spec.promote_if for name, spec in project.models.items()}
 
 
 def app_from_env() -> Any:

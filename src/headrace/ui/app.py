@@ -210,12 +210,19 @@ def dashboard_app(ws: Any) -> Any:
     dashboard at ``/ui``, the admin routes its buttons call, ``/metrics``; ``/`` redirects."""
     from ..registry import Registry
     from ..serve.app import create_app
+    from ..serve.project import project_gates
 
     plog = ws.project.serving.prediction_log.model_copy(update={"enabled": False})
     spec = ws.project.serving.model_copy(update={"prediction_log": plog})
     registry = Registry(ws.meta, ws.artifacts, actor="dashboard")
     application = create_app(
-        registry, spec, store=ws.store, models=[], title=f"headrace: {ws.project.project}", canary=None
+        registry,
+        spec,
+        store=ws.store,
+        models=[],
+        title=f"headrace: {ws.project.project}",
+        canary=None,
+        gates=project_gates(ws.project),  # its promote button goes through each model's gate
     )
     dashboard: Dashboard = application.state.ui
     dashboard.project = ws.project
