@@ -403,6 +403,51 @@ def test_promote_and_rollback_need_the_admin_token(project: Project, page: Any) 
     assert page.locator('svg.timeline g.segment[data-lane="champion"]').count() == 3  # v1, v2, v1
 
 
+def test_promote_from_the_dashboard_goes_through_the_gate(project: Project, page: Any) -> None:
+    """A version below the project's promote_if floor (roc_auc 0.70) is refused with the gate's reason,
+    as 'headrace models promote' refuses it; forced past the gate, the ledger says so."""
+    registry = project.registry
+    source = registry.get(MODEL, 2)
+    weak = registry.register(
+        MODEL,
+        task=source.task,
+        flavor=source.flavor,
+        artifact=registry.artifacts.get_bytes(source.artifact_sha256),
+        metrics={**source.metrics, "roc_auc": 0.51},
+        dataset=source.dataset,
+        data_version=source.data_version,
+        signature=source.signature,
+        threshold=source.threshold,
+        reason="test: a weak candidate",
+    )
+    champion = registry.aliases(MODEL)["champion"]
+    page.goto(f"{project.url}/ui/models/{MODEL}")
+    page.fill("#admin-token", TOKEN)
+    page.locator(f'button.promote[data-version="{weak.version}"]').click()
+    page.wait_for_selector("#admin-result.refused")
+    refusal = _text(page, "#admin-result")
+    assert refusal.startswith(
+        f"promote refused (409): {MODEL}@{weak.version} was not promoted: roc_auc 0.51 is below the floor 0.7"
+    ), refusal
+    assert registry.aliases(MODEL)["champion"] == champion
+    entry = registry.history(MODEL)[-1]
+    assert (entry.action, entry.version, entry.actor) == ("promote_refused", weak.version, "dashboard")
+    _shot(page, "model-gate-refused")
+
+    page.check("#admin-force")
+    with page.expect_navigation():
+        page.locator(f'button.promote[data-version="{weak.version}"]').click()
+    assert _text(page, "#admin-result") == (
+        f"promote done (forced past the gate): champion of {MODEL} is now v{weak.version}"
+    )
+    assert registry.aliases(MODEL)["champion"] == weak.version
+    entry = next(e for e in reversed(registry.history(MODEL)) if e.action == "promote")
+    assert (entry.version, entry.actor, entry.details["forced"]) == (weak.version, "dashboard", True)
+    assert entry.reason.startswith("forced past the gate (roc_auc 0.51 is below the floor 0.7")
+    registry.rollback(MODEL, reason="test: back to the champion before the forced one")
+    assert registry.aliases(MODEL)["champion"] == champion
+
+
 def test_pages_read_without_javascript_and_fit_a_phone(project: Project, browser: Any) -> None:
     context = browser.new_context(java_script_enabled=False, viewport={"width": 390, "height": 844})
     try:

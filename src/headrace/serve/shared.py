@@ -111,7 +111,8 @@ class Serving:
             or not hmac.compare_digest(given.strip().encode(), self.token.encode())
         ):
             raise Unauthorized(
-                "admin routes need 'Authorization: Bearer <token>'",
+                # not "Authorization: ..." literally: error lines mask what follows such a key
+                "admin routes need the header 'Authorization' set to 'Bearer <token>'",
                 hint=f"send the token from {spec.admin_token_env}",
             )
         return request.headers.get("x-actor") or "serve-admin"

@@ -1,6 +1,6 @@
 // headrace dashboard: the promote and rollback buttons. Pages read without this script; it only
 // sends the admin requests with the token the user typed (kept in this tab's session storage) and
-// shows the answer, including a refusal.
+// shows the answer, including a refusal (401 without the token, 409 with the promote_if gate's reason).
 (function () {
   "use strict";
   var KEY = "headrace-admin-token";
@@ -27,6 +27,8 @@
       var action = form.getAttribute("data-action");
       var body = { reason: (form.elements.reason && form.elements.reason.value) || "from the dashboard" };
       if (form.elements.version) body.version = parseInt(form.elements.version.value, 10);
+      var force = document.getElementById("admin-force");
+      if (action === "promote" && force && force.checked) body.force = true;  // past the promote_if gate
       var headers = { "Content-Type": "application/json", "X-Actor": "dashboard" };
       var token = input.value.trim();
       if (token) headers.Authorization = "Bearer " + token;
@@ -39,7 +41,8 @@
             var doc = {};
             try { doc = JSON.parse(text); } catch (e) { doc = { detail: text }; }
             if (response.ok) {
-              var message = action + " done: champion of " + doc.model + " is now v" + doc.champion;
+              var message = action + " done" + (doc.forced ? " (forced past the gate)" : "") +
+                ": champion of " + doc.model + " is now v" + doc.champion;
               try { sessionStorage.setItem(FLASH, message); } catch (e) { /* storage off */ }
               show(message, true);
               window.location.reload();
