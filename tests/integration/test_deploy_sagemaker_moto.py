@@ -378,3 +378,33 @@ def test_update_target_on_kubernetes_without_kubectl_is_one_line_and_recorded(
     )
     latest = history(ws.meta, "churn", "kubernetes")
     assert [(r["status"], r["version"]) for r in latest[:2]] == [("failed", v2), ("live", v1)]
+
+
+def test_follow_moves_the_endpoint_to_the_registry_champion(
+    aws: str, project: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The monitor's decision reaches SageMaker: after the champion moves, follow() updates the live
+    endpoint (all at once for a rollback); a target it cannot reach is one line, not a crash."""
+    from headrace.deploy.follow import follow
+
+    ws = project["ws"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no kubectl: the kubernetes deployment cannot move
+    registry = Registry(ws.meta, ws.artifacts)
+    serving = history(ws.meta, "churn", "sagemaker")[0]
+    assert serving["status"] == "live"
+    other = project["v1"] if serving["version"] == project["v2"] else project["v2"]
+    registry.promote("churn", other, reason="test: the monitor's decision")
+    events = {e["target"]: e for e in follow(ws, "churn", registry=registry, urgent=True)}
+    assert events["sagemaker"]["action"] == "follow", events["sagemaker"]["reason"]
+    assert events["sagemaker"]["version"] == other and "all at once" in events["sagemaker"]["reason"]
+    endpoint = client(aws, "sagemaker").describe_endpoint(EndpointName="headrace-churn")
+    assert endpoint["EndpointConfigName"].startswith(f"headrace-churn-v{other}-")
+    routing = endpoint["LastDeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+    assert routing["Type"] == "ALL_AT_ONCE"
+    if "kubernetes" in events:
+        assert events["kubernetes"]["action"] == "follow_failed"
+        assert "kubectl" in events["kubernetes"]["reason"]
+    assert follow(ws, "churn", registry=registry, urgent=True) == [
+        e for e in follow(ws, "churn", registry=registry) if e["target"] == "kubernetes"
+    ]  # nothing left to move on SageMaker

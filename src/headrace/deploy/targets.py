@@ -316,7 +316,14 @@ def update_target(
             hint=f"deploy it first with 'headrace deploy {model} --target {target}'",
         )
     old = int(live["version"])
-    settings = dict(((live.get("details") or {}).get("plan") or {}).get("settings") or {})
+    settings = _plan_settings(live)
+    if not settings.get("image"):  # a rollback's record: the settings of that version's own deploy
+        earlier = next(
+            (_plan_settings(r) for r in records.history(ws.meta, model, target)
+             if int(r["version"]) == old and _plan_settings(r).get("image")),
+            {},
+        )  # fmt: skip
+        settings = {**earlier, **{k: v for k, v in settings.items() if v is not None}}
     given = options or DeployOptions()
     if target == "sagemaker":
         so = options.sagemaker if options is not None else _sagemaker_options(settings)
@@ -345,6 +352,10 @@ def update_target(
         return result
     _run_remote(ws, result, target, plan, bundle.path)
     return result
+
+
+def _plan_settings(row: dict[str, Any]) -> dict[str, Any]:
+    return dict(((row.get("details") or {}).get("plan") or {}).get("settings") or {})
 
 
 def _sagemaker_options(settings: dict[str, Any]) -> sagemaker.SageMakerOptions:
