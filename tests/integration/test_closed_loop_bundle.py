@@ -9,7 +9,10 @@ All of it is in the ledger and in the bundle's answers.
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -186,7 +189,7 @@ def test_a_bundle_reports_home_and_the_monitor_closes_the_loop_on_it(tmp_path: P
         )
         assert feedback.status_code == 202, feedback.text
         assert feedback.json()["accepted"] == 120 and feedback.json()["stored"] is True
-        _wait("the bundle's prediction log", lambda: _logged(ws) >= 250)
+        _wait("the bundle's prediction log", lambda: _logged(ws) >= 300)
         _wait(
             "the bundle's feedback",
             lambda: (
@@ -259,6 +262,17 @@ def test_a_bundle_reports_home_and_the_monitor_closes_the_loop_on_it(tmp_path: P
         assert ("remove_alias", None) in ledger and ("rollback", champion) in ledger
         metrics = client.get("/metrics").text
         assert "headrace_prediction_log_rows_total" in metrics
+        # the monitor lists the deployments it watches, whichever target serves them
+        shown = subprocess.run(
+            [sys.executable, "-m", "headrace", "--project", str(tmp_path / "project"), "monitor", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert shown.returncode == 0, shown.stderr
+        (watched,) = json.loads(shown.stdout)["deployments"]
+        assert watched["target"] == "test" and watched["follows"] == "champion" and watched["reports_home"]
         client.close()
     finally:
         stop_process(slot)

@@ -129,15 +129,43 @@ def monitor(
                 write_report(checked, target)
                 if not json:
                     console.print(f"report written to {target}")
-            docs.append(result.to_dict())
+            deployments = _deployments(ws, name)
+            docs.append({**result.to_dict(), "deployments": deployments})
             if not json:
                 _show(checked)
                 for line in result.lines() if act else []:
                     console.print(f"  {line}", highlight=False)
+                for d in deployments:
+                    console.print(f"  deployment: {d['line']}", highlight=False, soft_wrap=True)
         if json:
             emit_json(docs[0] if len(docs) == 1 else docs)
     finally:
         ws.close()
+
+
+def _deployments(ws: Any, model: str) -> list[dict[str, Any]]:
+    """The live deployments of ``model``, whichever target serves them: the prediction log the
+    monitor reads holds what each of them served (bundles report home)."""
+    from ..deploy import records
+
+    live = [r for r in records.history(ws.meta, model) if r["status"] == "live"]
+    out = []
+    for r in live:
+        details = r.get("details") or {}
+        follows = details.get("follows")
+        how = f"follows {follows!r}" if follows and not str(follows).isdigit() else f"v{r['version']}"
+        home = "reports home" if details.get("reports_home") else "logs nothing to the project"
+        out.append(
+            {
+                "target": r["target"],
+                "version": r["version"],
+                "endpoint": r["endpoint"],
+                "follows": follows,
+                "reports_home": bool(details.get("reports_home")),
+                "line": f"{r['target']} {how} at {r['endpoint'] or '(no address)'} ({home})",
+            }
+        )
+    return out
 
 
 def _watch(

@@ -45,7 +45,6 @@ def _conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
 def demo_stage(ctx: Any) -> list[str]:
     import httpx
 
-    from ..deploy.follow import follow
     from ..deploy.targets import stop_local
     from ..registry import Registry
     from ..train.run import train_model
@@ -172,8 +171,6 @@ def demo_stage(ctx: Any) -> list[str]:
             lines += [f"{e['action']}: {e['reason']}" for e in second.events] or [
                 f"{second.decision.action}: {second.decision.reason}"
             ]
-            # the decision reaches what is deployed: the local front moves to the new champion
-            lines += [f"{e['action']}: {e['reason']}" for e in follow(ws, MODEL, registry=registry)]
 
         # a version whose decision threshold was mis-set: it validated well (ROC-AUC ignores the
         # threshold) but answers "No" to everyone; it reaches canary and the loop rolls it back

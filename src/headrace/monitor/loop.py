@@ -685,8 +685,10 @@ def cycle(
     now: datetime | None = None,
     policy: MonitoringSpec | None = None,
     trainer: Trainer | None = None,
+    follow_deployments: bool = True,
 ) -> CycleResult:
-    """One turn of the loop for one model: measure, decide, act, retire."""
+    """One turn of the loop for one model: measure, decide, act, retire. When the champion moved
+    (a promotion, a rollback), the live deployments are brought to it (``deploy.follow``)."""
     registry = registry or Registry(ws.meta, ws.artifacts, actor="monitor")
     policy = policy or ws.project.monitoring
     result = check(ws, model, registry=registry, now=now, policy=policy)
@@ -735,6 +737,8 @@ def cycle(
             ws, model, mv.version, "canary", "promoted", {"state": "promoted", **(result.canary or {})}
         )
         out.events.append({"action": "promote", "version": mv.version, "reason": decision.reason})
+        if follow_deployments:
+            out.events += _follow(ws, model, registry, urgent=False)
     elif decision.action == "rollback" and decision.version is not None:
         if decision.version == result.signals.challenger:
             registry.remove_alias(model, CHALLENGER, reason=f"rolled back: {decision.reason}")
@@ -745,6 +749,8 @@ def cycle(
             doc = {**(result.champion_watch or {}), "decision": decision.to_dict(), "to": back.version}
             _store_report(ws, model, decision.version, "champion", "rolled_back", doc)
         out.events.append({"action": "rollback", "version": decision.version, "reason": decision.reason})
+        if follow_deployments and decision.version != result.signals.challenger:
+            out.events += _follow(ws, model, registry, urgent=True)
     elif decision.action == "alert":
         # the champion stays: the alert is the stored report (and headrace_champion_unhealthy)
         doc = {**(result.champion_watch or {}), "decision": decision.to_dict()}
@@ -756,6 +762,16 @@ def cycle(
     for event in out.events:
         log.info("%s %s: %s", model, event["action"], event["reason"])
     return out
+
+
+def _follow(ws: Workspace, model: str, registry: Registry, *, urgent: bool) -> list[dict[str, Any]]:
+    """The champion moved: bring every live deployment to it; a failure is an event, not a crash."""
+    from ..deploy.follow import follow
+
+    try:
+        return follow(ws, model, registry=registry, urgent=urgent)
+    except HeadraceError as exc:
+        return [{"action": "follow_failed", "reason": exc.one_line()}]
 
 
 def _gate_summary(verdict: Any) -> str:
