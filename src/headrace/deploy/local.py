@@ -545,7 +545,10 @@ def ensure_front(state: LocalState, log_dir: Path, port: int | None = None) -> d
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", wanted), timeout=0.2):
             break
-        if not front_alive({"pid": pid}):
+        exited = 0
+        with contextlib.suppress(ChildProcessError):
+            exited, _ = os.waitpid(pid, os.WNOHANG)  # reaps it if it died (no zombie left behind)
+        if exited:
             raise ServiceUnavailable(
                 f"the local front did not start on port {wanted}", hint=f"see its log {log_path}"
             )

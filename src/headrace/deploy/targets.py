@@ -501,6 +501,8 @@ def _deploy_local(ws: Workspace, bundle: Bundle, options: DeployOptions, dry_run
         return result
     state = local.LocalState(root / "local", bundle.model)
     python, env_facts = local.ensure_env(bundle, root / "envs", options.env)
+    # the front first: it holds its port before the slot picks a free one (503 until a slot is live)
+    front = local.ensure_front(state, root / "logs", options.port)
     slot = local.start_bundle(bundle, python, root / "logs", home=_home(ws, bundle.version))
     try:
         startup = local.wait_ready(slot)
@@ -537,7 +539,6 @@ def _deploy_local(ws: Workspace, bundle: Bundle, options: DeployOptions, dry_run
             f"{bundle.model}@{bundle.version} failed its contract checks: {'; '.join(report.failures())}",
             hint=f"the live version is unchanged; see the server log {slot.log}",
         )
-    front = local.ensure_front(state, root / "logs", options.port)
     details["front"] = front["url"]
     champion = _champion(ws, bundle.model)
     details["registry_champion"] = champion
