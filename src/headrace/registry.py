@@ -455,6 +455,19 @@ class Registry:
         return self.get(name, version)
 
     # -- reading ------------------------------------------------------------------------------
+    def note(
+        self,
+        name: str,
+        action: str,
+        *,
+        version: int | None = None,
+        reason: str,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """A ledger entry for something done with a model that moves no alias (a batch scoring run)."""
+        with self.meta.begin() as conn:
+            self._append(conn, name, action, version=version, reason=reason, details=details)
+
     def get(self, name: str, ref: int | str | None = LATEST) -> ModelVersion:
         """A version by number, alias (``champion``, ``challenger``, ...) or ``latest``."""
         with self.meta.begin() as conn:

@@ -12,12 +12,13 @@ The deltalake runtime panics in a forked child: processes that use a Store must 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -126,6 +127,44 @@ class Store:
             raise StoreError(
                 f"dataset {dataset!r}: the batch could not be committed ({_first_line(exc)})",
                 hint="the table is unchanged; check that the batch's column types match the dataset's",
+            ) from exc
+        return self.version(dataset)
+
+    def append_stream(self, dataset: str, batches: Iterator[pa.RecordBatch], meta: BatchMeta) -> int:
+        """Append record batches as they come, in one commit (memory: a batch at a time); the new
+        version. Nothing is committed when the stream fails."""
+        first = next(batches, None)
+        if first is None:
+            raise StoreError(f"dataset {dataset!r}: nothing to write", hint="the input had no rows")
+        schema = _delta_schema(first.schema)
+
+        failed: list[BaseException] = []
+
+        def all_batches() -> Iterator[pa.RecordBatch]:
+            try:
+                for batch in itertools.chain([first], batches):
+                    if batch.num_rows:
+                        yield pa.Table.from_batches([batch]).cast(schema).to_batches()[0]
+            except BaseException as exc:  # the producer's own error, not the writer's
+                failed.append(exc)
+                raise
+
+        reader = pa.RecordBatchReader.from_batches(schema, all_batches())
+        try:
+            write_deltalake(
+                self.uri(dataset),
+                reader,
+                mode="append",
+                schema_mode="merge",
+                storage_options=self.storage_options or None,
+                commit_properties=self._props(meta, None),
+            )
+        except Exception as exc:
+            if failed:
+                raise failed[0] from None
+            raise StoreError(
+                f"dataset {dataset!r}: the scored batches could not be committed ({_first_line(exc)})",
+                hint="the table is unchanged; check that the output's column types match the dataset's",
             ) from exc
         return self.version(dataset)
 

@@ -16,6 +16,7 @@ from . import (  # noqa: F401  (registers the commands)
     ingest,
     models,
     monitor,
+    predict,
     schema,
     serve,
     simulate,
