@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .artifacts import ArtifactStore
 from .config.models import PromoteRule
-from .errors import GateRefused, NotFound, RegistryError, UsageError
+from .errors import ArtifactError, GateRefused, NotFound, RegistryError, UsageError
 from .flavors import load_flavor
 from .metadata import SCHEMA, Metadata, utcnow
 
@@ -326,6 +326,7 @@ class Registry:
         target = self.get(name, version)
         if target.status == "retired":
             raise RegistryError(f"{target.ref} is retired", hint="promote a version that is not retired")
+        self.verify(target)  # a corrupt or missing artifact is never promoted (serving could not load it)
         decision = self.check_gate(name, version, gate) if alias == CHAMPION else None
         if forced:
             if decision is not None and not decision.passed:
@@ -455,6 +456,17 @@ class Registry:
         return self.get(name, version)
 
     # -- reading ------------------------------------------------------------------------------
+    def verify(self, mv: ModelVersion) -> None:
+        """The version's artifact is there and hashes to its recorded sha256; ArtifactError (naming
+        the file) otherwise. Retired versions have no artifact to check."""
+        if mv.status == "retired" or not mv.artifact_sha256:
+            return
+        try:
+            self.artifacts.get_bytes(mv.artifact_sha256)
+        except ArtifactError as exc:
+            where = self.artifacts.path(mv.artifact_sha256)
+            raise ArtifactError(f"{mv.ref}: {exc.message} ({where})", hint=exc.hint) from None
+
     def note(
         self,
         name: str,

@@ -162,7 +162,9 @@ def promote(
     version: int | None = typer.Argument(None, help="the version to promote"),
     alias: str = typer.Option("champion", "--alias", help="champion (gated), challenger or any alias"),
     reason: str = typer.Option("promoted by hand", "--reason", help="recorded in the ledger"),
-    force: bool = typer.Option(False, "--force", help="skip the promote_if gate"),
+    force: bool = typer.Option(
+        False, "--force", help="promote even if the promote_if gate refuses (marked forced in the ledger)"
+    ),
     json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Point an alias (champion by default) at a version; the champion goes through the gate."""
@@ -176,15 +178,16 @@ def promote(
     try:
         number = registry.get(name, target).version
         gate = None
-        if not force and alias == "champion" and name in ws.project.models:
+        if alias == "champion" and name in ws.project.models:
             gate = ws.project.models[name].promote_if
-        mv = registry.promote(name, number, reason=reason, gate=gate, alias=alias)
+        # --force: the gate is still judged, and the ledger says it was forced past it
+        mv = registry.promote(name, number, reason=reason, gate=gate, alias=alias, forced=force)
     finally:
         ws.close()
     if json:
         emit_json(_summary(mv))
         return
-    console.print(f"{mv.ref} is now {alias}" + (" (gate skipped)" if force else ""))
+    console.print(f"{mv.ref} is now {alias}" + (" (forced past the gate)" if force else ""))
 
 
 @models_app.command("rollback")
@@ -230,6 +233,53 @@ def retire(
         emit_json(_summary(mv))
         return
     console.print(f"{mv.ref} retired")
+
+
+@models_app.command("verify")
+def verify(
+    ctx: typer.Context,
+    model: str | None = typer.Argument(None, help="a model (default: every model)"),
+    json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Check every version's artifact against its recorded sha256; exit 1 if one is missing or
+    corrupt (each named with its file)."""
+    from ..errors import ArtifactError, HeadraceError
+
+    ws, registry = _registry(ctx)
+    rows: list[dict[str, Any]] = []
+    try:
+        for mv in registry.list(model):
+            if mv.status == "retired":
+                state = "retired (no artifact)"
+            else:
+                try:
+                    registry.verify(mv)
+                    state = "ok"
+                except ArtifactError as exc:
+                    state = exc.one_line()
+            rows.append(
+                {"model": mv.name, "version": mv.version, "aliases": list(mv.aliases), "state": state}
+            )
+    finally:
+        ws.close()
+    bad = [r for r in rows if r["state"] != "ok" and not r["state"].startswith("retired")]
+    if json:
+        emit_json({"versions": rows, "bad": len(bad)})
+    else:
+        console.print(
+            table(
+                f"{len(rows)} versions checked, {len(bad)} bad",
+                ["model", "version", "aliases", "artifact"],
+                [[r["model"], r["version"], ", ".join(r["aliases"]), r["state"]] for r in rows],
+            )
+        )
+    if bad:
+        first = bad[0]
+        raise HeadraceError(
+            f"{len(bad)} version(s) have a missing or corrupt artifact, "
+            f"first {first['model']}@{first['version']}",
+            hint="retrain or restore them; never promote or deploy them",
+        )
 
 
 @models_app.command("history")
