@@ -12,8 +12,15 @@ the transformed feature vector and walk the fitted trees' node arrays.
 
 What cannot be compiled (an unknown transformer, a non-linear estimator) raises ``NotCompilable`` and
 the caller keeps the pipeline. ``compile_pipeline`` also checks the compiled model against the
-pipeline on probe records built from the fitted state, and refuses (``NotCompilable``) if any answer
-differs by more than ``tolerance``: a wrong fast path is never used.
+pipeline on probe records built from the fitted state (every category, unseen ones, empty strings,
+missing values, numbers up to ±:data:`FAST_PATH_MAX_ABS`), and refuses (``NotEquivalent``) if any
+answer differs by more than ``tolerance``: a wrong fast path is never used.
+
+The fast path answers only records it was checked on: numbers within ±``FAST_PATH_MAX_ABS``
+(:meth:`CompiledPipeline.accepts`). Beyond that, folding the scaler into the weights no longer rounds
+as the pipeline does, and the pipeline's own arithmetic may overflow (1e308 / a scale < 1 is
+infinity), so such a record goes to the pipeline, which answers or refuses it on every route alike.
+Non-finite numbers never get here: the input schema refuses them (``serve.schema``).
 """
 
 from __future__ import annotations
@@ -27,11 +34,27 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["CompiledPipeline", "NotCompilable", "compile_pipeline", "probe_records"]
+__all__ = [
+    "FAST_PATH_MAX_ABS",
+    "CompiledPipeline",
+    "NotCompilable",
+    "NotEquivalent",
+    "compile_pipeline",
+    "edge_records",
+    "probe_records",
+]
+
+# The largest magnitude of a number the fast path answers (the probe checks up to it); a float still
+# holds every integer up to 2**53 (9.007e15) exactly.
+FAST_PATH_MAX_ABS = 1e15
 
 
 class NotCompilable(Exception):
     """This pipeline has a step the fast path does not know; serve it with the pipeline itself."""
+
+
+class NotEquivalent(NotCompilable):
+    """The compiled arithmetic answered a probe record differently from the pipeline."""
 
 
 def _is_missing(value: Any) -> bool:
@@ -280,8 +303,10 @@ class CompiledPipeline:
     _scalar: bool = field(init=False, default=False)
     _num1: list[tuple[str, float | None, float]] = field(init=False, default_factory=list)
     _cat1: list[tuple[str, Any, dict[Any, float], float | None]] = field(init=False, default_factory=list)
+    _numbers: list[str] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
+        self._numbers = list(dict.fromkeys(n for n, _, _ in self.numeric))
         # one output (binary or regression): plain Python floats beat numpy calls for 20 terms
         self._scalar = self.constant.shape[0] == 1 and self.trees is None
         if self._scalar:
@@ -295,6 +320,17 @@ class CompiledPipeline:
     @property
     def classes(self) -> list[Any] | None:
         return self.link.classes
+
+    def accepts(self, record: Mapping[str, Any]) -> bool:
+        """Whether every number of ``record`` is within the range the probe checked (±FAST_PATH_MAX_ABS;
+        a missing value too); the pipeline answers the others."""
+        for name in self._numbers:
+            value = record.get(name)
+            if value is None:
+                continue
+            if not isinstance(value, float | int) or not -FAST_PATH_MAX_ABS <= value <= FAST_PATH_MAX_ABS:
+                return False  # NaN compares False too
+        return True
 
     def decision_one(self, record: Mapping[str, Any]) -> np.ndarray | float:
         if self.trees is not None:
@@ -485,18 +521,19 @@ def _feature_builder(
 
 
 def probe_records(compiled: CompiledPipeline, n: int = 64, seed: int = 0) -> list[dict[str, Any]]:
-    """Records that exercise every category, missing values, a spread of numbers, extreme numbers
-    (±1e9, ±1e15, 0), empty strings and unseen categories. Non-finite numbers never reach either
-    path (the input schema refuses them), so they are not probed."""
+    """Records that exercise every category, missing values, a spread of numbers, extreme numbers the
+    fast path answers (±1e9, ±FAST_PATH_MAX_ABS, 0, -0, the smallest subnormal), empty strings and
+    unseen categories. Numbers beyond that range are answered by the pipeline (:func:`edge_records`
+    probes them through the whole serving path)."""
     rng = np.random.default_rng(seed)
-    extremes = (1e9, -1e9, 1e15, -1e15, 0.0)
+    extremes = (1e9, -1e9, FAST_PATH_MAX_ABS, -FAST_PATH_MAX_ABS, 0.0, -0.0, 5e-324)
     records: list[dict[str, Any]] = []
     for i in range(n):
         record: dict[str, Any] = {}
         for j, (name, fill, _) in enumerate(compiled.numeric):
             if fill is not None and i % 7 == 3:
                 record[name] = None
-            elif i % 13 == 9:
+            elif i % 13 == 9 or i % 19 == 11:
                 record[name] = extremes[(i + j) % len(extremes)]
             else:
                 base = fill if fill is not None else 0.0
@@ -543,7 +580,56 @@ def _check(
             else compiled.predict_value_one(record)
         )
         if not np.allclose(got, want, rtol=1e-9, atol=tol):  # relative: extreme inputs, huge outputs
-            raise NotCompilable(f"compiled answers differ from the pipeline's ({got} vs {want})")
+            raise NotEquivalent(
+                f"compiled answers differ from the pipeline's on probe record {_shown(record)} "
+                f"({got} vs {want})"
+            )
+
+
+def _shown(record: Mapping[str, Any], limit: int = 160) -> str:
+    text = repr(dict(record))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def edge_records(
+    fields: Mapping[str, str],
+    base: Mapping[str, Any],
+    *,
+    categories: Mapping[str, Sequence[Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """``base`` (a valid record) with one field at a time set to what clients send at the edges:
+    non-finite numbers (inf, -inf, nan), extreme ones (±1e308, the largest float, just past
+    ±FAST_PATH_MAX_ABS, 2**63 and 10**400 as integers), empty and blank strings, unseen categories, a
+    known category with different case, null, and the field left out; then every field extreme at
+    once. ``fields``: name -> kind, as the input schema has them; ``categories``: known values."""
+    numbers: tuple[Any, ...] = (
+        math.inf,
+        -math.inf,
+        math.nan,
+        1e308,
+        -1e308,
+        1.7976931348623157e308,
+        FAST_PATH_MAX_ABS * 1.000001,
+        -FAST_PATH_MAX_ABS * 1.000001,
+        2**63,
+        -(2**63),
+        10**400,
+        None,
+    )
+    strings: tuple[Any, ...] = ("", " ", "a category never seen", None)
+    out: list[dict[str, Any]] = []
+    for name, kind in fields.items():
+        values = list(numbers if kind == "number" else strings)
+        known = [c for c in (categories or {}).get(name, ()) if isinstance(c, str) and c]
+        if known:
+            values.append(known[0].upper() if known[0].upper() != known[0] else known[0].lower())
+        for value in values:
+            out.append({**base, name: value})
+        out.append({k: v for k, v in base.items() if k != name})
+    numeric = [n for n, k in fields.items() if k == "number"]
+    for big in (1e308, -1e308, FAST_PATH_MAX_ABS * 10):
+        out.append({**base, **{n: big for n in numeric}, **{n: "" for n in fields if n not in numeric}})
+    return out
 
 
 class _Forest:

@@ -5,11 +5,21 @@ and uses that object to the end, so when the champion changes and ``check`` puts
 place (one dict assignment, atomic under the GIL), requests in flight finish on the old version and
 the next ones get the new; none fail. The new version is loaded and compiled *before* the switch,
 off the event loop, and a version that fails to load leaves the old one serving.
+
+The fast path and the pipeline give the same answer to every record, or the same refusal. The input
+schema refuses what neither should see (a non-finite number, a missing or unknown field) before
+either runs; the fast path answers only numbers within the range its load-time probe checked
+(``CompiledPipeline.accepts``) and the pipeline the rest; a number that overflows the model's
+arithmetic, or an answer that is not a finite number, is a 422 naming the field on both. At load,
+after compiling, the whole path is probed with edge records (non-finite, extreme, empty, unseen,
+missing; ``fastpath.edge_records``): any difference, or any error while compiling, leaves the model
+served by its pipeline with a warning.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -19,8 +29,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ..errors import NotFound, ServiceUnavailable
-from .fastpath import CompiledPipeline, NotCompilable, compile_pipeline
+from ..errors import DataError, HeadraceError, NotFound, ServiceUnavailable
+from .fastpath import (
+    FAST_PATH_MAX_ABS,
+    CompiledPipeline,
+    NotCompilable,
+    NotEquivalent,
+    compile_pipeline,
+    edge_records,
+    probe_records,
+)
 from .schema import InputSchema
 
 __all__ = ["FAST_PATH_MAX_ROWS", "ModelHost", "Served", "TabularAnswer"]
@@ -75,10 +93,17 @@ class Served:
         if not records:
             empty: list[dict[str, float]] | None = [] if self.task == "classification" else None
             return TabularAnswer([], empty, [], True)
-        if allow_fast and self.compiled is not None and len(records) <= FAST_PATH_MAX_ROWS:
+        compiled = self.compiled
+        if (
+            allow_fast
+            and compiled is not None
+            and len(records) <= FAST_PATH_MAX_ROWS
+            and all(compiled.accepts(r) for r in records)
+        ):
             answer = self._fast(records)
         else:
             answer = self._pipeline(records)
+        _check_finite(answer, records)
         notes = getattr(self.model, "notes", None)
         if notes is not None:
             found = notes(records)
@@ -112,6 +137,20 @@ class Served:
         return pl.DataFrame(records, schema=schema)
 
     def _pipeline(self, records: list[dict[str, Any]]) -> TabularAnswer:
+        # an extreme number may overflow the model's arithmetic (1e308 / a scale < 1): numpy's warning
+        # is silenced, the infinity it leaves is refused below or by scikit-learn's own input check
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            try:
+                return self._pipeline_answer(records)
+            except ValueError as exc:
+                text = str(exc)
+                if "infinity" in text or "too large" in text:
+                    raise _overflow(records) from None
+                if "contains NaN" in text:  # a model without an imputer, given null (or an overflow)
+                    raise _unanswerable(records) from None
+                raise
+
+    def _pipeline_answer(self, records: list[dict[str, Any]]) -> TabularAnswer:
         frame = self._frame(records)
         if self.task == "classification" and hasattr(self.model, "predict_proba"):
             proba = np.asarray(self.model.predict_proba(frame), dtype=np.float64)
@@ -129,6 +168,52 @@ class Served:
         scores = [float(v) for v in values] if self.task == "regression" else None
         probs = prediction.probabilities if isinstance(prediction.probabilities, list) else None
         return TabularAnswer(values, probs, scores, False)
+
+
+def _extreme_fields(records: list[dict[str, Any]]) -> tuple[int, list[str]]:
+    """The first record with numbers beyond the fast path's range, and those fields (the largest
+    number of the first record when none is)."""
+    for i, record in enumerate(records):
+        names = [n for n, v in record.items() if _number(v) and abs(v) > FAST_PATH_MAX_ABS]
+        if names:
+            return i, names
+    numbers = {n: abs(v) for n, v in (records[0] if records else {}).items() if _number(v)}
+    return 0, [max(numbers, key=lambda n: numbers[n])] if numbers else []
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, float | int) and not isinstance(value, bool)
+
+
+def _overflow(records: list[dict[str, Any]]) -> DataError:
+    i, names = _extreme_fields(records)
+    shown = ", ".join(f"{n!r} = {records[i][n]:.6g}" for n in names) if names else "a number"
+    return DataError(
+        f"record {i}: {shown} overflows this model's arithmetic (the answer would be infinite)",
+        hint=f"send numbers of the size the model was trained on (within ±{FAST_PATH_MAX_ABS:.0e} at most)",
+    )
+
+
+def _unanswerable(records: list[dict[str, Any]]) -> DataError:
+    i, names = _extreme_fields(records)
+    if names and any(abs(records[i][n]) > FAST_PATH_MAX_ABS for n in names):
+        return _overflow(records)
+    for i, record in enumerate(records):
+        for name, value in record.items():
+            if value is None:
+                return DataError(f"record {i}: field {name!r} needs a value", hint="send a number")
+    return _overflow(records)
+
+
+def _check_finite(answer: TabularAnswer, records: list[dict[str, Any]]) -> None:
+    """An answer holding inf or NaN (a regression target transform overflowing, say) is refused as
+    an overflow, whichever path gave it, instead of failing as JSON later."""
+    values: list[Any] = list(answer.scores or [])
+    for proba in answer.probabilities or []:
+        values.extend(proba.values() if isinstance(proba, dict) else [proba])
+    for value in values:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _overflow(records)
 
 
 def _compile(model: Any) -> tuple[CompiledPipeline | None, str | None]:
@@ -149,6 +234,9 @@ def _compile(model: Any) -> tuple[CompiledPipeline | None, str | None]:
             return None, "inputs that need casting are prepared by the pipeline path"
     try:
         return compile_pipeline(pipeline), None
+    except NotEquivalent as exc:
+        log.warning("the fast path is not used: %s; the pipeline serves this model", exc)
+        return None, str(exc)
     except NotCompilable as exc:
         return None, str(exc)
     except Exception as exc:  # a bug or an unforeseen model: the pipeline still serves it
@@ -158,6 +246,69 @@ def _compile(model: Any) -> tuple[CompiledPipeline | None, str | None]:
             exc,
         )
         return None, f"compiling failed ({type(exc).__name__}: {exc})"
+
+
+def _answered(answer: TabularAnswer) -> list[tuple[str, list[float]]]:
+    """Each record's label and numbers (class probabilities, or the value), to compare paths."""
+    if answer.probabilities is not None:
+        numbers = [[float(x) for x in p.values()] for p in answer.probabilities]
+    else:
+        numbers = [[float(x)] for x in answer.scores or []]
+    return [(str(label), row) for label, row in zip(answer.predictions, numbers, strict=True)]
+
+
+def probe_edges(served: Served, tolerance: float = 1e-9) -> str | None:
+    """Edge records (``fastpath.edge_records``: non-finite, extreme, empty, unseen, missing) through
+    the serving path with the fast path and with the pipeline alone: the first difference, described,
+    or None when every answer and every refusal is the same.
+
+    A record the input schema refuses is refused before either path runs, and one with a number
+    beyond the fast path's range is answered by the pipeline on both, so what is compared is every
+    record the fast path answers: each on its own against the pipeline's batch answer (record by
+    record where the batch is refused)."""
+    compiled = served.compiled
+    if compiled is None or served.schema is None:
+        return None
+    fields = served.schema.fields
+    base: dict[str, Any] = {name: None for name in fields}
+    base.update({k: v for k, v in probe_records(compiled, 1)[0].items() if k in fields})
+    categories = {name: list(table) for name, _, table, _ in compiled.categorical}
+    accepted: list[dict[str, Any]] = []
+    for record in edge_records(fields, base, categories=categories):
+        try:
+            (checked,) = served.schema.check([record])
+        except HeadraceError:
+            continue  # refused by the schema, before either path: the same on both
+        if compiled.accepts(checked):
+            accepted.append(checked)
+    if not accepted:
+        return None
+
+    def outcome(records: list[dict[str, Any]], fast: bool) -> Any:
+        try:
+            return _answered(served.predict_records(records, allow_fast=fast))
+        except HeadraceError as exc:
+            return ("refused", type(exc).__name__, str(exc))
+
+    try:
+        slow_all = _answered(served.predict_records(accepted, allow_fast=False))
+    except HeadraceError:
+        slow_all = None
+    for i, record in enumerate(accepted):
+        fast = outcome([record], True)
+        slow = [slow_all[i]] if slow_all is not None else outcome([record], False)
+        same = isinstance(fast, list) == isinstance(slow, list)
+        if same and isinstance(fast, list):
+            (fast_label, fast_numbers), (slow_label, slow_numbers) = fast[0], slow[0]
+            same = fast_label == slow_label and bool(
+                np.allclose(fast_numbers, slow_numbers, rtol=1e-9, atol=tolerance)
+            )
+        elif same:
+            same = fast == slow
+        if not same:
+            changed = {k: v for k, v in record.items() if base.get(k) != v}
+            return f"the fast path and the pipeline differ on {changed!r} ({fast} vs {slow})"
+    return None
 
 
 class ModelHost:
@@ -244,7 +395,15 @@ class ModelHost:
             else mv.threshold,
             classes=list(getattr(model, "classes_", None) or []) or None,
         )
-        if why and mv.task in ("classification", "regression"):
+        if served.compiled is not None:
+            try:
+                differs = probe_edges(served)
+            except Exception as exc:  # the probe itself failed: trust the pipeline alone
+                differs = f"the edge probe failed ({type(exc).__name__}: {exc})"
+            if differs is not None:
+                log.warning("%s@%s: %s; the pipeline serves it", name, served.version, differs)
+                served.compiled, served.not_compiled = None, differs
+        elif why and mv.task in ("classification", "regression"):
             log.info("%s@%s served by its pipeline: %s", name, served.version, why)
         return served
 
