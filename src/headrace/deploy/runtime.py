@@ -442,27 +442,23 @@ def create_bundle_app(
     from ..serve import create_app
     from .sagemaker import invocations_router
 
-    serving, canary, _gate = bundle_settings(bundle)
+    serving, canary, gate = bundle_settings(bundle)
     if link is None:
         # the bundle's version never moves: no reason to poll for a new champion often
         spec = serving.model_copy(update={"reload_seconds": 3600.0})
         app = create_app(bundle.registry(), spec, models=[bundle.name], title=f"headrace: {bundle.name}")
     else:
-        app = _connected_app(bundle, link, serving, canary, port)
+        app = _connected_app(bundle, link, serving, canary, port, gate)
     host = app.state.host
+    # /invocations answers through the app's one prediction path (canary, log, metrics)
     app.include_router(
-        invocations_router(
-            lambda records: answer_records(host, bundle.name, records),
-            columns=lambda: bundle.columns,
-            kinds=lambda: bundle.kinds,
-            ready=host.ready,
-        )
+        invocations_router(columns=lambda: bundle.columns, kinds=lambda: bundle.kinds, ready=host.ready)
     )
     return app
 
 
 def _connected_app(
-    bundle: BundleModel, link: ProjectLink, serving: Any, canary: Any, port: int | None
+    bundle: BundleModel, link: ProjectLink, serving: Any, canary: Any, port: int | None, gate: Any
 ) -> Any:
     import contextlib
 
@@ -491,6 +487,7 @@ def _connected_app(
         models=[bundle.name],
         title=f"headrace: {bundle.name}",
         canary=canary,
+        gates={bundle.name: gate} if gate is not None else None,  # the admin promote is gated too
     )
     app.state.host.ref = link.alias
     home = _Home(link, bundle, meta)
