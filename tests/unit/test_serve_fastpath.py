@@ -275,3 +275,45 @@ def test_a_fast_path_that_disagrees_at_the_edges_falls_back_with_a_warning(
     monkeypatch.undo()
     assert host.check("churn", force=True) and host.get("churn").compiled is not None  # the real one agrees
     assert probe_edges(host.get("churn")) is None
+
+
+def test_a_regression_answer_that_is_not_finite_is_refused_alike_on_both_paths():
+    """A regressor fitted to log(target): a large enough input makes exp() of its prediction
+    infinite. Both paths refuse it with the same 422 (instead of an answer JSON cannot carry)."""
+    from sklearn.pipeline import Pipeline
+
+    from headrace.config.models import FeatureSpec
+    from headrace.errors import DataError
+    from headrace.serve.schema import InputSchema
+    from headrace.train.features import build_features, plan_features, prepare
+    from headrace.train.tabular import TabularModel
+
+    frame = churn(600, seed=3).select("tenure", "Contract", "MonthlyCharges")
+    plan = plan_features(FeatureSpec(), frame.schema, exclude=["MonthlyCharges"])
+    pipe = Pipeline([("features", build_features(plan)), ("model", Ridge())])
+    pipe.fit(prepare(frame, plan), np.log(frame["MonthlyCharges"].to_numpy()))
+    model = TabularModel(pipe, task="regression", plan=plan, target="MonthlyCharges", target_transform="log")
+    from headrace.serve.host import _compile
+
+    compiled, why = _compile(model)
+    assert compiled is not None, why
+    served = Served(
+        name="charges",
+        version=1,
+        task="regression",
+        flavor="tabular",
+        model=model,
+        schema=InputSchema.from_signature(model.signature),
+        compiled=compiled,
+    )
+    ordinary = {"tenure": 12.0, "Contract": "One year"}
+    fast, slow = (served.predict_records([ordinary], allow_fast=f) for f in (True, False))
+    assert fast.fast and not slow.fast and np.isclose(fast.predictions[0], slow.predictions[0], rtol=1e-9)
+    huge = {"tenure": -1e15, "Contract": "One year"}  # within the fast path's range; exp() overflows
+    assert compiled.accepts(huge)
+    messages = set()
+    for allow_fast in (True, False):
+        with pytest.raises(DataError, match=r"record 0: 'tenure' = -1e\+15 overflows") as info:
+            served.predict_records([huge], allow_fast=allow_fast)
+        messages.add(str(info.value))
+    assert len(messages) == 1

@@ -117,7 +117,8 @@ class Served:
             values = [compiled.predict_value_one(r) for r in records]
             output = getattr(self.model, "output", None)  # a target transform undone, as the pipeline does
             if output is not None:
-                values = [float(v) for v in output(np.asarray(values, dtype=np.float64))]
+                with np.errstate(over="ignore"):  # exp of a huge value: inf, refused as the pipeline's is
+                    values = [float(v) for v in output(np.asarray(values, dtype=np.float64))]
             return TabularAnswer(values, None, values, True)
         names, classes = self._class_names, self.classes or []
         probabilities, labels, scores = [], [], []
