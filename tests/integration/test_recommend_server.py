@@ -3,6 +3,7 @@ seen items never return, events reach the interactions dataset, and Redis state 
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import httpx
@@ -96,6 +97,12 @@ def test_an_interaction_changes_the_next_recommendations(project):
     events = ratings.filter(pl.col("user_id") == 100001)
     assert sorted(events["item_id"].to_list()) == [4, 7, 10]
     assert events["ts"].min() > 1_600_000_000  # unix seconds, as the dataset holds them
+    # every served list is in the prediction log: the monitor's live hit rate and NDCG follow it
+    served = store.read("predictions").filter(pl.col("route") == "recommend")
+    assert served.height >= 6 and set(served["model"].to_list()) == {"recs"}
+    row = served.filter(pl.col("inputs").str.contains('"user_id":"5"')).row(0, named=True)
+    assert json.loads(row["inputs"])["k"] in (10, 30)
+    assert all("item_id" in item for item in json.loads(row["output"])["items"])
 
 
 def test_redis_state_is_shared_between_replicas(project, redis_url):

@@ -242,3 +242,33 @@ def test_a_forced_promote_needs_the_token_and_is_marked_forced(project):
             ]
             == 2
         )
+
+
+def test_a_failing_champion_is_logged_against_its_version(project):
+    """A champion that raises answers 500, and its failure is in the prediction log (route
+    predict_error, its version): the monitor's champion error rate counts it."""
+    from sklearn.linear_model import LogisticRegression
+
+    from headrace.train.tabular import TabularModel
+
+    registry, store = project
+    good = churn_model(n=400, seed=1)
+    broken = TabularModel(
+        type(good.pipeline)([*good.pipeline.steps[:-1], ("model", LogisticRegression())]),
+        task=good.task,
+        plan=good.plan,
+        classes=good.classes_,
+        threshold=good.threshold,
+        target=good.target,
+    )
+    mv = registry.register(
+        "churn", task="classification", flavor="tabular", artifact=broken.to_bytes(), signature=good.signature
+    )
+    registry.remove_alias("churn", "challenger", reason="test: no canary")
+    registry.promote("churn", mv.version, reason="test: a broken champion")
+    with serve_in_thread(_app(registry, store, None)) as url, httpx.Client(base_url=url) as client:
+        (record,) = churn_records(1, seed=3)
+        answer = client.post("/models/churn/predict", json={"records": [record]})
+        assert answer.status_code == 500 and "Traceback" not in answer.text
+    failures = store.read("predictions").filter(pl.col("route") == "predict_error")
+    assert failures.height == 1 and failures["version"].to_list() == [mv.version]

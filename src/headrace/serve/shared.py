@@ -180,15 +180,21 @@ class Serving:
         served = tabular(served)
         assert served.schema is not None
         records = served.schema.check(raw, where=where)
-        if pinned:
-            inline = not batch and served.compiled is not None and len(records) <= FAST_PATH_MAX_ROWS
-            if inline:
-                answer = served.predict_records(records)
+        try:
+            if pinned:
+                inline = not batch and served.compiled is not None and len(records) <= FAST_PATH_MAX_ROWS
+                if inline:
+                    answer = served.predict_records(records)
+                else:
+                    answer = await run_in_threadpool(served.predict_records, records, allow_fast=not batch)
             else:
-                answer = await run_in_threadpool(served.predict_records, records, allow_fast=not batch)
-        else:
-            key = self.router.key(request.headers, raw)
-            served, answer = await self.router.predict(served, records, key, batch=batch)
+                key = self.router.key(request.headers, raw)
+                served, answer = await self.router.predict(served, records, key, batch=batch)
+        except Exception as exc:
+            # the model itself failed (the request was valid): logged against the version that
+            # answers, so the monitor sees a champion's error rate as it sees a canary's
+            self.log_failure(served, f"{route}_error", records, exc, time.perf_counter() - started)
+            raise
         request.scope["headrace.version"] = served.version_label
         ids = [uuid.uuid4().hex for _ in records]
         self.log_predictions(served, route, records, answer, ids, time.perf_counter() - started)
@@ -227,6 +233,29 @@ class Serving:
                     "output": orjson.dumps(output, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
                     "score": None if scores is None else float(scores[i]),
                     "latency_ms": latency_ms,
+                },
+            )
+
+    def log_failure(
+        self, served: Served, route: str, records: list[dict[str, Any]], exc: BaseException, seconds: float
+    ) -> None:
+        if self.writer is None:
+            return
+        now = datetime.now(UTC)
+        output = orjson.dumps({"error": type(exc).__name__}).decode()
+        for record in records:
+            self.writer.put(
+                self.spec.prediction_log.dataset,
+                {
+                    "id": uuid.uuid4().hex,
+                    "ts": now,
+                    "model": served.name,
+                    "version": served.version,
+                    "route": route,
+                    "inputs": orjson.dumps(record, default=str).decode(),
+                    "output": output,
+                    "score": None,
+                    "latency_ms": seconds * 1000.0,
                 },
             )
 

@@ -155,7 +155,14 @@ async def _predict_images(s: Serving, served: Served, request: Request, started:
     }
     if s.writer is not None:
         now = datetime.now(UTC)
-        for i, label in enumerate(prediction.predictions):
+        probabilities = prediction.probabilities or [None] * len(images)
+        # the class probabilities go to the log: the monitor reads confidence and the class mix there
+        output = [
+            {"prediction": label, **({"probabilities": p} if p else {})}
+            for label, p in zip(prediction.predictions, probabilities, strict=True)
+        ]
+        top = [max(p.values()) if isinstance(p, dict) and p else None for p in probabilities]
+        for i in range(len(prediction.predictions)):
             s.writer.put(
                 s.spec.prediction_log.dataset,
                 {
@@ -165,8 +172,8 @@ async def _predict_images(s: Serving, served: Served, request: Request, started:
                     "version": served.version,
                     "route": "predict",
                     "inputs": orjson.dumps({"bytes": len(images[i])}).decode(),
-                    "output": orjson.dumps({"prediction": label}, default=str).decode(),
-                    "score": None,
+                    "output": orjson.dumps(output[i], default=str).decode(),
+                    "score": top[i],
                     "latency_ms": (time.perf_counter() - started) * 1000.0,
                 },
             )

@@ -4,9 +4,11 @@ the interactions dataset through the prediction-log writer)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -85,6 +87,21 @@ def build(s: Serving) -> APIRouter:
             if not any(resolve(i) is not None for i in (history or {})):
                 doc["notes"] = ["unknown user with no history: the most popular items"]
                 metrics.child(metrics.notes, served.name, served.version_label, "popular_fallback").inc()
+        if s.writer is not None:  # the served list: the monitor's live hit rate and NDCG follow it
+            s.writer.put(
+                s.spec.prediction_log.dataset,
+                {
+                    "id": uuid.uuid4().hex,
+                    "ts": datetime.now(UTC),
+                    "model": served.name,
+                    "version": served.version,
+                    "route": "recommend",
+                    "inputs": orjson.dumps({"user_id": user_id, "k": k}).decode(),
+                    "output": orjson.dumps({"items": doc["items"]}, default=str).decode(),
+                    "score": None,
+                    "latency_ms": None,
+                },
+            )
         return json_response(doc)
 
     @router.post("/interactions", status_code=202, openapi_extra={"requestBody": _INTERACTION_BODY})
