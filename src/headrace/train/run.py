@@ -727,6 +727,8 @@ def train_model(
         champion = _champion(registry, name)
         if champion is not None and (champion.dataset, champion.data_version) != (spec.dataset, version):
             details["champion_rescored"] = _rescore_champion(registry, champion, frame, result, n_jobs)
+        # every training row's out-of-fold prediction (the kept configuration's, target units): the
+        # report's curves, and the prediction-drift reference (monitor.drift.reference_scores)
         oof_sha = registry.artifacts.put_bytes(_parquet(result.oof))
         details["oof_sha256"] = oof_sha
         code, versions = code_version(project_root)
