@@ -5,7 +5,7 @@ model's ``predict_proba`` on the whole data held in memory as one frame.
 
 A churn-like dataset of ``--rows`` rows is written to a Delta table (1M rows a commit), a logistic
 regression pipeline (one-hot + scaling) is trained on 50,000 of them, then, each in a process of its
-own so that its peak memory (ru_maxrss) is its own:
+own so that its peak memory (VmHWM) is its own:
 
 1. ours: ``score_dataset`` streams the table in chunks, scores each with the pipeline and writes the
    scores (ids, prediction, score, model and data versions, batch id) in one commit;
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from _memory import peak_mb  # noqa: E402
+
 SPEC = {
     "task": "classification",
     "dataset": "train",
@@ -39,10 +40,6 @@ SPEC = {
     "candidates": [{"estimator": "logistic_regression"}],
     "validation": {"strategy": "holdout"},
 }
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def prepare(folder: Path, rows: int) -> None:
@@ -80,7 +77,7 @@ def ours(folder: Path, chunk_rows: int) -> dict[str, float]:
     started = time.perf_counter()
     result = score_dataset(store, registry, "churn", "customers", "scores", chunk_rows=chunk_rows)
     seconds = time.perf_counter() - started
-    return {"rows": result.rows, "seconds": seconds, "peak_mb": _peak_mb()}
+    return {"rows": result.rows, "seconds": seconds, "peak_mb": peak_mb()}
 
 
 def limit(folder: Path) -> dict[str, float]:
@@ -97,7 +94,7 @@ def limit(folder: Path) -> dict[str, float]:
     started = time.perf_counter()
     proba = model.pipeline.predict_proba(prepared)
     seconds = time.perf_counter() - started
-    return {"rows": len(proba), "seconds": seconds, "peak_mb": _peak_mb()}
+    return {"rows": len(proba), "seconds": seconds, "peak_mb": peak_mb()}
 
 
 def _child(role: str, folder: Path, chunk_rows: int) -> dict[str, float]:

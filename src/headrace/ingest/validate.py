@@ -769,8 +769,13 @@ def _duplicate_in_batch(work: pl.DataFrame, cols: list[str]) -> pl.Expr:
 def _already_known(work: pl.DataFrame, cols: list[str], existing_keys: pl.DataFrame) -> pl.Expr:
     key = pl.col(cols[0]) if len(cols) == 1 else pl.struct(cols)
     present = pl.all_horizontal([pl.col(k).is_not_null() for k in cols])
-    existing = existing_keys.select(cols).unique()
-    existing = existing.with_columns([pl.col(k).cast(work.schema[k], strict=False) for k in cols])
+    # only the dataset's keys this chunk also holds: the chunk's few keys are hashed and the dataset's
+    # many scanned once (hashing every known key for every chunk made a big file's load quadratic)
+    wanted = work.select(cols).unique()
+    existing = existing_keys.select(cols).with_columns(
+        [pl.col(k).cast(work.schema[k], strict=False) for k in cols]
+    )
+    existing = existing.join(wanted, on=cols, how="semi", nulls_equal=False).unique()
     known_keys = existing.to_series() if len(cols) == 1 else existing.select(pl.struct(cols)).to_series()
     return (present & key.is_in(known_keys.implode())).fill_null(False)
 
