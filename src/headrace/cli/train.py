@@ -46,7 +46,11 @@ def train(
         None, "--reproduce", help="retrain this version from its recorded data version, spec and seed"
     ),
     scheduler: str | None = typer.Option(
-        None, "--scheduler", help="Dask scheduler for the folds, e.g. tcp://10.0.0.5:8786"
+        None,
+        "--scheduler",
+        envvar="HEADRACE_DASK",
+        help="Dask scheduler, e.g. tcp://10.0.0.5:8786: the search and folds run on its workers, which "
+        "read the dataset version from the store themselves (the store URL must reach them)",
     ),
     jobs: int | None = typer.Option(None, "--jobs", "-j", help="outer folds in parallel (-1: every core)"),
     promote: bool = typer.Option(False, "--promote", help="promote through the promote_if gate"),

@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import polars as pl
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
 from threadpoolctl import threadpool_limits
 
 from ..config.models import Candidate, ModelSpec
-from ..errors import ConfigError, DataError, NotFound
+from ..errors import ConfigError, DataError, NotFound, UsageError
 from ..metadata import finish_training_run, start_training_run
 from ..registry import ModelVersion, Registry
 from ..store import Store
@@ -40,13 +41,21 @@ from .target import forward
 from .thresholds import ThresholdChoice, choose_threshold, threshold_spec
 from .validation import (
     CandidateConfig,
+    DataRef,
     FoldResult,
+    Recipe,
     Selector,
     build_selector,
     check_validation,
+    dask_client,
+    inner_splitter,
+    labels_digest,
     outer_splitter,
     pooled_choice,
+    prefetch,
     run_folds,
+    run_nested_on_dask,
+    splits_digest,
     strip_resampling,
 )
 
@@ -363,22 +372,11 @@ def _importance(results: Sequence[FoldResult]) -> list[dict[str, Any]]:
     ]
 
 
-def fit_and_validate(
-    name: str,
-    spec: ModelSpec,
-    frame: pl.DataFrame,
-    *,
-    n_jobs: int | None = None,
-    scheduler: Any = None,
-    importance: bool | None = None,
-    progress: Any = None,
-) -> TrainResult:
-    """Validate the spec's candidates on ``frame`` by nested cross-validation, choose one
-    configuration by the inner scores pooled over the outer folds, choose the threshold on its
-    out-of-fold predictions, and fit it on all rows. ``progress(done, total, label)`` is called as
-    each outer fold ends."""
-    started = time.perf_counter()
-    candidates = check_spec(name, spec)
+def _labelled(
+    spec: ModelSpec, frame: pl.DataFrame
+) -> tuple[pl.DataFrame, np.ndarray, list[Any] | None, np.ndarray | None]:
+    """The rows training uses, in its order, with the encoded target, its classes and the groups:
+    the driver's and every Dask worker's rows alike."""
     vspec = spec.validation
     if vspec.strategy == "time_series_split":
         if vspec.time_column is None:
@@ -388,20 +386,80 @@ def fit_and_validate(
         else:
             frame = frame.sort(vspec.time_column)
     frame, y, classes = _target(frame, spec)
-    task = spec.task
-    transform = spec.target_transform if task == "regression" else None
-    forward(transform, y, target=spec.target or "target")  # a value the transform cannot take: say so now
-    n_classes = len(classes) if classes is not None else 0
     groups = None
-    exclude = [spec.target or ""]
     if vspec.group:
         if vspec.group not in frame.columns:
             raise DataError(f"validation.group {vspec.group!r} is not in the dataset")
         groups = frame[vspec.group].cast(pl.String).to_numpy()
+    return frame, y, classes, groups
+
+
+def worker_rows(
+    frame: pl.DataFrame, spec: ModelSpec, plan: Any
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
+    """What a Dask worker makes of the dataset it read: the driver's ``X``, ``y`` and groups."""
+    frame, y, _, groups = _labelled(spec, frame)
+    return prepare(frame, plan), y, groups
+
+
+def fit_and_validate(
+    name: str,
+    spec: ModelSpec,
+    frame: pl.DataFrame,
+    *,
+    n_jobs: int | None = None,
+    scheduler: Any = None,
+    source: DataRef | None = None,
+    importance: bool | None = None,
+    progress: Any = None,
+) -> TrainResult:
+    """Validate the spec's candidates on ``frame`` by nested cross-validation, choose one
+    configuration by the inner scores pooled over the outer folds, choose the threshold on its
+    out-of-fold predictions, and fit it on all rows. ``progress(done, total, label)`` is called as
+    each outer fold ends.
+
+    ``scheduler`` (a Dask address or client): the search, the folds and the final fit run on that
+    cluster, whose workers read ``source`` (the dataset version ``frame`` is) from the store
+    themselves; the results are the one-process run's."""
+    if scheduler is None:
+        return _fit_and_validate(name, spec, frame, n_jobs, None, None, importance, progress)
+    check_spec(name, spec)  # before connecting
+    if source is None:
+        raise UsageError(
+            "a Dask run needs the dataset's place in the store (source=DataRef...): its workers read "
+            "the rows themselves",
+            hint="use train_model (or 'headrace train --scheduler'), which passes it",
+        )
+    with dask_client(scheduler) as client:
+        prefetch(client, source)  # the workers read the table while the driver prepares
+        return _fit_and_validate(name, spec, frame, n_jobs, client, source, importance, progress)
+
+
+def _fit_and_validate(
+    name: str,
+    spec: ModelSpec,
+    frame: pl.DataFrame,
+    n_jobs: int | None,
+    client: Any,
+    source: DataRef | None,
+    importance: bool | None,
+    progress: Any,
+) -> TrainResult:
+    started = time.perf_counter()
+    candidates = check_spec(name, spec)
+    vspec = spec.validation
+    frame, y, classes, groups = _labelled(spec, frame)
+    task = spec.task
+    transform = spec.target_transform if task == "regression" else None
+    forward(transform, y, target=spec.target or "target")  # a value the transform cannot take: say so now
+    n_classes = len(classes) if classes is not None else 0
+    exclude = [spec.target or ""]
+    if vspec.group:
         exclude.append(vspec.group)
     features, notes = _sensible_features(spec, frame, exclude)
     plan = plan_features(features, frame.schema, exclude=exclude)
-    X = prepare(frame, plan)
+    # on Dask the workers prepare the rows; the driver only needs their number to split
+    X = prepare(frame, plan) if client is None else np.empty((len(y), 0))
     metric = vspec.metric or M.default_metric(task)
     scoring = M.scorer(metric, task, max(n_classes, 2))
     minority = None
@@ -425,7 +483,7 @@ def fit_and_validate(
         target_transform=transform,
     )
     splitter = outer_splitter(vspec, task, spec.seed)
-    splits = list(splitter.split(X, y, groups))
+    splits = [(np.asarray(a), np.asarray(b)) for a, b in splitter.split(X, y, groups)]
     jobs = vspec.n_jobs if n_jobs is None else n_jobs
     do_importance = vspec.importance if importance is None else importance
     log.info(
@@ -444,37 +502,72 @@ def fit_and_validate(
         "importance": do_importance,
         "seed": spec.seed,
         "n_jobs": jobs,
-        "scheduler": scheduler,
     }
 
     def folds_done(label: str) -> Any:
         return None if progress is None else lambda done, total: progress(done, total, label)
 
-    stage = f"{len(splits)} folds x {int(selector.configurations)} configurations"
-    nested = run_folds(selector, X, y, splits, progress=folds_done(stage), **fold_args)
-    # One configuration for the model that is kept: the best by the inner scores pooled over every
-    # outer fold. Its outer-fold predictions are those of each fold whose own winner it was, and a
-    # refit on the others' training rows.
-    pooled = pooled_choice(nested)
-    final_selector = selector
-    results = nested
-    if pooled is not None:
-        pick, inner_scores = pooled
-        params = nested[0].extra["inner"][pick]["params"]
-        final_selector = selector.fixed(params)
-        redo = [r.fold for r in nested if r.extra.get("best") != pick]
-        if redo:
-            refit = run_folds(
-                final_selector,
-                X,
-                y,
-                [splits[i] for i in redo],
-                folds=redo,
-                progress=folds_done(f"{len(redo)} folds refitted with the chosen configuration"),
-                **fold_args,
-            )
-            again = {r.fold: r for r in refit}
-            results = [again.get(r.fold, r) for r in nested]
+    final: Any = None
+    if client is not None:
+        assert source is not None
+        recipe = Recipe(
+            source,
+            worker_rows,
+            (spec, plan),
+            rows=len(y),
+            digest=labels_digest(y),
+            splits_digest=splits_digest(splits),
+            outer=splitter,
+            inner=inner_splitter(vspec, task, spec.seed),
+            target_transform=transform,
+        )
+        ran = run_nested_on_dask(
+            client,
+            recipe,
+            selector,
+            splits,
+            task=task,
+            n_classes=n_classes,
+            importance=do_importance,
+            seed=spec.seed,
+            progress=progress,
+        )
+        nested, results, pooled, final_selector, final = (
+            ran.nested,
+            ran.results,
+            ran.pooled,
+            ran.final_selector,
+            ran.final,
+        )
+        if pooled is not None:
+            pick, inner_scores = pooled
+            params = nested[0].extra["inner"][pick]["params"]
+    else:
+        stage = f"{len(splits)} folds x {int(selector.configurations)} configurations"
+        nested = run_folds(selector, X, y, splits, progress=folds_done(stage), **fold_args)
+        # One configuration for the model that is kept: the best by the inner scores pooled over every
+        # outer fold. Its outer-fold predictions are those of each fold whose own winner it was, and a
+        # refit on the others' training rows.
+        pooled = pooled_choice(nested)
+        final_selector = selector
+        results = nested
+        if pooled is not None:
+            pick, inner_scores = pooled
+            params = nested[0].extra["inner"][pick]["params"]
+            final_selector = selector.fixed(params)
+            redo = [r.fold for r in nested if r.extra.get("best") != pick]
+            if redo:
+                refit = run_folds(
+                    final_selector,
+                    X,
+                    y,
+                    [splits[i] for i in redo],
+                    folds=redo,
+                    progress=folds_done(f"{len(redo)} folds refitted with the chosen configuration"),
+                    **fold_args,
+                )
+                again = {r.fold: r for r in refit}
+                results = [again.get(r.fold, r) for r in nested]
     oof = _oof(results, y, task, n_classes)
     choice: ThresholdChoice | None = None
     if task == "classification" and n_classes == 2:
@@ -485,13 +578,14 @@ def fit_and_validate(
     fold_scores = score_folds(results, y, task, n_classes, threshold)
     nested_scores = score_folds(nested, y, task, n_classes, threshold) if pooled is not None else None
 
-    final = clone(final_selector.estimator)
-    with threadpool_limits(max(1, jobs)), warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=UserWarning)
-        if groups is not None and isinstance(final, GridSearchCV | RandomizedSearchCV):
-            final.fit(X, forward(transform, y), groups=groups)
-        else:
-            final.fit(X, forward(transform, y))
+    if final is None:  # fitted on the cluster beside the folds on Dask
+        final = clone(final_selector.estimator)
+        with threadpool_limits(max(1, jobs)), warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)
+            if groups is not None and isinstance(final, GridSearchCV | RandomizedSearchCV):
+                final.fit(X, forward(transform, y), groups=groups)
+            else:
+                final.fit(X, forward(transform, y))
     chosen, inner = final_selector.describe(final)
     candidates_table: list[dict[str, Any]] = []
     if pooled is not None:
@@ -710,8 +804,7 @@ def train_model(
     meta = registry.meta if registry is not None else None
     run_id = start_training_run(meta, name, spec.dataset)
     try:
-        frame = store.read(spec.dataset, version)
-        result = fit_and_validate(name, spec, frame, n_jobs=n_jobs, scheduler=scheduler, progress=progress)
+        frame, result = _read_and_fit(name, spec, store, version, n_jobs, scheduler, progress)
         result.data_version = version
         if registry is None or not register:
             finish_training_run(
@@ -776,6 +869,24 @@ def train_model(
         result.promoted = True
         result.version = registry.get(name, mv.version)
     return result
+
+
+def _read_and_fit(
+    name: str, spec: ModelSpec, store: Store, version: int, n_jobs: int | None, scheduler: Any, progress: Any
+) -> tuple[pl.DataFrame, TrainResult]:
+    """The dataset version, read, and the model trained on it. On Dask the workers start reading the
+    same version from the store before the driver does."""
+    if scheduler is None:
+        frame = store.read(spec.dataset, version)
+        return frame, fit_and_validate(name, spec, frame, n_jobs=n_jobs, progress=progress)
+    source = DataRef.of(store, spec.dataset, version)
+    with dask_client(scheduler) as client:
+        prefetch(client, source)
+        frame = store.read(spec.dataset, version)
+        result = fit_and_validate(
+            name, spec, frame, n_jobs=n_jobs, scheduler=client, source=source, progress=progress
+        )
+    return frame, result
 
 
 def _champion(registry: Registry, name: str) -> ModelVersion | None:

@@ -9,31 +9,43 @@ folds (:func:`pooled_choice`), so one odd fold cannot swing the choice to a weak
 outer-fold estimate is reported beside the fully nested one (``run.py``). With one configuration
 there is nothing to select and the outer folds fit it directly.
 
-Outer folds run through joblib (``n_jobs`` processes), or on a Dask cluster when a scheduler address
-is given (joblib's dask backend; the same code path).
+Outer folds run through joblib (``n_jobs`` processes) in one machine. On a Dask cluster
+(:func:`run_nested_on_dask`) nothing but small task descriptions leaves the driver: each worker reads the
+pinned dataset version from the store itself (:class:`DataRef`, once per worker, cached) and prepares
+the same rows, folds and inner folds the driver has; the tasks are one inner fit of one configuration
+(outer fold x inner fold x configuration), then the outer-fold fits of each fold's winner and of the
+pooled choice, beside the final fit on every row. Each task is the very computation the one-process
+search runs (the same clone, slices, scorer and mean), so the results are the same.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import math
+import pickle
+import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed, parallel_config
+from joblib import Parallel, delayed
 from sklearn.base import clone
 from sklearn.inspection import permutation_importance
 from sklearn.model_selection import (
     GridSearchCV,
     GroupKFold,
     KFold,
+    ParameterGrid,
+    ParameterSampler,
     RandomizedSearchCV,
     RepeatedKFold,
     RepeatedStratifiedKFold,
@@ -47,12 +59,13 @@ from sklearn.preprocessing import OneHotEncoder
 from threadpoolctl import threadpool_limits
 
 from ..config.models import ValidationSpec
-from ..errors import ConfigError, ServiceUnavailable
+from ..errors import ConfigError, DataError, ServiceUnavailable
 from .estimators import check_int, check_number
 from .target import forward, inverse
 
 __all__ = [
     "CandidateConfig",
+    "DataRef",
     "FoldResult",
     "Selector",
     "build_selector",
@@ -60,7 +73,9 @@ __all__ = [
     "inner_splitter",
     "outer_splitter",
     "pooled_choice",
+    "prefetch",
     "run_folds",
+    "run_nested_on_dask",
     "strip_resampling",
 ]
 
@@ -315,7 +330,10 @@ def pooled_choice(results: Sequence[FoldResult]) -> tuple[int, np.ndarray] | Non
     """The configuration with the best inner-CV score averaged over every outer fold (each fold's
     inner scores are of its own training rows only), and that score matrix (folds x configurations);
     None when there was no search."""
-    tables = [r.extra.get("inner") for r in results]
+    return _pooled([r.extra.get("inner") for r in results])
+
+
+def _pooled(tables: Sequence[list[dict[str, Any]] | None]) -> tuple[int, np.ndarray] | None:
     if not tables or any(t is None for t in tables):
         return None
     width = {len(t) for t in tables if t is not None}
@@ -387,35 +405,6 @@ def column_importance(
     return {str(c): out[str(c)] for c in X.columns}
 
 
-@contextmanager
-def _backend(scheduler: Any, n_jobs: int) -> Iterator[int]:
-    """joblib's backend for the folds: loky processes, or the Dask cluster at ``scheduler``."""
-    if scheduler is None:
-        yield n_jobs
-        return
-    try:
-        from distributed import Client
-    except ImportError as exc:
-        raise ConfigError(
-            "--scheduler needs dask.distributed, which is not installed",
-            hint="pip install 'headrace[dask]'",
-        ) from exc
-    own = not hasattr(scheduler, "submit")
-    try:
-        client = Client(scheduler, timeout="10s", set_as_default=False) if own else scheduler
-    except (OSError, TimeoutError) as exc:
-        raise ServiceUnavailable(
-            f"Dask scheduler {scheduler} is unreachable ({exc})",
-            hint="start it with 'dask scheduler' and workers, or leave out --scheduler",
-        ) from exc
-    try:
-        with client.as_current(), parallel_config(backend="dask"):
-            yield -1
-    finally:
-        if own:
-            client.close()
-
-
 def run_folds(
     selector: Selector,
     X: pd.DataFrame,
@@ -428,27 +417,397 @@ def run_folds(
     importance: bool = True,
     seed: int = 0,
     n_jobs: int = 1,
-    scheduler: Any = None,
     folds: Sequence[int] | None = None,
     progress: Any = None,
 ) -> list[FoldResult]:
-    """Fit and score every outer fold, in parallel (joblib) or on a Dask cluster. ``folds``: the
-    numbers of the given splits (0, 1, ... by default); ``progress(done, total)`` is called as each
-    fold ends."""
+    """Fit and score every outer fold in parallel (joblib processes). ``folds``: the numbers of the
+    given splits (0, 1, ... by default); ``progress(done, total)`` is called as each fold ends. On a
+    Dask cluster: :func:`run_nested_on_dask`."""
     numbers = list(folds) if folds is not None else list(range(len(splits)))
     results: list[FoldResult] = []
-    with _backend(scheduler, n_jobs) as jobs:
-        # folds as they end (for progress), except on Dask, whose joblib backend returns them at once
-        order = "list" if scheduler is not None else "generator_unordered"
-        parallel = Parallel(n_jobs=min(jobs, len(splits)) if jobs > 0 else jobs, return_as=order)
-        for result in parallel(
-            delayed(_fit_fold)(i, selector, X, y, groups, train, test, task, n_classes, importance, seed)
-            for i, (train, test) in zip(numbers, splits, strict=True)
-        ):
-            results.append(result)
-            if progress is not None:
-                progress(len(results), len(splits))
+    jobs = min(n_jobs, len(splits)) if n_jobs > 0 else n_jobs
+    parallel = Parallel(n_jobs=jobs, return_as="generator_unordered")
+    for result in parallel(
+        delayed(_fit_fold)(i, selector, X, y, groups, train, test, task, n_classes, importance, seed)
+        for i, (train, test) in zip(numbers, splits, strict=True)
+    ):
+        results.append(result)
+        if progress is not None:
+            progress(len(results), len(splits))
     return sorted(results, key=lambda r: r.fold)
+
+
+# -- Dask: the rows read by the workers, the search spread over the cluster ------------------------
+
+
+@dataclass(frozen=True)
+class DataRef:
+    """A pinned dataset version in a store: all a Dask worker needs to read the training rows itself.
+
+    ``storage_options`` travel with the tasks (the workers open the store with them); a local store is
+    named by its absolute path, which every worker must see (one machine, or a shared file system)."""
+
+    store: str
+    dataset: str
+    version: int
+    storage_options: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, store: Any, dataset: str, version: int) -> DataRef:
+        root = str(store.root)
+        if "://" not in root:
+            root = str(Path(root).resolve())
+        options = tuple(sorted((str(k), str(v)) for k, v in (store.storage_options or {}).items()))
+        return cls(root, dataset, int(version), options)
+
+    def read(self) -> Any:
+        from ..store import Store
+
+        return Store(self.store, dict(self.storage_options)).read(self.dataset, self.version)
+
+    def __str__(self) -> str:
+        return f"{self.store}/{self.dataset}@{self.version}"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a worker turns the dataset into the driver's rows: ``prepare(frame, *args)`` (a module-level
+    function, pickled by name) gives ``(X, y, groups)``; ``outer`` and ``inner`` are the splitters.
+    ``rows``, ``digest`` (of ``y``) and ``splits_digest`` are the driver's, checked on the worker."""
+
+    source: DataRef
+    prepare: Callable[..., tuple[pd.DataFrame, np.ndarray, np.ndarray | None]]
+    args: tuple[Any, ...]
+    rows: int
+    digest: str
+    splits_digest: str
+    outer: Any
+    inner: Any
+    target_transform: str | None = None
+
+    @property
+    def key(self) -> str:
+        blob = pickle.dumps((self.source, self.prepare.__qualname__, self.args, self.rows, self.digest))
+        return hashlib.sha256(blob).hexdigest()
+
+
+def labels_digest(y: np.ndarray) -> str:
+    """A fingerprint of the labels: the worker's rows must be the driver's."""
+    return hashlib.sha256(np.ascontiguousarray(y).tobytes()).hexdigest()[:32]
+
+
+def splits_digest(splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> str:
+    """A fingerprint of the outer folds: the worker's must be the driver's."""
+    h = hashlib.sha256()
+    for train, test in splits:
+        h.update(np.asarray(train, dtype=np.int64).tobytes())
+        h.update(b"|")
+        h.update(np.asarray(test, dtype=np.int64).tobytes())
+        h.update(b"/")
+    return h.hexdigest()[:32]
+
+
+@dataclass
+class _Rows:
+    source: DataRef
+    X: pd.DataFrame
+    y: np.ndarray
+    groups: np.ndarray | None
+    splits: list[tuple[np.ndarray, np.ndarray]]
+    outer: dict[int, tuple[pd.DataFrame, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]] = field(
+        default_factory=dict
+    )
+
+
+# Per worker process, the rows of the run at hand (a new run's replace them): the table is read once
+# per worker, not once per task. ``_READ``: a table read ahead (:func:`prefetch`) while the driver
+# prepares. Reads are counted so that a test can see each worker read the table once.
+_ROWS: dict[str, _Rows] = {}
+_READ: dict[DataRef, Any] = {}
+_READS: Counter[str] = Counter()
+_LOCK = threading.Lock()
+
+
+def worker_loads() -> dict[str, int]:
+    """How many times this process read each dataset version (``store/dataset@version``: count)."""
+    return dict(_READS)
+
+
+def _read(source: DataRef) -> Any:
+    """The table, read ahead or now; call with ``_LOCK`` held."""
+    frame = _READ.pop(source, None)
+    if frame is None:
+        frame = source.read()
+        _READS[str(source)] += 1
+    return frame
+
+
+def _read_ahead(source: DataRef) -> None:
+    with _LOCK:
+        if source in _READ or any(rows.source == source for rows in _ROWS.values()):
+            return
+        _READ.clear()
+        _READ[source] = source.read()
+        _READS[str(source)] += 1
+
+
+def prefetch(client: Any, source: DataRef) -> None:
+    """Have every worker read ``source`` now, while the driver reads and prepares: the tasks that
+    follow find it read. Returns at once."""
+    from distributed import fire_and_forget
+
+    for worker in client.scheduler_info().get("workers", {}):
+        fire_and_forget(client.submit(_read_ahead, source, workers=[worker], pure=False, priority=10))
+
+
+def _rows(recipe: Recipe) -> _Rows:
+    key = recipe.key
+    with _LOCK:
+        rows = _ROWS.get(key)
+        if rows is None:
+            _ROWS.clear()  # the previous run's rows: one run's are kept
+            X, y, groups = recipe.prepare(_read(recipe.source), *recipe.args)
+            if len(y) != recipe.rows or labels_digest(y) != recipe.digest:
+                raise DataError(
+                    f"a Dask worker read {recipe.source} as {len(y)} labelled rows that are not the "
+                    f"driver's {recipe.rows}",
+                    hint="the workers must open the driver's store (the same URL and storage_options)",
+                )
+            splits = [(np.asarray(a), np.asarray(b)) for a, b in recipe.outer.split(X, y, groups)]
+            if splits_digest(splits) != recipe.splits_digest:
+                raise DataError(
+                    f"a Dask worker split {recipe.source} into folds that are not the driver's",
+                    hint="the workers and the driver must run the same scikit-learn version",
+                )
+            rows = _Rows(recipe.source, X, y, groups, splits)
+            _ROWS[key] = rows
+        return rows
+
+
+def _outer_rows(
+    recipe: Recipe, rows: _Rows, fold: int
+) -> tuple[pd.DataFrame, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """An outer fold's training rows as the search inside it sees them (``X.iloc[train]``, the
+    transformed target) and its inner splits; the last two folds' are kept."""
+    with _LOCK:
+        hit = rows.outer.get(fold)
+        if hit is None:
+            train = rows.splits[fold][0]
+            X_train = rows.X.iloc[train]
+            y_train = forward(recipe.target_transform, rows.y[train])
+            g_train = rows.groups[train] if rows.groups is not None else None
+            inner = [(np.asarray(a), np.asarray(b)) for a, b in recipe.inner.split(X_train, y_train, g_train)]
+            hit = (X_train, y_train, inner)
+            while len(rows.outer) >= 2:
+                rows.outer.pop(next(iter(rows.outer)))
+            rows.outer[fold] = hit
+        return hit
+
+
+def _inner_task(
+    recipe: Recipe, search: Any, fold: int, split: int, params: dict[str, Any]
+) -> tuple[float, float]:
+    """One configuration fitted on one inner training fold of one outer fold, scored on its inner test
+    fold by the search's own code (a one-point grid on that one split): the score the one-process
+    search computes. Returns the score and the seconds."""
+    started = time.perf_counter()
+    X_train, y_train, inner = _outer_rows(recipe, _rows(recipe), fold)
+    one = GridSearchCV(
+        search.estimator,
+        [{k: [v] for k, v in params.items()}],
+        scoring=search.scoring,
+        cv=[inner[split]],
+        refit=False,
+        n_jobs=1,
+        error_score="raise",
+    )
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        one.fit(X_train, y_train)
+    return float(one.cv_results_["split0_test_score"][0]), time.perf_counter() - started
+
+
+def _outer_task(
+    recipe: Recipe, selector: Selector, fold: int, task: str, n_classes: int, importance: bool, seed: int
+) -> FoldResult:
+    """One configuration fitted on an outer training fold and scored on its test fold: the one-process
+    :func:`_fit_fold` on the worker's own rows (the indices go back empty: the driver has them)."""
+    rows = _rows(recipe)
+    train, test = rows.splits[fold]
+    result = _fit_fold(
+        fold, selector, rows.X, rows.y, rows.groups, train, test, task, n_classes, importance, seed
+    )
+    result.train_index = result.test_index = np.empty(0, dtype=np.int64)
+    return result
+
+
+def _final_task(recipe: Recipe, selector: Selector) -> Any:
+    """The kept configuration fitted on every row, as the driver fits it in one process."""
+    rows = _rows(recipe)
+    final = clone(selector.estimator)
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        final.fit(rows.X, forward(selector.target_transform, rows.y))
+    return final
+
+
+def configurations(selector: Selector) -> list[dict[str, Any]] | None:
+    """The configurations the selector's search evaluates, in its order (None: no search)."""
+    search = selector.estimator
+    if isinstance(search, RandomizedSearchCV):
+        sampler = ParameterSampler(
+            search.param_distributions, search.n_iter, random_state=search.random_state
+        )
+        return list(sampler)
+    if isinstance(search, GridSearchCV):
+        return list(ParameterGrid(search.param_grid))
+    return None
+
+
+def _best_index(means: np.ndarray) -> int:
+    """The search's ``best_index_``: the first of the best means, a NaN ranked below every score."""
+    if np.isnan(means).all():
+        return 0
+    return int(np.argmax(np.nan_to_num(means, nan=np.nanmin(means) - 1)))
+
+
+@contextmanager
+def dask_client(scheduler: Any) -> Iterator[Any]:
+    """A client of the Dask cluster at ``scheduler`` (an address, or a client already made)."""
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise ConfigError(
+            "--scheduler needs dask.distributed, which is not installed",
+            hint="pip install 'headrace[dask]'",
+        ) from exc
+    if hasattr(scheduler, "submit"):
+        yield scheduler
+        return
+    try:
+        client = Client(scheduler, timeout="10s", set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise ServiceUnavailable(
+            f"Dask scheduler {scheduler} is unreachable ({exc})",
+            hint="start it with 'dask scheduler' and workers, or leave out --scheduler",
+        ) from exc
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@dataclass
+class NestedRun:
+    """The nested cross-validation: each fold with its own winner (``nested``), each fold with the
+    kept configuration (``results``), the pooled choice, and the kept configuration fitted on every
+    row (``final``, by ``final_selector``)."""
+
+    nested: list[FoldResult]
+    results: list[FoldResult]
+    pooled: tuple[int, np.ndarray] | None
+    final_selector: Selector
+    final: Any
+
+
+def run_nested_on_dask(
+    client: Any,
+    recipe: Recipe,
+    selector: Selector,
+    splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    task: str,
+    n_classes: int,
+    importance: bool,
+    seed: int,
+    progress: Any = None,
+) -> NestedRun:
+    """The nested cross-validation of :func:`run_folds`, the pooled choice and the final fit, spread
+    over a Dask cluster whose workers read the rows themselves (``recipe``).
+
+    Two rounds of tasks: every (outer fold, inner fold, configuration) inner fit; then, the inner
+    scores known, the outer-fold fit of each fold's winner and of the pooled choice, with the final fit
+    on every row beside them. With one configuration the first round is empty and the final fit runs
+    beside the folds. ``splits``: the driver's, for the indices (the workers make the same).
+    ``progress(done, total, label)`` as tasks end."""
+    from distributed import as_completed
+
+    def gather(futures: dict[Any, Any], label: str) -> dict[Any, Any]:
+        out: dict[Any, Any] = {}
+        where = {f.key: k for k, f in futures.items()}
+        for done, future in enumerate(as_completed(list(futures.values()), loop=client.loop), start=1):
+            out[where[future.key]] = future.result()
+            if progress is not None:
+                progress(done, len(futures), label)
+        return out
+
+    configs = configurations(selector)
+    folds = len(splits)
+    tables: list[list[dict[str, Any]]] = []
+    best: list[int] = []
+    inner_seconds = [0.0] * folds
+    if configs is not None:
+        search = selector.estimator
+        n_inner = recipe.inner.get_n_splits()
+        futures = {
+            (f, k, c): client.submit(_inner_task, recipe, search, f, k, configs[c], pure=False)
+            for f in range(folds)
+            for c in range(len(configs))
+            for k in range(n_inner)
+        }
+        scores = gather(futures, f"{folds} folds x {n_inner} inner folds x {len(configs)} configurations")
+        for f in range(folds):
+            # the search's own layout (configurations x splits) and mean: the means are its own
+            grid = np.array(
+                [scores[f, k, c][0] for c in range(len(configs)) for k in range(n_inner)], dtype=np.float64
+            ).reshape(len(configs), n_inner)
+            means = np.average(grid, axis=1)
+            tables.append([{"params": p, "score": float(m)} for p, m in zip(configs, means, strict=True)])
+            best.append(_best_index(means))
+            inner_seconds[f] = sum(v[1] for (ff, _, _), v in scores.items() if ff == f)
+    pooled = _pooled(tables) if configs is not None else None
+    pick = pooled[0] if pooled is not None else None
+    fixed: dict[int | None, Selector] = {None: selector}
+    if configs is not None:
+        fixed.update({c: selector.fixed(configs[c]) for c in {*best, *([] if pick is None else [pick])}})
+    final_selector = fixed[pick]
+
+    # the final fit is the longest task: first, so that the folds fill the other workers meanwhile
+    jobs: dict[Any, Any] = {
+        "final": client.submit(_final_task, recipe, final_selector, pure=False, priority=1)
+    }
+    for f in range(folds):
+        for c in {best[f], pick} if configs is not None else {None}:
+            jobs[f, c] = client.submit(
+                _outer_task, recipe, fixed[c], f, task, n_classes, importance, seed, pure=False
+            )
+    label = f"{folds} folds" + (" (each fold's winner, the pooled choice)" if configs is not None else "")
+    done = gather(jobs, label + " and the final fit")
+    final = done.pop("final")
+    for (f, _), r in done.items():
+        r.train_index, r.test_index = splits[f]
+    nested: list[FoldResult] = []
+    results: list[FoldResult] = []
+    for f in range(folds):
+        if configs is None:
+            nested.append(done[f, None])
+            results.append(done[f, None])
+            continue
+        own = done[f, best[f]]
+        winner = FoldResult(
+            fold=f,
+            train_index=own.train_index,
+            test_index=own.test_index,
+            prediction=own.prediction,
+            chosen=selector.describe_params(configs[best[f]]),
+            inner_score=tables[f][best[f]]["score"],
+            seconds=own.seconds + inner_seconds[f],
+            importance=own.importance,
+            extra={"inner": tables[f], "best": best[f]},
+        )
+        nested.append(winner)
+        results.append(winner if best[f] == pick else done[f, pick])
+    return NestedRun(nested, results, pooled, final_selector, final)
 
 
 def grid_configurations(candidates: Sequence[CandidateConfig]) -> list[dict[str, Any]]:
