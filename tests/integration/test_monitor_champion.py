@@ -240,7 +240,7 @@ def test_policy_alert_leaves_the_champion_in_place_and_raises_an_alert(tmp_path:
     }
     # the CLI shows the champion's windows and what it crossed
     shown = subprocess.run(
-        [sys.executable, "-m", "headrace", "monitor", "-m", "churn"],
+        [sys.executable, "-m", "headrace", "--format", "table", "monitor", "-m", "churn"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
