@@ -1,6 +1,7 @@
 """headrace: from raw data to a monitored, self-correcting model in production.
 
-The public API is what ``__all__`` lists; everything else is private and may change. Names are
+``headrace.open(path)`` opens a project from Python (``docs/python-api.md``). The public API is what
+``__all__`` lists; everything else is private and may change. Names are
 imported on first use (PEP 562), so ``import headrace.vision`` or the CLI's ``--help`` do not pay for
 polars, deltalake and SQLAlchemy until something needs them.
 """
@@ -11,6 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .api import IngestResult, LoadedModel, OpenProject, Report, TrainedModel, open
     from .artifacts import ArtifactStore
     from .config import ModelSpec, Project, SourceSpec, load_project, parse_project
     from .errors import (
@@ -40,19 +42,25 @@ _WHERE = {
     "DataError": "errors",
     "GateRefused": "errors",
     "HeadraceError": "errors",
+    "IngestResult": "api",
+    "LoadedModel": "api",
     "Metadata": "metadata",
     "ModelSpec": "config",
     "NotFound": "errors",
+    "OpenProject": "api",
     "Project": "config",
     "RegistryError": "errors",
+    "Report": "api",
     "ServiceUnavailable": "errors",
     "SourceError": "errors",
     "SourceSpec": "config",
     "Store": "store",
     "StoreError": "errors",
+    "TrainedModel": "api",
     "UsageError": "errors",
     "Workspace": "workspace",
     "load_project": "config",
+    "open": "api",
     "parse_project": "config",
 }
 
@@ -64,20 +72,26 @@ __all__ = [
     "DataError",
     "GateRefused",
     "HeadraceError",
+    "IngestResult",
+    "LoadedModel",
     "Metadata",
     "ModelSpec",
     "NotFound",
+    "OpenProject",
     "Project",
     "RegistryError",
+    "Report",
     "ServiceUnavailable",
     "SourceError",
     "SourceSpec",
     "Store",
     "StoreError",
+    "TrainedModel",
     "UsageError",
     "Workspace",
     "__version__",
     "load_project",
+    "open",
     "parse_project",
 ]
 
