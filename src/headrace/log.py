@@ -27,6 +27,7 @@ def add_secrets(values: Any) -> None:
 def known_secrets() -> list[str]:
     return sorted(_SECRETS, key=len, reverse=True)
 
+
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:/@\s]+):(?P<pw>[^@/\s]+)@")
 _KEY_VALUE = re.compile(
     r"(?P<key>(password|passwd|secret|token|api[_-]?key|authorization)[\"']?\s*[:=]\s*[\"']?)"
