@@ -280,3 +280,43 @@ def test_a_bundle_reports_home_and_the_monitor_closes_the_loop_on_it(tmp_path: P
         status = conn.execute(select(deployments.c.status).where(deployments.c.target == "test")).scalar_one()
     assert status == "stopped"
     ws.close()
+
+
+def test_a_bundle_never_fails_a_prediction_because_the_log_is_down(tmp_path: Path):
+    """The project's store is unwritable (a file where the prediction log's table should be): every
+    prediction still answers 200, the bounded buffer drops what it cannot hold and counts it in
+    /metrics; once the store is back, what the buffer kept is written."""
+    from headrace.deploy.runtime import ProjectLink, create_bundle_app, load_model_dir
+    from headrace.serve.runner import serve_in_thread
+
+    _project(tmp_path / "project", "sqlite:///" + str(tmp_path / "meta.db"))
+    doc = yaml.safe_load((tmp_path / "project" / "headrace.yaml").read_text())
+    doc["serving"]["prediction_log"] = {"flush_seconds": 0.05, "batch_rows": 5, "max_queue": 20}
+    (tmp_path / "project" / "headrace.yaml").write_text(yaml.safe_dump(doc))
+    ws = Workspace.open(tmp_path / "project")
+    ws.store.append("customers", churn(800, seed=1), BatchMeta(source="simulator"))
+    registry = Registry(ws.meta, ws.artifacts, actor="test")
+    train_model("churn", ws.project.model("churn"), store=ws.store, registry=registry, promote=True)
+    bundle = load_model_dir(build_bundle(ws, "churn").model_dir)
+    lake = Path(ws.project.store)
+    (lake / "predictions").write_text("not a table")  # the log's table cannot be written
+    link = ProjectLink(metadata_url=ws.project.metadata, store_url=str(lake), record=False)
+    records = churn(60, seed=2).drop(DROP).to_dicts()
+    with serve_in_thread(create_bundle_app(bundle, link)) as url, httpx.Client(base_url=url) as client:
+        codes = [client.post("/models/churn/predict", json={"records": [r]}).status_code for r in records]
+        assert codes == [200] * 60
+        _wait(
+            "dropped rows to be counted",
+            lambda: "headrace_prediction_log_dropped_total" in client.get("/metrics").text,
+        )
+        metrics = client.get("/metrics").text
+        dropped = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("headrace_prediction_log_dropped_total")
+        )
+        assert 0 < dropped <= 60
+        (lake / "predictions").unlink()  # the store is back: the kept rows are written
+        _wait("the kept rows to be written", lambda: _logged(ws) > 0)
+        assert _logged(ws) <= 20 + 5  # never more than the buffer held
+    ws.close()
