@@ -217,6 +217,7 @@ class OpenProject:
     def ingest(self, *sources: str, force: bool = False) -> IngestResult:
         """Run the batch sources (all of them by default): validate, quarantine, commit."""
         from .ingest.runner import ingest, open_source
+        from .lineage import LineageEmitter
 
         project = self.workspace.project
         names = list(sources) or [n for n, s in project.sources.items() if s.kind not in _STREAMING]
@@ -237,12 +238,14 @@ class OpenProject:
                     meta=self.workspace.meta,
                     source_name=name,
                     force=force,
+                    lineage=LineageEmitter.for_project(project),
                 )
             )
         return IngestResult(runs)
 
     def train(self, name: str, *, promote: bool = False, data_version: int | None = None) -> TrainedModel:
         """Cross-validate and register a new version of a tabular model (``promote``: through its gate)."""
+        from .lineage import LineageEmitter
         from .train.run import train_model
 
         spec = self.workspace.project.model(name)
@@ -259,6 +262,7 @@ class OpenProject:
             data_version=data_version,
             promote=promote,
             project_root=self.workspace.root,
+            lineage=LineageEmitter.for_project(self.workspace.project),
         )
         return TrainedModel(result)
 

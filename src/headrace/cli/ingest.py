@@ -62,6 +62,7 @@ def ingest_command(
     quarantined more than the source's max_quarantine_ratio."""
     from ..ingest.report import report_html
     from ..ingest.runner import ingest, open_source
+    from ..lineage import LineageEmitter
 
     ws = workspace(ctx)
     try:
@@ -98,6 +99,7 @@ def ingest_command(
                     force=force,
                     progress=progress_for(name),
                     wait=wait,
+                    lineage=LineageEmitter.for_project(ws.project),
                 )
                 result.seconds = result.seconds or time.perf_counter() - started
                 results.append(result)

@@ -58,6 +58,7 @@ def train(
     json: bool = typer.Option(False, "--json", help="print one JSON document"),
 ) -> None:
     """Train, cross-validate and register a new version of each model."""
+    from ..lineage import LineageEmitter
     from ..registry import Registry
     from ..train.run import reproduce as run_reproduce
     from ..train.run import train_model
@@ -153,6 +154,7 @@ def train(
                     promote=promote,
                     project_root=ws.root,
                     progress=on_folds,
+                    lineage=LineageEmitter.for_project(ws.project),
                 )
             mv = result.version
             assert mv is not None

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from ..errors import ConfigError
 from ..log import add_secrets
 from .base import ProjectPath, Spec, is_url, resolve_path
+from .lineage import LineageSpec
 from .models import Candidate, FeatureSpec, ModelSpec, PromoteRule, ValidationSpec
 from .monitoring import MonitoringSpec, RollbackRule
 from .serving import ServingSpec
@@ -31,6 +32,7 @@ __all__ = [
     "Candidate",
     "ColumnRule",
     "FeatureSpec",
+    "LineageSpec",
     "ModelSpec",
     "MonitoringSpec",
     "Project",
@@ -78,6 +80,7 @@ class Project(Spec):
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     serving: ServingSpec = Field(default_factory=ServingSpec)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    lineage: LineageSpec | None = Field(default=None, description="OpenLineage events of ingest and training")
     root: str = Field(default=".", exclude=True)
 
     @field_validator("project")

@@ -63,6 +63,7 @@ from sqlalchemy import delete, insert, select, update
 
 from ..config.sources import IngestSpec
 from ..errors import ConfigError, DataError, HeadraceError, NotFound, UsageError
+from ..lineage import LineageEmitter
 from ..metadata import SCHEMA, Metadata, utcnow
 from ..store import BatchMeta, Store, VersionInfo, new_batch_id
 from .base import Batch, Deduplicating, Resumable, Source, StreamingSource
@@ -263,6 +264,7 @@ def ingest(
     from_start: bool = False,
     progress: ProgressFn | None = None,
     wait: float = 0.0,
+    lineage: LineageEmitter | None = None,
 ) -> RunResult:
     """Run ``source`` into ``spec.dataset``; never raises for a bad batch (see the module docstring).
 
@@ -271,9 +273,24 @@ def ingest(
     the source's lease (:class:`~headrace.ingest.lease.SourceLease`) throughout; when another run
     holds it, this one waits up to ``wait`` seconds, then raises :class:`SourceBusy`. Raises
     :class:`ConfigError` (after recording the run as failed) when the rules themselves are wrong.
+    ``lineage``: OpenLineage START and COMPLETE/FAIL events (source -> dataset at its new version).
     """
-    with SourceLease(meta, source_name, wait=wait) as lease:
-        return _ingest(source, spec, store, meta, source_name, force, from_start, progress, lease)
+    events = None
+    if lineage is not None:
+        events = lineage.start(f"ingest.{source_name}", inputs=[lineage.source(source_name)])
+    try:
+        with SourceLease(meta, source_name, wait=wait) as lease:
+            result = _ingest(source, spec, store, meta, source_name, force, from_start, progress, lease)
+    except BaseException as exc:
+        if events is not None:
+            events.fail(exc)
+        raise
+    if events is not None and lineage is not None:
+        if result.ok:
+            events.complete(outputs=[lineage.dataset(spec.dataset, result.version)])
+        else:
+            events.fail(result.error or f"ingestion run {result.status}")
+    return result
 
 
 def _ingest(

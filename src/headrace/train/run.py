@@ -795,6 +795,7 @@ def train_model(
     reason: str | None = None,
     project_root: Path | None = None,
     progress: Any = None,
+    lineage: Any = None,  # a headrace.lineage.LineageEmitter: OpenLineage run events
 ) -> TrainResult:
     """Read ``spec.dataset`` at ``data_version`` (the latest when None), validate and fit, register
     a new version with its lineage, and (``promote``) put it through the gate to champion. A run
@@ -803,6 +804,11 @@ def train_model(
     version = store.version(spec.dataset) if data_version is None else data_version
     meta = registry.meta if registry is not None else None
     run_id = start_training_run(meta, name, spec.dataset)
+    events = (
+        None
+        if lineage is None
+        else lineage.start(f"train.{name}", inputs=[lineage.dataset(spec.dataset, version)])
+    )
     try:
         frame, result = _read_and_fit(name, spec, store, version, n_jobs, scheduler, progress)
         result.data_version = version
@@ -810,6 +816,8 @@ def train_model(
             finish_training_run(
                 meta, run_id, status="succeeded", data_version=version, metrics=result.metrics
             )
+            if events is not None:
+                events.complete()
             return result
         details: dict[str, Any] = {
             "spec": spec.model_dump(mode="json"),
@@ -857,11 +865,17 @@ def train_model(
         )
     except Exception as exc:
         finish_training_run(meta, run_id, status="failed", data_version=version, error=str(exc)[:2000])
+        if events is not None:
+            events.fail(exc)
         raise
     except BaseException as exc:  # Ctrl-C, SIGTERM (raised as KeyboardInterrupt by the CLI)
         why = f"interrupted: {type(exc).__name__}"
         finish_training_run(meta, run_id, status="interrupted", data_version=version, error=why)
+        if events is not None:
+            events.fail(why)
         raise
+    if events is not None:
+        events.complete(outputs=[lineage.model(name, mv.version)])
     if promote:
         registry.promote(
             name, mv.version, reason=reason or "trained and passed the gate", gate=spec.promote_if
