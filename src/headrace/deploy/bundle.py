@@ -15,6 +15,8 @@ project: no headrace.yaml, no metadata database, no artifact store::
       serve                 the entrypoint: python serve [--model-dir DIR] [--port 8080]
       Dockerfile, .dockerignore
       kubernetes/           deployment, canary, service, hpa, pdb (+ kustomization.yaml)
+      kserve/               inferenceservice.yaml (custom container, protocol v2, canary traffic percent)
+      helm/NAME/            a chart whose default values render the kustomize files' objects
       sagemaker/model.tar.gz
       azureml/              endpoint.yml, deployment.yml, environment.yml, conda.yaml, sample-request.json
 
@@ -414,6 +416,12 @@ def _write_into(
             f"the Kubernetes manifests of {mv.ref} do not validate: {'; '.join(validation.errors)}",
             hint="check the --image and resource options",
         )
+    # KServe: the same server as an InferenceService; Helm: the kustomize files as a chart
+    share = float((settings.get("canary") or {}).get("share", 0.1))
+    isvc = kubernetes.inference_service(mv.name, mv.version, kube, canary_percent=round(share * 100))
+    _write(stage / "kserve" / "inferenceservice.yaml", yaml.safe_dump(isvc, sort_keys=False))
+    for file_name, text in kubernetes.helm_chart(mv.name, mv.version, kube).items():
+        _write(stage / "helm" / file_name, text)
 
     # SageMaker: model.tar.gz holds the model folder's files at its root
     _deterministic_tar(model_dir, stage / "sagemaker" / "model.tar.gz", "")

@@ -31,6 +31,8 @@ __all__ = [
     "ValidationReport",
     "cluster_reachable",
     "execute",
+    "helm_chart",
+    "inference_service",
     "kubernetes_plan",
     "manifests",
     "rollback_plan",
@@ -543,3 +545,119 @@ def execute(
             hint="the previous version serves again; see the new pods' events and logs",
         )
     return records
+
+
+# -- KServe and Helm ---------------------------------------------------------------------------
+KSERVE_CONTAINER = "kserve-container"  # the name KServe gives (and expects of) a predictor's container
+
+
+def inference_service(
+    model: str, version: int, options: KubernetesOptions | None = None, *, canary_percent: int = 10
+) -> dict[str, Any]:
+    """A KServe ``InferenceService`` (serving.kserve.io/v1beta1) running the bundle's image as a
+    custom predictor container. The server speaks the Open Inference Protocol v2 (``/v2/...``), said
+    by ``PROTOCOL=v2`` and the ``serving.kserve.io/protocol-version`` label, and answers KServe's
+    probes on the same health routes as the Deployment. ``canaryTrafficPercent``: the share of
+    requests the newest revision takes when the service is updated to a new version (KServe keeps
+    the previous revision for the rest until it is promoted)."""
+    if not 0 <= canary_percent <= 100:
+        raise UsageError(f"canary traffic percent must be 0..100; got {canary_percent}")
+    o = options or KubernetesOptions()
+    stable = _deployment(model, version, o.image or default_image(model, version), o, "stable")
+    pod = stable["spec"]["template"]
+    container = dict(pod["spec"]["containers"][0])
+    container["name"] = KSERVE_CONTAINER
+    container["env"] = [*container["env"][:2], {"name": "PROTOCOL", "value": "v2"}]
+    container.pop("volumeMounts", None)  # KServe mounts its own; /tmp stays writable there
+    container["securityContext"] = {**container["securityContext"], "readOnlyRootFilesystem": False}
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": app_name(model),
+            "namespace": o.namespace,
+            "labels": {**_labels(model, version), "serving.kserve.io/protocol-version": "v2"},
+            "annotations": {
+                **pod["metadata"]["annotations"],
+                "serving.kserve.io/enable-prometheus-scraping": "true",
+            },
+        },
+        "spec": {
+            "predictor": {
+                "minReplicas": o.replicas,
+                "maxReplicas": o.max_replicas,
+                "scaleMetric": "cpu",
+                "scaleTarget": o.cpu_target,
+                "canaryTrafficPercent": canary_percent,
+                "containers": [container],
+            }
+        },
+    }
+
+
+# the values a chart's defaults hold, and where they go in the kustomize objects
+_HELM_VALUES = ("image", "replicas", "maxReplicas", "cpuTarget", "resources")
+
+
+def helm_chart(model: str, version: int, options: KubernetesOptions | None = None) -> dict[str, str]:
+    """A minimal Helm chart (relative path -> text) whose default values render exactly the
+    kustomize files' objects: the same Deployment, Service, HorizontalPodAutoscaler and
+    PodDisruptionBudget; ``image``, ``replicas``, ``maxReplicas``, ``cpuTarget`` and ``resources``
+    are values to override (``helm install NAME helm/CHART --set image=...``)."""
+    o = options or KubernetesOptions()
+    image = o.image or default_image(model, version)
+    marked = KubernetesOptions(**{**o.__dict__, "image": "__image__"})
+    files = manifests(model, version, marked)
+    deployment = files["deployment.yaml"][0]
+    deployment["spec"]["replicas"] = "__replicas__"
+    deployment["spec"]["template"]["spec"]["containers"][0]["resources"] = "__resources__"
+    hpa = files["hpa.yaml"][0]["spec"]
+    hpa["minReplicas"], hpa["maxReplicas"] = "__replicas__", "__maxReplicas__"
+    hpa["metrics"][0]["resource"]["target"]["averageUtilization"] = "__cpuTarget__"
+    values = {
+        "image": image,
+        "replicas": o.replicas,
+        "maxReplicas": o.max_replicas,
+        "cpuTarget": o.cpu_target,
+        "resources": {
+            "requests": {"cpu": o.cpu_request, "memory": o.memory_request},
+            "limits": {"cpu": o.cpu_limit, "memory": o.memory_limit},
+        },
+    }
+    name = app_name(model)
+    out = {
+        f"{name}/Chart.yaml": yaml.safe_dump(
+            {
+                "apiVersion": "v2",
+                "name": name,
+                "description": f"headrace model {model}, version {version}",
+                "type": "application",
+                "version": f"0.{version}.0",
+                "appVersion": f"v{version}",
+            },
+            sort_keys=False,
+        ),
+        f"{name}/values.yaml": yaml.safe_dump(values, sort_keys=False),
+    }
+    for file_name in ("deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml"):
+        text = yaml.safe_dump_all(files[file_name], sort_keys=False)
+        for key in _HELM_VALUES:
+            if key == "resources":  # a mapping: indented under its key
+                text = _block_value(text, "__resources__", ".Values.resources")
+            else:
+                text = text.replace(f"__{key}__", "{{ .Values." + key + " }}")
+        out[f"{name}/templates/{file_name}"] = text
+    return out
+
+
+def _block_value(text: str, marker: str, path: str) -> str:
+    lines = []
+    for line in text.splitlines():
+        if line.rstrip().endswith(f": {marker}"):
+            key, _, _ = line.partition(f": {marker}")
+            indent = len(key) - len(key.lstrip()) + 2
+            lines.append(f"{key}:")
+            lines.append(f"{{{{- toYaml {path} | nindent {indent} }}}}")
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
