@@ -525,12 +525,14 @@ class _Rows:
 _ROWS: dict[str, _Rows] = {}
 _READ: dict[DataRef, Any] = {}
 _READS: Counter[str] = Counter()
+_PREPARED: Counter[str] = Counter()
 _LOCK = threading.Lock()
 
 
-def worker_loads() -> dict[str, int]:
-    """How many times this process read each dataset version (``store/dataset@version``: count)."""
-    return dict(_READS)
+def worker_loads() -> dict[str, dict[str, int]]:
+    """How many times this process read each dataset version from the store (``reads``) and made a
+    run's rows of it (``prepared``), by ``store/dataset@version``."""
+    return {"reads": dict(_READS), "prepared": dict(_PREPARED)}
 
 
 def _read(source: DataRef) -> Any:
@@ -562,6 +564,7 @@ def prefetch(client: Any, source: DataRef) -> None:
 
 def _rows(recipe: Recipe) -> _Rows:
     key = recipe.key
+    started = time.perf_counter()
     with _LOCK:
         rows = _ROWS.get(key)
         if rows is None:
@@ -581,6 +584,10 @@ def _rows(recipe: Recipe) -> _Rows:
                 )
             rows = _Rows(recipe.source, X, y, groups, splits)
             _ROWS[key] = rows
+            _PREPARED[str(recipe.source)] += 1
+            log.info(
+                "%s read and prepared on this worker in %.1f s", recipe.source, time.perf_counter() - started
+            )
         return rows
 
 
