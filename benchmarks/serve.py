@@ -58,6 +58,9 @@ async def root():
 """
 
 
+WRITE_TOKEN = "bench-write-token"  # interactions are writes
+
+
 def _free_port() -> int:
     import socket
 
@@ -143,7 +146,8 @@ request = function()
   local user = math.random(1, {users})
   if n % 10 == 0 then
     local body = '{{"user_id": "' .. user .. '", "item_id": ' .. math.random(1, {items}) .. '}}'
-    return wrk.format("POST", "/interactions", {{["Content-Type"] = "application/json"}}, body)
+    return wrk.format("POST", "/interactions",
+      {{["Content-Type"] = "application/json", ["Authorization"] = "Bearer {WRITE_TOKEN}"}}, body)
   end
   return wrk.format("GET", "/users/" .. user .. "/recommendations?k=10")
 end
@@ -189,7 +193,7 @@ def _project(folder: Path) -> tuple[str, int, int]:
     text = path.read_text().replace(
         "serving:\n  models: [churn]",
         "serving:\n  models: [churn, recommendations]\n"
-        "  interactions_dataset: interactions\n  reload_seconds: 5",
+        f"  interactions_dataset: interactions\n  reload_seconds: 5\n  write_token: {WRITE_TOKEN}",
     )
     path.write_text(text)
     ws = Workspace.open(path)

@@ -58,6 +58,9 @@ def _stage_project(ctx: DemoContext) -> list[str]:
     text = path.read_text()
     path.write_text(text.rstrip("\n") + "\n" + DEMO_POLICY.lstrip("\n"), encoding="utf-8")
     ctx.workspace = Workspace.open(path)
+    from .serve.demo import demo_write_token
+
+    demo_write_token()  # the servers and the bundle the demo starts take writes with it
     files = sorted(p.name for p in (ctx.folder / "data" / "customers").glob("*.csv"))
     return [f"project written to {path}", f"sample data: {', '.join(files)}"]
 

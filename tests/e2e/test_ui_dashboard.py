@@ -46,6 +46,7 @@ REQUIRE = os.environ.get("HEADRACE_REQUIRE_SERVICES") == "1"
 CHROMIUM = Path(os.environ.get("HEADRACE_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"
 TOKEN = "ui-test-admin-token"
+WRITE = "ui-test-write-token"
 MODEL = "churn"
 
 
@@ -141,6 +142,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
             "serving": serving.model_copy(
                 update={
                     "admin_token": SecretStr(TOKEN),
+                    "write_token": SecretStr(WRITE),  # feedback is a write
                     "reload_seconds": 0.2,
                     "prediction_log": serving.prediction_log.model_copy(update={"flush_seconds": 0.1}),
                 }
@@ -174,7 +176,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
             )
             assert answer.status_code == 200, answer.text
             fed = client.post(
-                "/feedback", json={"prediction_id": answer.json()["ids"][0], "actual": truth[i]}
+                "/feedback",
+                json={"prediction_id": answer.json()["ids"][0], "actual": truth[i]},
+                headers={"Authorization": f"Bearer {WRITE}"},
             )
             assert fed.status_code < 300, fed.text
         _wait_for_rows(ws, ws.project.serving.prediction_log.dataset, 160)

@@ -57,6 +57,9 @@ def pg_db(postgres_url: str) -> Iterator[str]:
     admin.dispose()
 
 
+WRITE = "closed-loop-write-token"
+
+
 def _project(folder: Path, metadata: str) -> Workspace:
     doc = {
         "project": "bundle-loop",
@@ -161,6 +164,7 @@ def test_a_bundle_reports_home_and_the_monitor_closes_the_loop_on_it(tmp_path: P
     python, _ = ensure_env(bundle, tmp_path / "envs", "inherit")
     home = link_env(pg_db, str(ws.project.store), str(ws.project.artifacts), alias="champion", target="test")
     home.update({"HEADRACE_RECORD_DEPLOYMENT": "1", "HEADRACE_RELOAD_SECONDS": "0.3"})
+    home["HEADRACE_WRITE_TOKEN"] = WRITE  # feedback is a write: the bundle reads its token from here
     slot = start_bundle(bundle, python, tmp_path / "logs", home=home)
     try:
         wait_ready(slot)
@@ -186,6 +190,7 @@ def test_a_bundle_reports_home_and_the_monitor_closes_the_loop_on_it(tmp_path: P
                     {"prediction_id": a["ids"][0], "actual": truth[a["customer"]]} for a in answers[:120]
                 ]
             },
+            headers={"Authorization": f"Bearer {WRITE}"},
         )
         assert feedback.status_code == 202, feedback.text
         assert feedback.json()["accepted"] == 120 and feedback.json()["stored"] is True

@@ -53,6 +53,15 @@ def pg_db(postgres_url: str) -> Iterator[str]:
     admin.dispose()
 
 
+WRITE = "monitor-champion-write-token"
+
+
+@pytest.fixture(autouse=True)
+def _write_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Feedback is a write: the served app reads its token from the environment, as a bundle does."""
+    monkeypatch.setenv("HEADRACE_WRITE_TOKEN", WRITE)
+
+
 def _workspace(tmp_path: Path, pg_db: str, **champion: Any) -> Workspace:
     return _project(
         tmp_path,
@@ -120,7 +129,8 @@ def _traffic(client: httpx.Client, frame: pl.DataFrame, *, wrong: float) -> list
         }
         for i, a in enumerate(answers)
     ]
-    assert client.post("/feedback", json={"feedback": items}).status_code == 202
+    fed = client.post("/feedback", json={"feedback": items}, headers={"Authorization": f"Bearer {WRITE}"})
+    assert fed.status_code == 202, fed.text
     return answers
 
 

@@ -22,6 +22,8 @@ from headrace.store import BatchMeta, Store
 
 pytestmark = pytest.mark.integration
 
+WRITER = {"Authorization": "Bearer recommend-write-token"}  # interactions are writes
+
 
 def _interactions(users: int = 80, items: int = 60, seed: int = 0) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
@@ -54,6 +56,7 @@ def _spec(**kw):
     return ServingSpec(
         models=["recs"],
         interactions_dataset="ratings",
+        write_token="recommend-write-token",
         prediction_log=PredictionLogSpec(flush_seconds=0.1),
         **kw,
     )
@@ -76,7 +79,9 @@ def test_an_interaction_changes_the_next_recommendations(project):
         seen: set[int] = set()
         answer = first
         for item in (4, 7, 10):  # items of taste group 1
-            r = client.post("/interactions", json={"user_id": user, "item_id": item, "weight": 1.0})
+            r = client.post(
+                "/interactions", json={"user_id": user, "item_id": item, "weight": 1.0}, headers=WRITER
+            )
             assert r.status_code == 202
             seen.add(item)
             nxt = client.get(f"/users/{user}/recommendations", params={"k": 8}).json()
@@ -89,7 +94,7 @@ def test_an_interaction_changes_the_next_recommendations(project):
         got = client.get("/users/5/recommendations", params={"k": 30}).json()["items"]
         assert not trained & {i["item_id"] for i in got}
         assert client.get("/users/5/recommendations", params={"k": 0}).status_code == 422
-        bad = client.post("/interactions", json={"user_id": user})
+        bad = client.post("/interactions", json={"user_id": user}, headers=WRITER)
         assert bad.status_code == 422 and "item_id" in bad.json()["detail"][0]["msg"]
     ratings = store.read("ratings")
     assert ratings.height == rows_before + 3
@@ -116,7 +121,9 @@ def test_redis_state_is_shared_between_replicas(project, redis_url):
             before = httpx.get(f"{url_b}/users/{user}/recommendations").json()["items"]
             for item in (5, 8, 11):
                 assert (
-                    httpx.post(f"{url_a}/interactions", json={"user_id": user, "item_id": item}).status_code
+                    httpx.post(
+                        f"{url_a}/interactions", json={"user_id": user, "item_id": item}, headers=WRITER
+                    ).status_code
                     == 202
                 )
             after = httpx.get(f"{url_b}/users/{user}/recommendations").json()["items"]

@@ -159,9 +159,9 @@ def build_bundle(
 
 def project_settings(ws: Workspace, name: str) -> dict[str, Any]:
     """What a bundle needs of the project to serve as ``headrace serve`` does once it reports
-    home: the serving spec (no token: that comes from the environment), the canary and the gate."""
+    home: the serving spec (no token: those come from the environment), the canary and the gate."""
     serving = ws.project.serving.model_dump(
-        mode="json", exclude={"admin_token", "models", "host", "port", "workers"}
+        mode="json", exclude={"admin_token", "write_token", "models", "host", "port", "workers"}
     )
     spec = ws.project.models.get(name)
     return {

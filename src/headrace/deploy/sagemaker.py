@@ -40,6 +40,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from ..errors import DataError, HeadraceError, NotFound, ServiceUnavailable, UsageError
 from .plan import Plan, Step
@@ -185,24 +186,19 @@ def invocations_router(
     async def invocations(request: Request) -> Response:
         content_type = (request.headers.get("content-type") or "application/json").split(";")[0].strip()
         accept = (request.headers.get("accept") or "application/json").split(",")[0].split(";")[0].strip()
+        if content_type not in _CSV + _JSON_TYPES:
+            return JSONResponse(
+                {"error": f"content type {content_type!r} is not supported; {_SEND}"},
+                status_code=415,
+            )
         body = await request.body()
         try:
-            if content_type in ("text/csv", "application/csv"):
-                records = parse_csv(body.decode("utf-8-sig"), columns(), kinds())
-            elif content_type in ("application/json", "application/jsonlines", "*/*", ""):
-                try:
-                    document = json.loads(body or b"null")
-                except ValueError as exc:
-                    raise DataError(f"the body is not JSON ({exc})", hint="send a JSON document") from None
-                records = parse_json(document, columns())
+            limits = _limits(request)
+            # a large body is parsed (and its record count checked) off the event loop
+            if limits is not None and len(body) > limits.offload_bytes:
+                records = await run_in_threadpool(_read, body, content_type, columns(), kinds(), limits)
             else:
-                return JSONResponse(
-                    {
-                        "error": f"content type {content_type!r} is not supported; "
-                        "send application/json or text/csv"
-                    },
-                    status_code=415,
-                )
+                records = _read(body, content_type, columns(), kinds(), limits)
             answer = await _invoke(request, records, predict, model)
         except HeadraceError as exc:
             return JSONResponse({"error": exc.one_line()}, status_code=_status(exc))
@@ -213,6 +209,49 @@ def invocations_router(
         )
 
     return router
+
+
+_CSV = ("text/csv", "application/csv")
+_SEND = "send application/json or text/csv"
+_JSON_TYPES = ("application/json", "application/jsonlines", "*/*", "")
+
+
+def _limits(request: Request) -> Any:
+    """The serving app's ``serving.limits`` (None outside a headrace serving app)."""
+    serving = getattr(request.app.state, "serving", None)
+    return serving.spec.limits if serving is not None else None
+
+
+def _read(
+    body: bytes, content_type: str, columns: Sequence[str], kinds: Mapping[str, str], limits: Any
+) -> list[dict[str, Any]]:
+    """The records of an ``/invocations`` body, within the serving limits: at most
+    ``max_batch_records`` of them (counted before any is read), nesting and strings bounded."""
+    from ..serve.errors import PayloadTooLarge
+    from ..serve.schema import check_body
+
+    most = limits.max_batch_records if limits is not None else None
+    if content_type in _CSV:
+        text = body.decode("utf-8-sig", errors="replace")
+        if most is not None and text.count("\n") > most + 1:
+            raise PayloadTooLarge(f"more than {most} CSV rows; at most {most} per request", hint="split it")
+        return parse_csv(text, columns, kinds)
+    if limits is not None:
+        check_body(body, limits.max_depth, limits.max_string_length)
+    try:
+        document = json.loads(body or b"null")
+    except (ValueError, RecursionError) as exc:
+        why = exc if isinstance(exc, ValueError) else "nested too deep"
+        raise DataError(f"the body is not JSON ({why})", hint="send a JSON document") from None
+    if limits is not None:
+        inner = document
+        if isinstance(document, Mapping):
+            inner = next(
+                (document[k] for k in ("records", "instances", "inputs", "data") if k in document), None
+            )
+        if isinstance(inner, list) and most is not None and len(inner) > most:
+            raise PayloadTooLarge(f"{len(inner)} records; at most {most} per request", hint="split the batch")
+    return parse_json(document, columns)
 
 
 async def _invoke(

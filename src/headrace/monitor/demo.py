@@ -86,6 +86,9 @@ def demo_stage(ctx: Any) -> list[str]:
     lines.append(f"watching the local deployment at {endpoint} (a bundle in its own process)")
     try:
         client = httpx.Client(base_url=str(endpoint), timeout=30)
+        from ..serve.demo import demo_write_token  # the bundle took it from the demo's environment
+
+        write = {"Authorization": f"Bearer {demo_write_token()}"}
 
         def send(frame: pl.DataFrame, tag: str, feedback: bool = False) -> list[dict[str, Any]]:
             out = []
@@ -100,7 +103,11 @@ def demo_stage(ctx: Any) -> list[str]:
                 ).json()
                 out.append(answer)
                 if feedback:
-                    client.post("/feedback", json={"prediction_id": answer["ids"][0], "actual": actual})
+                    client.post(
+                        "/feedback",
+                        json={"prediction_id": answer["ids"][0], "actual": actual},
+                        headers=write,
+                    )
             return out
 
         def logged(rows: int) -> None:

@@ -3,21 +3,32 @@
 It serves the champion the "train" stage registered (or registers a small one when that stage did
 not run), trains a recommender on generated interactions, starts the app on a free local port,
 sends one-row predictions and prints their latency, and shows a user's recommendations before and
-after one interaction.
+after one interaction (posted with the write token: the demo makes one for its own run when
+``HEADRACE_WRITE_TOKEN`` is unset, so the deployed bundle and the monitor stage use it too).
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import time
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-__all__ = ["demo_interactions", "demo_stage"]
+__all__ = ["demo_interactions", "demo_stage", "demo_write_token"]
 
 MODEL = "churn"
 RECOMMENDER = "recommendations"
+
+
+def demo_write_token(variable: str = "HEADRACE_WRITE_TOKEN") -> str:
+    """The write token of this demo run: the environment's, else a fresh one put there (the servers
+    the demo starts, a deployed bundle included, read it from there)."""
+    if not os.environ.get(variable):
+        os.environ[variable] = secrets.token_urlsafe(24)
+    return os.environ[variable]
 
 
 def demo_interactions(users: int = 300, items: int = 120, seed: int = 0) -> pl.DataFrame:
@@ -70,6 +81,7 @@ def demo_stage(ctx: Any) -> list[str]:
     spec = ws.project.serving.model_copy(
         update={"models": [MODEL, RECOMMENDER], "interactions_dataset": "interactions"}
     )
+    write = {"Authorization": f"Bearer {demo_write_token(spec.write_token_env)}"}
     app = create_app(registry, spec, store=ws.store)
     records = churn_records(400, seed=9)
     with serve_in_thread(app) as url, httpx.Client(base_url=url) as client:
@@ -93,7 +105,9 @@ def demo_stage(ctx: Any) -> list[str]:
         )
         user = "100000"
         before = client.get(f"/users/{user}/recommendations", params={"k": 5}).json()["items"]
-        client.post("/interactions", json={"user_id": user, "item_id": 6, "weight": 1.0}).raise_for_status()
+        client.post(
+            "/interactions", json={"user_id": user, "item_id": 6, "weight": 1.0}, headers=write
+        ).raise_for_status()
         after = client.get(f"/users/{user}/recommendations", params={"k": 5}).json()["items"]
         lines.append(f"user {user} (new) before: {[i['item_id'] for i in before]} (most popular)")
         lines.append(f"user {user} after one interaction with item 6: {[i['item_id'] for i in after]}")

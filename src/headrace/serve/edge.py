@@ -1,6 +1,11 @@
-"""The HTTP edge of the serving app: one pure-ASGI layer for every request (body limit, in-flight
-gauge, request counts and latency) and the exception handlers that turn every error into a status
-from one table (``headrace.serve.errors.STATUS``) and one JSON shape."""
+"""The HTTP edge of the serving app: one pure-ASGI layer for every request (header and body limits,
+security headers, in-flight gauge, request counts and latency) and the exception handlers that turn
+every error into a status from one table (``headrace.serve.errors.STATUS``) and one JSON shape.
+
+Every answer says ``X-Content-Type-Options: nosniff``; every HTML answer (the dashboard, ``/docs``)
+also carries a Content-Security-Policy without inline script (``script-src 'self'``; a page that
+needs one inline script sets its own policy naming the script's hash), ``frame-ancestors 'none'``,
+``X-Frame-Options: DENY`` and ``Referrer-Policy: no-referrer``."""
 
 from __future__ import annotations
 
@@ -15,10 +20,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from ..errors import HeadraceError
-from .errors import PayloadTooLarge, RequestInvalid, status_for
+from .errors import HeadersTooLarge, PayloadTooLarge, RequestInvalid, status_for
 from .metrics import ServeMetrics
 
-__all__ = ["JSON", "Edge", "error_doc", "install_error_handlers", "json_response"]
+__all__ = ["CSP", "JSON", "Edge", "error_doc", "install_error_handlers", "json_response"]
 
 log = logging.getLogger("headrace.serve")
 
@@ -28,6 +33,15 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 JSON = "application/json"
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; "
+    "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+_HTML_HEADERS = [
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
 
 
 def json_response(doc: Any, status: int = 200) -> Response:
@@ -36,28 +50,42 @@ def json_response(doc: Any, status: int = 200) -> Response:
 
 def error_doc(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, RequestInvalid):
-        return {"detail": exc.problems, "error": "RequestInvalid"}
+        doc: dict[str, Any] = {"detail": exc.problems, "error": "RequestInvalid"}
+        if exc.total > len(exc.problems):
+            doc["problems"] = exc.total  # found in all; only the first few are listed
+        return doc
     text = exc.one_line() if isinstance(exc, HeadraceError) else f"internal error ({type(exc).__name__})"
     return {"detail": text, "error": type(exc).__name__}
 
 
 class Edge:
-    """Body size limit, in-flight gauge, counts and latency for every HTTP request.
+    """Header and body size limits, security headers, in-flight gauge, counts and latency for every
+    HTTP request.
 
     The route template, model name and version label are read from the scope after the router and
     the handler filled them in (``route``, ``path_params``, ``headrace.model``, ``headrace.version``).
     """
 
-    def __init__(self, app: Any, metrics: ServeMetrics, max_body: int) -> None:
+    def __init__(self, app: Any, metrics: ServeMetrics, max_body: int, max_headers: int = 16_384) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body
+        self.max_headers = max_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for key, value in scope.get("headers", ()):
+        headers = scope.get("headers", ())
+        if sum(len(k) + len(v) for k, v in headers) > self.max_headers:
+            refused = HeadersTooLarge(
+                f"the request's headers are larger than {self.max_headers} bytes together",
+                hint="send fewer or shorter headers (serving.limits.max_header_bytes)",
+            )
+            await _send_json(send, 431, error_doc(refused))
+            self.metrics.observe("(header limit)", "", "", 431, 0.0)
+            return
+        for key, value in headers:
             if key == b"content-length":
                 try:
                     too_big = int(value) > self.max_body
@@ -66,7 +94,7 @@ class Edge:
                 if too_big:
                     refusal = PayloadTooLarge(
                         f"request body is larger than {self.max_body} bytes",
-                        hint="send fewer records per request or use /models/{name}/predict/batch",
+                        hint="send fewer records per request (serving.limits.max_body_bytes)",
                     )
                     await _send_json(send, 413, error_doc(refusal))
                     self.metrics.observe("(body limit)", "", "", 413, 0.0)
@@ -90,6 +118,7 @@ class Edge:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = _secured(message.get("headers") or [])
             await send(message)
 
         gauge = self.metrics.child(self.metrics.in_flight, "all")
@@ -110,13 +139,37 @@ class Edge:
             )
 
 
+def _secured(headers: Any) -> list[tuple[bytes, bytes]]:
+    """The response headers with nosniff, and the HTML ones on an HTML page (a CSP the page set
+    itself is kept)."""
+    out = list(headers)
+    html = False
+    has_csp = False
+    for key, value in out:
+        lowered = key.lower()
+        if lowered == b"content-type":
+            html = value.startswith(b"text/html")
+        elif lowered == b"content-security-policy":
+            has_csp = True
+    out.append(_NOSNIFF)
+    if html:
+        out.extend(_HTML_HEADERS)
+        if not has_csp:
+            out.append((b"content-security-policy", CSP.encode()))
+    return out
+
+
 async def _send_json(send: Send, status: int, doc: Any) -> None:
     body = orjson.dumps(doc)
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                _NOSNIFF,
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

@@ -23,36 +23,57 @@ from ..errors import (
     UsageError,
 )
 
-__all__ = ["STATUS", "Forbidden", "PayloadTooLarge", "RequestInvalid", "Unauthorized", "status_for"]
+__all__ = [
+    "STATUS",
+    "Forbidden",
+    "HeadersTooLarge",
+    "PayloadTooLarge",
+    "RequestInvalid",
+    "Unauthorized",
+    "UnsupportedMediaType",
+    "status_for",
+]
 
 
 class RequestInvalid(HeadraceError):
     """The request body does not match what the route or the model's signature expects."""
 
-    def __init__(self, problems: list[dict[str, Any]]) -> None:
+    def __init__(self, problems: list[dict[str, Any]], total: int | None = None) -> None:
         self.problems = problems
+        self.total = max(len(problems), total or 0)  # problems found; only the first few are listed
         first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", []))
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        more = f" (and {self.total - 1} more)" if self.total > 1 else ""
         super().__init__(f"{where}: {first.get('msg')}{more}")
 
 
 class PayloadTooLarge(HeadraceError):
-    """The request body is larger than serving.max_body_bytes."""
+    """The request carries more than ``serving.limits`` allow (body bytes, records, items)."""
+
+
+class HeadersTooLarge(HeadraceError):
+    """The request's headers together are larger than ``serving.limits.max_header_bytes``."""
+
+
+class UnsupportedMediaType(HeadraceError):
+    """The request body is not of a type the route reads (JSON, or a documented binary type)."""
 
 
 class Unauthorized(HeadraceError):
-    """An admin route was called without a valid bearer token."""
+    """An admin or write route was called without a valid bearer token."""
 
 
 class Forbidden(HeadraceError):
-    """An admin route was called while no admin token is configured."""
+    """A guarded route was called while its token is not configured, or a browser's request came
+    without the dashboard's CSRF token."""
 
 
 # Most specific first: the first class the exception is an instance of decides.
 STATUS: list[tuple[type[BaseException], int]] = [
     (RequestInvalid, 422),
     (PayloadTooLarge, 413),
+    (HeadersTooLarge, 431),
+    (UnsupportedMediaType, 415),
     (Unauthorized, 401),
     (Forbidden, 403),
     (GateRefused, 409),

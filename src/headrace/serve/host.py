@@ -365,7 +365,7 @@ class ModelHost:
         aliases: Mapping[str, int] = self.registry.aliases(name)
         if self.ref in aliases:
             return int(aliases[self.ref])
-        if self.ref.isdigit():
+        if self.ref.isascii() and self.ref.isdigit():
             return int(self.ref)
         latest = self.registry.get(name, "latest")  # no champion yet: the newest version
         return int(latest.version)

@@ -1,6 +1,14 @@
 """What every route of the serving app shares, in one small object (``Serving``): the model host,
-the metrics, the prediction-log writer, the canary router, the admin token, the recommender's live
-state and the promotion gates; and the one code path every tabular prediction takes.
+the metrics, the prediction-log writer, the canary router, the admin and write tokens, the
+recommender's live state and the promotion gates; and the one code path every tabular prediction takes.
+
+Reading a body is bounded (``serving.limits``): only JSON is read (415 otherwise); a body past
+``offload_bytes`` is parsed in the worker thread pool; nesting depth and string length are read from
+the bytes before parsing (422); the number of records right after, before anything looks at one
+(413). Writes (feedback, interactions) need the write token; a request from a browser (it sends
+``Origin``, ``Sec-Fetch-Site`` or cookies) to an admin or write route also needs the dashboard's
+CSRF token, double-submitted: the ``headrace_csrf`` cookie the dashboard sets and the
+``X-CSRF-Token`` header its script sends.
 
 ``Serving.predict`` is that path, for plain, batch, Open Inference Protocol v2 and SageMaker
 ``/invocations`` requests alike: the records are checked against the served signature, the canary
@@ -31,13 +39,25 @@ from ..config.models import PromoteRule
 from ..config.serving import ServingSpec
 from ..errors import HeadraceError, NotFound, RegistryError, UsageError
 from ..monitor.routing import CanaryRouter
-from .errors import Forbidden, RequestInvalid, Unauthorized
+from .errors import Forbidden, PayloadTooLarge, RequestInvalid, Unauthorized, UnsupportedMediaType
 from .host import FAST_PATH_MAX_ROWS, ModelHost, Served, TabularAnswer
 from .metrics import ServeMetrics
-from .schema import loads
+from .schema import parse
 from .writer import BatchWriter
 
-__all__ = ["FEEDBACK_SCHEMA", "PREDICTIONS_SCHEMA", "Predicted", "Serving"]
+__all__ = [
+    "CSRF_COOKIE",
+    "CSRF_HEADER",
+    "FEEDBACK_SCHEMA",
+    "PREDICTIONS_SCHEMA",
+    "Predicted",
+    "Serving",
+    "bearer_matches",
+    "json_media",
+]
+
+CSRF_COOKIE = "headrace_csrf"
+CSRF_HEADER = "x-csrf-token"
 
 PREDICTIONS_SCHEMA = {
     "id": pl.String(),
@@ -81,17 +101,62 @@ class Serving:
     live: Any
     writer: BatchWriter | None = None
     token: str | None = None
+    write_token: str | None = None
     gates: Mapping[str, PromoteRule] | None = None
     _pinned: OrderedDict[tuple[str, int], Served] = field(default_factory=OrderedDict)
     _pinning: threading.Lock = field(default_factory=threading.Lock)
 
     # -- request helpers --------------------------------------------------------------------------
-    async def read_json(self, request: Request) -> Any:
+    async def read_json(
+        self, request: Request, *, count: tuple[str, int, str] | None = None, binary: tuple[str, ...] = ()
+    ) -> Any:
+        """The JSON body, bounded by ``serving.limits``: 415 unless it is JSON, parsed off the event
+        loop when large; nesting depth and string length (422) checked before parsing; ``count`` =
+        (key, most, hint): a list under ``key`` longer than ``most`` is a 413 before any of its items
+        is looked at."""
+        self.require_json(request, binary=binary)
         body = await request.body()
         if not body:
             raise RequestInvalid([{"loc": ["body"], "msg": "a JSON body is required", "type": "missing"}])
-        # strict JSON, else Python's reading of NaN/Infinity/1e400 so the schema names the field
-        return loads(body)
+        if len(body) > self.spec.limits.offload_bytes:
+            return await run_in_threadpool(self._parse, body, count)
+        return self._parse(body, count)
+
+    def _parse(self, body: bytes, count: tuple[str, int, str] | None) -> Any:
+        limits = self.spec.limits
+        # depth and string length from the bytes (vectorised), then strict JSON, else Python's
+        # reading of NaN/Infinity/1e400 so the schema names the field; then the count, O(1)
+        doc = parse(body, limits.max_depth, limits.max_string_length)
+        if count is not None and isinstance(doc, dict):
+            key, most, hint = count
+            items = doc.get(key)
+            if isinstance(items, list) and len(items) > most:
+                raise PayloadTooLarge(
+                    f"{len(items)} items under {key!r}; at most {most} per request", hint=hint
+                )
+        return doc
+
+    async def require_body_type(self, request: Request, binary: tuple[str, ...] = ()) -> bytes:
+        """The raw body of a route that reads JSON when there is a body (415 for any other type)."""
+        self.require_json(request, binary=binary)
+        body = await request.body()
+        if body and not request.headers.get("content-type"):
+            raise _unsupported(None, binary)
+        return body
+
+    def require_json(self, request: Request, *, binary: tuple[str, ...] = ()) -> None:
+        """415 unless the body is JSON (or one of the route's documented ``binary`` types). A request
+        without a content type passes here; one with a body is refused once the body is read."""
+        given = request.headers.get("content-type")
+        if given is None:
+            if request.headers.get("content-length", "0") not in ("0", "") or request.headers.get(
+                "transfer-encoding"
+            ):
+                raise _unsupported(None, binary)
+            return
+        media = given.split(";", 1)[0].strip().lower()
+        if not json_media(media) and media not in binary:
+            raise _unsupported(media, binary)
 
     def admin(self, request: Request) -> str:
         """The actor of an admin request with a valid bearer token (401/403 otherwise)."""
@@ -101,18 +166,44 @@ class Serving:
                 "admin routes are disabled: no admin token is configured",
                 hint=f"set {spec.admin_token_env} (or serving.admin_token) and restart",
             )
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if (
-            scheme.lower() != "bearer"
-            or not given
-            or not hmac.compare_digest(given.strip().encode(), self.token.encode())
-        ):
+        self.csrf(request)
+        if not bearer_matches(request, self.token):
             raise Unauthorized(
                 # not "Authorization: ..." literally: error lines mask what follows such a key
                 "admin routes need the header 'Authorization' set to 'Bearer <token>'",
                 hint=f"send the token from {spec.admin_token_env}",
             )
         return request.headers.get("x-actor") or "serve-admin"
+
+    def authorize_write(self, request: Request) -> None:
+        """A write (feedback, interactions) with a valid write token passes; 401/403 otherwise."""
+        spec = self.spec
+        if not self.write_token:
+            raise Forbidden(
+                "writes (feedback, interactions) are disabled: no write token is configured",
+                hint=f"set {spec.write_token_env} (or serving.write_token) and restart",
+            )
+        self.csrf(request)
+        if not bearer_matches(request, self.write_token):
+            raise Unauthorized(
+                "writes need the header 'Authorization' set to 'Bearer <write token>'",
+                hint=f"send the token from {spec.write_token_env} (the admin token is not it)",
+            )
+
+    def csrf(self, request: Request) -> None:
+        """A browser's request (``Origin``, ``Sec-Fetch-Site`` or cookies) must carry the dashboard's
+        CSRF token in ``X-CSRF-Token``, equal to its ``headrace_csrf`` cookie (403 otherwise): a page
+        on another site can make a browser post, but can neither read the cookie nor set the header."""
+        headers = request.headers
+        if "origin" not in headers and "sec-fetch-site" not in headers and "cookie" not in headers:
+            return  # not a browser: curl, the CLI, the monitor, a bundle
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        given = headers.get(CSRF_HEADER, "")
+        if not cookie or not given or not hmac.compare_digest(cookie.encode(), given.encode()):
+            raise Forbidden(
+                "a request from a browser needs the dashboard's CSRF token (header 'X-CSRF-Token')",
+                hint="use the dashboard's buttons, or call the API from a script (no browser)",
+            )
 
     # -- who answers -------------------------------------------------------------------------------
     def served(self, name: str, request: Request) -> Served:
@@ -131,7 +222,7 @@ class Serving:
         challenger = self.router.challenger(name)
         if challenger is not None and challenger.version_label == version:
             found: Served = challenger
-        elif not version.isdigit():
+        elif not (version.isascii() and version.isdigit()):  # not "²", which isdigit() accepts
             raise NotFound(
                 f"model {name!r} has no version {version!r}",
                 hint=f"versions are numbers; serving v{current.version}",
@@ -176,7 +267,11 @@ class Serving:
         started = time.perf_counter()
         served = tabular(served)
         assert served.schema is not None
-        records = served.schema.check(raw, where=where)
+        schema, most = served.schema, self.spec.limits.max_errors
+        if isinstance(raw, list) and len(raw) > FAST_PATH_MAX_ROWS:  # a batch: checked off the loop
+            records = await run_in_threadpool(schema.check, raw, where, most)
+        else:
+            records = schema.check(raw, where=where, max_errors=most)
         try:
             if pinned:
                 compiled = served.compiled
@@ -279,6 +374,28 @@ class Serving:
             for note in said:
                 kind = "imputed" if "missing" in note else "unseen_category"
                 metrics.child(metrics.notes, served.name, served.version_label, kind).inc()
+
+
+def bearer_matches(request: Request, token: str) -> bool:
+    """Whether the request's ``Authorization`` is ``Bearer <token>`` (a constant-time comparison)."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return (
+        scheme.lower() == "bearer"
+        and bool(given)
+        and hmac.compare_digest(given.strip().encode(), token.encode())
+    )
+
+
+def json_media(media: str) -> bool:
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _unsupported(media: str | None, binary: tuple[str, ...]) -> UnsupportedMediaType:
+    accepted = ", ".join(("application/json", *binary))
+    return UnsupportedMediaType(
+        f"this route reads {accepted}; got {media or 'a body without a content type'}",
+        hint="send the header 'Content-Type: application/json'",
+    )
 
 
 def tabular(served: Served) -> Served:

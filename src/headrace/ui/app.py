@@ -4,11 +4,18 @@ Pages are rendered on the server (Jinja2 templates, SVG charts), so they read wi
 the one script (``static/ui.js``) only drives the promote and rollback buttons, which call the
 serving app's admin routes with the token the user types (kept in the tab's session storage).
 Pages are read-only: whoever may read the API may read them.
+
+Every page sets a CSRF cookie (``headrace_csrf``: random, HttpOnly, SameSite=Strict) when the browser
+has none, and its forms carry the same value; the buttons send it as ``X-CSRF-Token``, which the
+serving app requires of every browser's admin or write request. Every page is sent with the serving
+app's security headers (a CSP with no inline script: no page has one, and style only in attributes).
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import secrets
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +30,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..errors import HeadraceError, NotFound
+from ..serve.shared import CSRF_COOKIE
 from .data import Dashboard
 from .pages import dataset_charts, model_charts, monitoring_charts, when
 
@@ -32,6 +40,7 @@ log = logging.getLogger("headrace.ui")
 
 MOUNT_PATH = "/ui"
 _STATIC = Path(__file__).parent / "static"
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
 
 def _num(value: Any, digits: int = 4) -> str:
@@ -78,7 +87,12 @@ def create_ui_app(dashboard: Dashboard) -> Any:
     def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         base = request.scope.get("root_path", "").rstrip("/")
         started = request.scope.get("headrace.ui.started", time.perf_counter())
+        csrf = request.cookies.get(CSRF_COOKIE, "")
+        fresh = not _TOKEN.fullmatch(csrf)
+        if fresh:
+            csrf = secrets.token_urlsafe(32)
         html = env.get_template(template).render(
+            csrf=csrf,
             base=base,
             api=base.removesuffix(MOUNT_PATH),
             project=dashboard.name,
@@ -89,7 +103,17 @@ def create_ui_app(dashboard: Dashboard) -> Any:
             now=datetime.now(UTC),
             **context,
         )
-        return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+        response = HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+        if fresh:  # path "/": the admin routes the forms post to must receive it
+            response.set_cookie(
+                CSRF_COOKIE,
+                csrf,
+                path="/",
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
+        return response
 
     def page(fn: Any) -> Any:
         def endpoint(request: Request) -> Response:
@@ -120,7 +144,7 @@ def create_ui_app(dashboard: Dashboard) -> Any:
     def model(request: Request) -> Response:
         name = request.path_params["name"]
         raw = request.query_params.get("version")
-        if raw is not None and not raw.isdigit():
+        if raw is not None and not (raw.isascii() and raw.isdigit()):
             raise NotFound(f"version {raw!r} is not a number", hint="pick one from the versions table")
         doc = dashboard.model(name, int(raw) if raw else None)
         return render(request, "model.html", doc=doc, charts=model_charts(doc), title=f"Model {name}")

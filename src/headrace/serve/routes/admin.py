@@ -1,5 +1,6 @@
 """Admin routes (``Authorization: Bearer <token>``): ``POST /admin/models/{name}/reload``,
-``/promote`` and ``/rollback``. The dashboard's buttons call these too.
+``/promote`` and ``/rollback``. The dashboard's buttons call these too (with its CSRF token, which
+every request from a browser needs). A body, where there is one, is JSON (415 otherwise).
 
 A promotion here goes through the model's ``promote_if`` gate exactly as ``headrace models promote``
 does (``Registry.promote(gate=...)``): a refusal answers 409 with the gate's reason and is in the
@@ -31,7 +32,7 @@ _PROMOTE_BODY = {
                 "type": "object",
                 "required": ["version"],
                 "properties": {
-                    "version": {"type": "integer"},
+                    "version": {"type": "integer", "minimum": 1, "maximum": 2**53},
                     "reason": {"type": "string"},
                     "force": {"type": "boolean", "description": "promote past the promote_if gate"},
                 },
@@ -48,6 +49,7 @@ def build(s: Serving) -> APIRouter:
     @router.post("/admin/models/{name}/reload", openapi_extra=_ADMIN)
     async def admin_reload(name: str, request: Request) -> Response:
         s.admin(request)
+        await s.require_body_type(request)
         if name not in host.names:
             host.get(name)  # NotFound naming the served models
         swapped = await run_in_threadpool(host.check, name, force=True)
@@ -59,6 +61,8 @@ def build(s: Serving) -> APIRouter:
         actor = s.admin(request)
         doc = await s.read_json(request)
         version = doc.get("version") if isinstance(doc, dict) else None
+        if isinstance(version, float) and version.is_integer() and abs(version) < 2**53:
+            version = int(version)  # 3.0 is an integer to JSON Schema, as it is to the OpenAPI document
         if isinstance(version, bool) or not isinstance(version, int):
             raise RequestInvalid(
                 [
@@ -68,6 +72,10 @@ def build(s: Serving) -> APIRouter:
                         "type": "int_type",
                     }
                 ]
+            )
+        if not isinstance(doc.get("reason", ""), str):
+            raise RequestInvalid(
+                [{"loc": ["body", "reason"], "msg": "field 'reason' must be a string", "type": "string_type"}]
             )
         force = _force(doc, request)
         reason = str(doc.get("reason") or "promoted through the API")
@@ -84,7 +92,7 @@ def build(s: Serving) -> APIRouter:
     @router.post("/admin/models/{name}/rollback", openapi_extra=_ADMIN)
     async def admin_rollback(name: str, request: Request) -> Response:
         actor = s.admin(request)
-        body = await request.body()
+        body = await s.require_body_type(request)
         reason = "rolled back through the API"
         if body:
             with contextlib.suppress(orjson.JSONDecodeError):

@@ -1,7 +1,8 @@
 """Plain JSON predictions: ``GET /models``, ``POST /models/{name}/predict`` (a few records, the fast
 path; an image model takes a multipart upload or base64 images) and ``POST /models/{name}/predict/batch``
-(up to ``max_batch_rows`` records, vectorised, off the loop). Tabular requests go through the shared
-path (``Serving.predict``): canary routing, the prediction log and the metrics."""
+(up to ``serving.limits.max_batch_records`` records, vectorised, off the loop). Tabular requests go
+through the shared path (``Serving.predict``): canary routing, the prediction log and the metrics.
+A request with more records than its route allows is a 413 before any record is read."""
 
 from __future__ import annotations
 
@@ -22,12 +23,15 @@ from ..errors import RequestInvalid
 from ..host import Served
 from ..shared import Serving, answer_doc, tabular
 
-__all__ = ["RECORDS_BODY", "b64", "build"]
+__all__ = ["b64", "build", "records_body"]
 
 _VALUE = {"type": ["string", "number", "boolean", "null"]}
-RECORDS_BODY = {
-    "required": True,
-    "content": {
+_MULTIPART = "multipart/form-data"
+
+
+def records_body(most: int, images: bool = False) -> dict[str, Any]:
+    """The OpenAPI request body of a records route (at most ``most`` records)."""
+    content: dict[str, Any] = {
         JSON: {
             "schema": {
                 "type": "object",
@@ -35,15 +39,31 @@ RECORDS_BODY = {
                 "properties": {
                     "records": {
                         "type": "array",
-                        "maxItems": 64,
+                        "maxItems": most,
                         "items": {"type": "object", "additionalProperties": _VALUE, "maxProperties": 40},
-                    }
+                    },
                 },
+                "additionalProperties": False,
             }
         }
-    },
-}
-_INLINE_MAX = 64
+    }
+    if images:  # an image model takes base64 images under 'images', or files
+        schema = content[JSON]["schema"]
+        schema["properties"]["images"] = {
+            "type": "array",
+            "description": "an image model's images, base64 (instead of 'records')",
+            "items": {"type": "string"},
+        }
+        schema["required"] = []
+        schema["minProperties"] = 1
+        schema["maxProperties"] = 1
+        content[_MULTIPART] = {
+            "schema": {
+                "type": "object",
+                "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+            }
+        }
+    return {"required": True, "content": content}
 
 
 def build(s: Serving) -> APIRouter:
@@ -69,41 +89,33 @@ def build(s: Serving) -> APIRouter:
             }
         )
 
-    @router.post("/models/{name}/predict", openapi_extra={"requestBody": RECORDS_BODY})
+    limits = s.spec.limits
+    one = (
+        "records",
+        limits.max_records,
+        f"send at most {limits.max_records} records here, or use /models/{{name}}/predict/batch",
+    )
+    many = ("records", limits.max_batch_records, "split the batch (serving.limits.max_batch_records)")
+
+    @router.post(
+        "/models/{name}/predict", openapi_extra={"requestBody": records_body(limits.max_records, True)}
+    )
     async def predict(name: str, request: Request) -> Response:
         started = time.perf_counter()
         served = s.served(name, request)
         if served.kind == "image":
             return await _predict_images(s, served, request, started)
         tabular(served)
-        raw = _records(await s.read_json(request))
-        if isinstance(raw, list) and len(raw) > _INLINE_MAX:
-            raise RequestInvalid(
-                [
-                    {
-                        "loc": ["body", "records"],
-                        "msg": f"at most {_INLINE_MAX} records here; use /predict/batch",
-                        "type": "too_long",
-                    }
-                ]
-            )
+        raw = _records(await s.read_json(request, count=one))
         done = await s.predict(request, served, raw, route="predict")
         return json_response(answer_doc(done.served, done.answer, done.ids))
 
-    @router.post("/models/{name}/predict/batch", openapi_extra={"requestBody": RECORDS_BODY})
+    @router.post(
+        "/models/{name}/predict/batch", openapi_extra={"requestBody": records_body(limits.max_batch_records)}
+    )
     async def predict_batch(name: str, request: Request) -> Response:
         served = tabular(s.served(name, request))
-        raw = _records(await s.read_json(request))
-        if isinstance(raw, list) and len(raw) > s.spec.max_batch_rows:
-            raise RequestInvalid(
-                [
-                    {
-                        "loc": ["body", "records"],
-                        "type": "too_long",
-                        "msg": f"at most {s.spec.max_batch_rows} records per batch",
-                    }
-                ]
-            )
+        raw = _records(await s.read_json(request, count=many))
         done = await s.predict(request, served, raw, route="batch", batch=True)
         return json_response(answer_doc(done.served, done.answer, done.ids))
 
@@ -115,19 +127,35 @@ def _records(doc: Any) -> Any:
         raise RequestInvalid(
             [{"loc": ["body", "records"], "msg": "field 'records' is required", "type": "missing"}]
         )
+    if len(doc) > 1:  # 'images' (an image model's) or anything else: not read here, so refused
+        other = next(str(k) for k in doc if k != "records")[:40]
+        raise RequestInvalid(
+            [
+                {
+                    "loc": ["body", other],
+                    "msg": f"field {other!r} is unknown here; a tabular model reads 'records'",
+                    "type": "extra_forbidden",
+                }
+            ]
+        )
     return doc["records"]
 
 
 async def _predict_images(s: Serving, served: Served, request: Request, started: float) -> Response:
     content_type = request.headers.get("content-type", "")
     images: list[bytes] = []
-    if content_type.startswith("multipart/form-data"):
-        async with request.form() as form:  # closes the uploads' spooled temporary files
+    s.require_json(request, binary=(_MULTIPART,))
+    if content_type.startswith(_MULTIPART):
+        most = s.spec.limits.max_records
+        async with request.form(
+            max_files=most, max_fields=most
+        ) as form:  # closes the uploads' spooled temporary files
             for _, value in form.multi_items():
                 if hasattr(value, "read"):
                     images.append(await value.read())
     else:
-        doc = await s.read_json(request)
+        most = s.spec.limits.max_records
+        doc = await s.read_json(request, count=("images", most, f"send at most {most} images per request"))
         raw = doc.get("images") if isinstance(doc, dict) else None
         if not isinstance(raw, list) or not raw:
             raise RequestInvalid(

@@ -1,15 +1,16 @@
 """Real-time recommendations: ``GET /users/{user_id}/recommendations?k=10`` (blending the user's live
 history) and ``POST /interactions`` (added to the live state, Redis or in process, and appended to
-the interactions dataset through the prediction-log writer)."""
+the interactions dataset through the prediction-log writer). An interaction is a write: it needs the
+write token (``Authorization: Bearer <token>``) and a JSON body (415 otherwise)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from ...errors import UsageError
@@ -20,6 +21,13 @@ from ..shared import Serving, unavailable
 
 __all__ = ["build"]
 
+_MAX_ID = 2**53 - 1  # an integer id every JSON client reads exactly; larger ones: send a string
+_ID = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "integer", "minimum": -_MAX_ID, "maximum": _MAX_ID},
+    ]
+}
 _INTERACTION_BODY = {
     "required": True,
     "content": {
@@ -28,11 +36,20 @@ _INTERACTION_BODY = {
                 "type": "object",
                 "required": ["user_id", "item_id"],
                 "properties": {
-                    "user_id": {"type": ["string", "integer"]},
-                    "item_id": {"type": ["string", "integer"]},
-                    "weight": {"type": "number"},
-                    "ts": {"type": ["string", "number", "null"]},
-                    "model": {"type": "string"},
+                    "user_id": _ID,
+                    "item_id": _ID,
+                    "weight": {"type": "number", "minimum": -1e12, "maximum": 1e12},
+                    "ts": {
+                        "anyOf": [
+                            {"type": "string", "format": "date-time"},
+                            {"type": "number", "minimum": 0, "exclusiveMaximum": 1e11},
+                            {"type": "null"},
+                        ]
+                    },
+                    "model": {
+                        "type": ["string", "null"],
+                        "description": "the recommender (when several are served)",
+                    },
                 },
             }
         }
@@ -66,7 +83,10 @@ def build(s: Serving) -> APIRouter:
 
     @router.get("/users/{user_id}/recommendations")
     async def recommendations(
-        request: Request, user_id: str, k: int = 10, model: str | None = None
+        request: Request,
+        user_id: str,
+        k: Annotated[int, Query(ge=1, le=1000)] = 10,
+        model: str | None = None,
     ) -> Response:
         if not 1 <= k <= 1000:
             raise RequestInvalid(
@@ -104,8 +124,13 @@ def build(s: Serving) -> APIRouter:
             )
         return json_response(doc)
 
-    @router.post("/interactions", status_code=202, openapi_extra={"requestBody": _INTERACTION_BODY})
+    @router.post(
+        "/interactions",
+        status_code=202,
+        openapi_extra={"security": [{"bearer": []}], "requestBody": _INTERACTION_BODY},
+    )
     async def interactions(request: Request) -> Response:
+        s.authorize_write(request)
         event = _interaction(await s.read_json(request))
         served = recommender(event.get("model"), request)
         user_id = str(event["user_id"])
@@ -136,15 +161,24 @@ def _interaction(doc: Any) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise RequestInvalid([{"loc": ["body"], "msg": "expected an object", "type": "dict_type"}])
     problems = []
+    ids: dict[str, Any] = {}
     for key in ("user_id", "item_id"):
         value = doc.get(key)
+        if isinstance(value, float) and value.is_integer() and abs(value) <= _MAX_ID:
+            value = int(value)  # 7.0 is an integer to JSON (and to the OpenAPI document)
+        ids[key] = value
         if key not in doc:
             problems.append({"loc": ["body", key], "msg": f"field {key!r} is required", "type": "missing"})
-        elif isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        elif (
+            isinstance(value, bool)
+            or not isinstance(value, str | int)
+            or value == ""
+            or (isinstance(value, int) and abs(value) > _MAX_ID)
+        ):
             problems.append(
                 {
                     "loc": ["body", key],
-                    "msg": f"field {key!r} must be a string or an integer",
+                    "msg": f"field {key!r} must be a string or an integer within ±(2**53 - 1)",
                     "type": "type_error",
                 }
             )
@@ -181,8 +215,8 @@ def _interaction(doc: Any) -> dict[str, Any]:
     if problems:
         raise RequestInvalid(problems)
     return {
-        "user_id": doc["user_id"],
-        "item_id": doc["item_id"],
+        "user_id": ids["user_id"],
+        "item_id": ids["item_id"],
         "weight": float(weight),
         "ts": when,
         "model": model,

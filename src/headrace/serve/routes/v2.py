@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from ... import __version__
 from ...errors import UsageError
 from ..edge import JSON, json_response
-from ..errors import RequestInvalid
+from ..errors import PayloadTooLarge, RequestInvalid
 from ..host import Served
 from ..shared import Serving
 from .predictions import b64
@@ -111,7 +111,7 @@ def build(s: Serving) -> APIRouter:
 
     async def infer(name: str, version: str | None, request: Request) -> Response:
         model = await served(name, version, request)
-        doc = await s.read_json(request)
+        doc = await s.read_json(request, count=("inputs", 1000, "send one tensor per input column"))
         if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
             raise RequestInvalid(
                 [
@@ -123,9 +123,10 @@ def build(s: Serving) -> APIRouter:
                 ]
             )
         tensors = {}
+        most = s.spec.limits.max_batch_records
         for i, tensor in enumerate(doc["inputs"]):
             tensor_name = _tensor_name(tensor, i)  # checked before the values are read
-            tensors[tensor_name] = _tensor_values(tensor, i)
+            tensors[tensor_name] = _tensor_values(tensor, i, most)
         request_id = doc.get("id") if isinstance(doc.get("id"), str) else None
         wanted = _requested_outputs(doc.get("outputs"))
         if model.kind == "image":
@@ -224,11 +225,13 @@ def _flatten(data: Any) -> list[Any]:
     return [data]
 
 
-def _tensor_values(tensor: dict[str, Any], i: int) -> list[Any]:
+def _tensor_values(tensor: dict[str, Any], i: int, most: int) -> list[Any]:
     name = tensor["name"]
     datatype = tensor.get("datatype")
     where = ["body", "inputs", i]
-    if datatype not in _NUMERIC_TYPES and datatype not in ("BOOL", "BYTES"):
+    if not isinstance(datatype, str) or (
+        datatype not in _NUMERIC_TYPES and datatype not in ("BOOL", "BYTES")
+    ):
         raise RequestInvalid(
             [
                 {
@@ -251,14 +254,20 @@ def _tensor_values(tensor: dict[str, Any], i: int) -> list[Any]:
                 }
             ]
         )
+    expected = 1
+    for d in shape:
+        expected *= d
+    data = tensor.get("data")
+    if expected > most or (isinstance(data, list) and len(data) > most):  # before any value is read
+        raise PayloadTooLarge(
+            f"tensor {name!r} holds more than {most} values",
+            hint="split the request (serving.limits.max_batch_records)",
+        )
     if "data" not in tensor:
         raise RequestInvalid(
             [{"loc": [*where, "data"], "msg": f"tensor {name!r} has no 'data'", "type": "missing"}]
         )
     values = _flatten(tensor["data"])
-    expected = 1
-    for d in shape:
-        expected *= d
     if len(values) != expected:
         raise RequestInvalid(
             [

@@ -1,6 +1,8 @@
 // headrace dashboard: the promote and rollback buttons. Pages read without this script; it only
 // sends the admin requests with the token the user typed (kept in this tab's session storage) and
 // shows the answer, including a refusal (401 without the token, 409 with the promote_if gate's reason).
+// Each form carries the page's CSRF token (equal to the headrace_csrf cookie the page set), sent as
+// X-CSRF-Token: the server refuses a browser's admin request without it (403).
 (function () {
   "use strict";
   var KEY = "headrace-admin-token";
@@ -30,6 +32,7 @@
       var force = document.getElementById("admin-force");
       if (action === "promote" && force && force.checked) body.force = true;  // past the promote_if gate
       var headers = { "Content-Type": "application/json", "X-Actor": "dashboard" };
+      if (form.elements.csrf) headers["X-CSRF-Token"] = form.elements.csrf.value;
       var token = input.value.trim();
       if (token) headers.Authorization = "Bearer " + token;
       var buttons = form.querySelectorAll("button");
