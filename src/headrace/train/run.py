@@ -8,6 +8,8 @@ data version, spec and seed and compares the metrics.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib.metadata
 import logging
 import math
@@ -34,7 +36,7 @@ from ..registry import ModelVersion, Registry
 from ..store import Store
 from . import metrics as M
 from .estimators import make_estimator, validate_candidate
-from .features import build_features, build_pca, plan_features, prepare
+from .features import FeaturePlan, build_features, build_pca, plan_features, prepare
 from .imbalance import class_ratio, make_sampler
 from .tabular import TabularModel
 from .target import forward
@@ -42,6 +44,7 @@ from .thresholds import ThresholdChoice, choose_threshold, threshold_spec
 from .validation import (
     CandidateConfig,
     DataRef,
+    Expected,
     FoldResult,
     Recipe,
     Selector,
@@ -394,12 +397,39 @@ def _labelled(
     return frame, y, classes, groups
 
 
+def _feature_plan(spec: ModelSpec, frame: pl.DataFrame) -> tuple[FeaturePlan, list[str]]:
+    """What the model reads of the labelled rows, and notes on the columns left out."""
+    exclude = [spec.target or ""]
+    if spec.validation.group:
+        exclude.append(spec.validation.group)
+    features, notes = _sensible_features(spec, frame, exclude)
+    return plan_features(features, frame.schema, exclude=exclude), notes
+
+
+def plan_fingerprint(plan: FeaturePlan) -> str:
+    return hashlib.sha256(repr(dataclasses.asdict(plan)).encode()).hexdigest()[:32]
+
+
 def worker_rows(
-    frame: pl.DataFrame, spec: ModelSpec, plan: Any
-) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
-    """What a Dask worker makes of the dataset it read: the driver's ``X``, ``y`` and groups."""
+    frame: pl.DataFrame, spec: ModelSpec
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None, str]:
+    """What a Dask worker makes of the dataset version it read, by the driver's own steps: ``X``,
+    ``y``, the groups, and the feature plan's fingerprint (checked against the driver's)."""
     frame, y, _, groups = _labelled(spec, frame)
-    return prepare(frame, plan), y, groups
+    plan, _ = _feature_plan(spec, frame)
+    return prepare(frame, plan), y, groups, plan_fingerprint(plan)
+
+
+def dask_recipe(spec: ModelSpec, source: DataRef) -> Recipe:
+    """How the Dask workers make the training rows of ``source`` for ``spec``."""
+    return Recipe(
+        source,
+        worker_rows,
+        (spec,),
+        outer=outer_splitter(spec.validation, spec.task, spec.seed),
+        inner=inner_splitter(spec.validation, spec.task, spec.seed),
+        target_transform=spec.target_transform if spec.task == "regression" else None,
+    )
 
 
 def fit_and_validate(
@@ -431,7 +461,7 @@ def fit_and_validate(
             hint="use train_model (or 'headrace train --scheduler'), which passes it",
         )
     with dask_client(scheduler) as client:
-        prefetch(client, source)  # the workers read the table while the driver prepares
+        prefetch(client, dask_recipe(spec, source))  # the workers make their rows as the driver does
         return _fit_and_validate(name, spec, frame, n_jobs, client, source, importance, progress)
 
 
@@ -453,11 +483,7 @@ def _fit_and_validate(
     transform = spec.target_transform if task == "regression" else None
     forward(transform, y, target=spec.target or "target")  # a value the transform cannot take: say so now
     n_classes = len(classes) if classes is not None else 0
-    exclude = [spec.target or ""]
-    if vspec.group:
-        exclude.append(vspec.group)
-    features, notes = _sensible_features(spec, frame, exclude)
-    plan = plan_features(features, frame.schema, exclude=exclude)
+    plan, notes = _feature_plan(spec, frame)
     # on Dask the workers prepare the rows; the driver only needs their number to split
     X = prepare(frame, plan) if client is None else np.empty((len(y), 0))
     metric = vspec.metric or M.default_metric(task)
@@ -510,20 +536,12 @@ def _fit_and_validate(
     final: Any = None
     if client is not None:
         assert source is not None
-        recipe = Recipe(
-            source,
-            worker_rows,
-            (spec, plan),
-            rows=len(y),
-            digest=labels_digest(y),
-            splits_digest=splits_digest(splits),
-            outer=splitter,
-            inner=inner_splitter(vspec, task, spec.seed),
-            target_transform=transform,
-        )
+        recipe = dask_recipe(spec, source)
+        expected = Expected(len(y), labels_digest(y), splits_digest(splits), plan_fingerprint(plan))
         ran = run_nested_on_dask(
             client,
             recipe,
+            expected,
             selector,
             splits,
             task=task,
@@ -895,7 +913,7 @@ def _read_and_fit(
         return frame, fit_and_validate(name, spec, frame, n_jobs=n_jobs, progress=progress)
     source = DataRef.of(store, spec.dataset, version)
     with dask_client(scheduler) as client:
-        prefetch(client, source)
+        prefetch(client, dask_recipe(spec, source))
         frame = store.read(spec.dataset, version)
         result = fit_and_validate(
             name, spec, frame, n_jobs=n_jobs, scheduler=client, source=source, progress=progress

@@ -66,7 +66,9 @@ from .target import forward, inverse
 __all__ = [
     "CandidateConfig",
     "DataRef",
+    "Expected",
     "FoldResult",
+    "Recipe",
     "Selector",
     "build_selector",
     "check_validation",
@@ -471,24 +473,32 @@ class DataRef:
 
 @dataclass(frozen=True)
 class Recipe:
-    """How a worker turns the dataset into the driver's rows: ``prepare(frame, *args)`` (a module-level
-    function, pickled by name) gives ``(X, y, groups)``; ``outer`` and ``inner`` are the splitters.
-    ``rows``, ``digest`` (of ``y``) and ``splits_digest`` are the driver's, checked on the worker."""
+    """How a worker makes the training rows of the dataset it reads: ``prepare(frame, *args)`` (a
+    module-level function, pickled by name: the driver's own code) gives ``(X, y, groups, plan
+    fingerprint)``; ``outer`` and ``inner`` are the splitters. Known before the driver has read the
+    data, so that the workers start at once (:func:`prefetch`)."""
 
     source: DataRef
-    prepare: Callable[..., tuple[pd.DataFrame, np.ndarray, np.ndarray | None]]
+    prepare: Callable[..., tuple[pd.DataFrame, np.ndarray, np.ndarray | None, str]]
     args: tuple[Any, ...]
-    rows: int
-    digest: str
-    splits_digest: str
     outer: Any
     inner: Any
     target_transform: str | None = None
 
     @property
     def key(self) -> str:
-        blob = pickle.dumps((self.source, self.prepare.__qualname__, self.args, self.rows, self.digest))
+        blob = pickle.dumps((self.source, self.prepare.__qualname__, self.args, self.outer, self.inner))
         return hashlib.sha256(blob).hexdigest()
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The driver's rows, folds and feature plan, fingerprinted: a worker's must be the same."""
+
+    rows: int
+    labels: str
+    splits: str
+    plan: str
 
 
 def labels_digest(y: np.ndarray) -> str:
@@ -509,21 +519,20 @@ def splits_digest(splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> str:
 
 @dataclass
 class _Rows:
-    source: DataRef
     X: pd.DataFrame
     y: np.ndarray
     groups: np.ndarray | None
     splits: list[tuple[np.ndarray, np.ndarray]]
+    expected: Expected  # what this worker made, fingerprinted
     outer: dict[int, tuple[pd.DataFrame, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]] = field(
         default_factory=dict
     )
 
 
-# Per worker process, the rows of the run at hand (a new run's replace them): the table is read once
-# per worker, not once per task. ``_READ``: a table read ahead (:func:`prefetch`) while the driver
-# prepares. Reads are counted so that a test can see each worker read the table once.
+# Per worker process, the rows of the run at hand (a new run's replace them): the table is read and
+# the rows made once per worker, not once per task, from the moment the run starts (prefetch). Reads
+# are counted so that a test can see each worker read the table once.
 _ROWS: dict[str, _Rows] = {}
-_READ: dict[DataRef, Any] = {}
 _READS: Counter[str] = Counter()
 _PREPARED: Counter[str] = Counter()
 _LOCK = threading.Lock()
@@ -535,60 +544,57 @@ def worker_loads() -> dict[str, dict[str, int]]:
     return {"reads": dict(_READS), "prepared": dict(_PREPARED)}
 
 
-def _read(source: DataRef) -> Any:
-    """The table, read ahead or now; call with ``_LOCK`` held."""
-    frame = _READ.pop(source, None)
-    if frame is None:
-        frame = source.read()
-        _READS[str(source)] += 1
-    return frame
+def _prepare(recipe: Recipe) -> _Rows:
+    """Read and make the run's rows; call with ``_LOCK`` held."""
+    rows = _ROWS.get(recipe.key)
+    if rows is not None:
+        return rows
+    started = time.perf_counter()
+    _ROWS.clear()  # the previous run's rows: one run's are kept
+    frame = recipe.source.read()
+    _READS[str(recipe.source)] += 1
+    X, y, groups, plan = recipe.prepare(frame, *recipe.args)
+    del frame
+    splits = [(np.asarray(a), np.asarray(b)) for a, b in recipe.outer.split(X, y, groups)]
+    made = Expected(len(y), labels_digest(y), splits_digest(splits), plan)
+    rows = _ROWS[recipe.key] = _Rows(X, y, groups, splits, made)
+    _PREPARED[str(recipe.source)] += 1
+    log.info("%s read and prepared on this worker in %.1f s", recipe.source, time.perf_counter() - started)
+    return rows
 
 
-def _read_ahead(source: DataRef) -> None:
+def _prepare_ahead(recipe: Recipe) -> None:
     with _LOCK:
-        if source in _READ or any(rows.source == source for rows in _ROWS.values()):
-            return
-        _READ.clear()
-        _READ[source] = source.read()
-        _READS[str(source)] += 1
+        _prepare(recipe)
 
 
-def prefetch(client: Any, source: DataRef) -> None:
-    """Have every worker read ``source`` now, while the driver reads and prepares: the tasks that
-    follow find it read. Returns at once."""
+def prefetch(client: Any, recipe: Recipe) -> None:
+    """Have every worker read the table and make the rows now, while the driver reads and prepares:
+    the tasks that follow find them made. Returns at once (a failure here is met again, and raised,
+    by the first task)."""
     from distributed import fire_and_forget
 
     for worker in client.scheduler_info().get("workers", {}):
-        fire_and_forget(client.submit(_read_ahead, source, workers=[worker], pure=False, priority=10))
+        fire_and_forget(client.submit(_prepare_ahead, recipe, workers=[worker], pure=False, priority=10))
 
 
-def _rows(recipe: Recipe) -> _Rows:
-    key = recipe.key
-    started = time.perf_counter()
+def _rows(recipe: Recipe, expected: Expected) -> _Rows:
     with _LOCK:
-        rows = _ROWS.get(key)
-        if rows is None:
-            _ROWS.clear()  # the previous run's rows: one run's are kept
-            X, y, groups = recipe.prepare(_read(recipe.source), *recipe.args)
-            if len(y) != recipe.rows or labels_digest(y) != recipe.digest:
-                raise DataError(
-                    f"a Dask worker read {recipe.source} as {len(y)} labelled rows that are not the "
-                    f"driver's {recipe.rows}",
-                    hint="the workers must open the driver's store (the same URL and storage_options)",
-                )
-            splits = [(np.asarray(a), np.asarray(b)) for a, b in recipe.outer.split(X, y, groups)]
-            if splits_digest(splits) != recipe.splits_digest:
-                raise DataError(
-                    f"a Dask worker split {recipe.source} into folds that are not the driver's",
-                    hint="the workers and the driver must run the same scikit-learn version",
-                )
-            rows = _Rows(recipe.source, X, y, groups, splits)
-            _ROWS[key] = rows
-            _PREPARED[str(recipe.source)] += 1
-            log.info(
-                "%s read and prepared on this worker in %.1f s", recipe.source, time.perf_counter() - started
-            )
-        return rows
+        rows = _prepare(recipe)
+    made = rows.expected
+    if made.rows != expected.rows or made.labels != expected.labels:
+        raise DataError(
+            f"a Dask worker read {recipe.source} as {made.rows} labelled rows that are not the "
+            f"driver's {expected.rows}",
+            hint="the workers must open the driver's store (the same URL and storage_options)",
+        )
+    if made.plan != expected.plan or made.splits != expected.splits:
+        what = "feature plan" if made.plan != expected.plan else "folds"
+        raise DataError(
+            f"a Dask worker made a {what} of {recipe.source} that is not the driver's",
+            hint="the workers and the driver must run the same headrace and scikit-learn versions",
+        )
+    return rows
 
 
 def _outer_rows(
@@ -612,13 +618,13 @@ def _outer_rows(
 
 
 def _inner_task(
-    recipe: Recipe, search: Any, fold: int, split: int, params: dict[str, Any]
+    recipe: Recipe, expected: Expected, search: Any, fold: int, split: int, params: dict[str, Any]
 ) -> tuple[float, float]:
     """One configuration fitted on one inner training fold of one outer fold, scored on its inner test
     fold by the search's own code (a one-point grid on that one split): the score the one-process
     search computes. Returns the score and the seconds."""
     started = time.perf_counter()
-    X_train, y_train, inner = _outer_rows(recipe, _rows(recipe), fold)
+    X_train, y_train, inner = _outer_rows(recipe, _rows(recipe, expected), fold)
     one = GridSearchCV(
         search.estimator,
         [{k: [v] for k, v in params.items()}],
@@ -635,11 +641,18 @@ def _inner_task(
 
 
 def _outer_task(
-    recipe: Recipe, selector: Selector, fold: int, task: str, n_classes: int, importance: bool, seed: int
+    recipe: Recipe,
+    expected: Expected,
+    selector: Selector,
+    fold: int,
+    task: str,
+    n_classes: int,
+    importance: bool,
+    seed: int,
 ) -> FoldResult:
     """One configuration fitted on an outer training fold and scored on its test fold: the one-process
     :func:`_fit_fold` on the worker's own rows (the indices go back empty: the driver has them)."""
-    rows = _rows(recipe)
+    rows = _rows(recipe, expected)
     train, test = rows.splits[fold]
     result = _fit_fold(
         fold, selector, rows.X, rows.y, rows.groups, train, test, task, n_classes, importance, seed
@@ -648,9 +661,9 @@ def _outer_task(
     return result
 
 
-def _final_task(recipe: Recipe, selector: Selector) -> Any:
+def _final_task(recipe: Recipe, expected: Expected, selector: Selector) -> Any:
     """The kept configuration fitted on every row, as the driver fits it in one process."""
-    rows = _rows(recipe)
+    rows = _rows(recipe, expected)
     final = clone(selector.estimator)
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
@@ -720,6 +733,7 @@ class NestedRun:
 def run_nested_on_dask(
     client: Any,
     recipe: Recipe,
+    expected: Expected,
     selector: Selector,
     splits: Sequence[tuple[np.ndarray, np.ndarray]],
     *,
@@ -757,7 +771,7 @@ def run_nested_on_dask(
         search = selector.estimator
         n_inner = recipe.inner.get_n_splits()
         futures = {
-            (f, k, c): client.submit(_inner_task, recipe, search, f, k, configs[c], pure=False)
+            (f, k, c): client.submit(_inner_task, recipe, expected, search, f, k, configs[c], pure=False)
             for f in range(folds)
             for c in range(len(configs))
             for k in range(n_inner)
@@ -781,12 +795,12 @@ def run_nested_on_dask(
 
     # the final fit is the longest task: first, so that the folds fill the other workers meanwhile
     jobs: dict[Any, Any] = {
-        "final": client.submit(_final_task, recipe, final_selector, pure=False, priority=1)
+        "final": client.submit(_final_task, recipe, expected, final_selector, pure=False, priority=1)
     }
     for f in range(folds):
         for c in {best[f], pick} if configs is not None else {None}:
             jobs[f, c] = client.submit(
-                _outer_task, recipe, fixed[c], f, task, n_classes, importance, seed, pure=False
+                _outer_task, recipe, expected, fixed[c], f, task, n_classes, importance, seed, pure=False
             )
     label = f"{folds} folds" + (" (each fold's winner, the pooled choice)" if configs is not None else "")
     done = gather(jobs, label + " and the final fit")
