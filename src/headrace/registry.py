@@ -163,10 +163,15 @@ def _default_actor() -> str:
 class Registry:
     """Model versions, aliases and the ledger in the metadata database; artifacts in the artifact store."""
 
-    def __init__(self, meta: Metadata, artifacts: ArtifactStore, *, actor: str | None = None) -> None:
+    def __init__(
+        self, meta: Metadata, artifacts: ArtifactStore, *, actor: str | None = None, mirror: Any = None
+    ) -> None:
         self.meta = meta
         self.artifacts = artifacts
         self.actor = actor or _default_actor()
+        # told of each committed change (headrace.bridges.mlflow_bridge.MlflowMirror); by default the
+        # mirror the workspace attached to its metadata handle, if its project has one
+        self.mirror = mirror if mirror is not None else getattr(meta, "registry_mirror", None)
 
     # -- writing ------------------------------------------------------------------------------
     def register(
@@ -239,6 +244,7 @@ class Registry:
                 if attempt == 4:
                     raise
         log.info("registered %s@%s (artifact %s)", name, version, sha[:12])
+        self._mirrored(name, "register", version)
         return self.get(name, version)
 
     def set_alias(
@@ -259,6 +265,7 @@ class Registry:
                 conn, name, alias, version, "set_alias", previous=previous, reason=reason or f"{alias} set",
                 actor=actor,
             )  # fmt: skip
+        self._mirrored(name, "set_alias", version)
         return self.get(name, version)
 
     def remove_alias(self, name: str, alias: str, *, reason: str = "", actor: str | None = None) -> None:
@@ -267,6 +274,7 @@ class Registry:
             if previous is None:
                 raise NotFound(f"model {name!r} has no alias {alias!r}", hint=self._aliases_hint(conn, name))
             self._drop_alias(conn, name, alias, previous, reason=reason or f"{alias} removed", actor=actor)
+        self._mirrored(name, "remove_alias", previous)
 
     def check_gate(self, name: str, version: int, gate: PromoteRule | None) -> GateDecision:
         """Judge ``version`` against the gate: a floor (or ceiling) on the metric, and a minimum gain
@@ -366,6 +374,7 @@ class Registry:
                     conn, name, CHALLENGER, version, reason=f"v{version} became champion", actor=actor
                 )
         log.info("promoted %s@%s to %s (was %s): %s", name, version, alias, previous, reason)
+        self._mirrored(name, "promote", version)
         return self.get(name, version)
 
     def rollback(self, name: str, *, reason: str, actor: str | None = None) -> ModelVersion:
@@ -395,6 +404,7 @@ class Registry:
                 conn, name, CHAMPION, target, "rollback", previous=current, reason=reason, actor=actor
             )
         log.warning("rolled %s back from v%s to v%s: %s", name, current, target, reason)
+        self._mirrored(name, "rollback", target)
         return self.get(name, target)
 
     def retire(self, name: str, version: int, *, reason: str, actor: str | None = None) -> ModelVersion:
@@ -453,6 +463,7 @@ class Registry:
             )
         if removed and target.artifact_sha256:
             self.artifacts.remove(target.artifact_sha256)
+        self._mirrored(name, "retire", version)
         return self.get(name, version)
 
     # -- reading ------------------------------------------------------------------------------
@@ -575,6 +586,16 @@ class Registry:
         return current
 
     # -- internals ----------------------------------------------------------------------------
+    def _mirrored(self, name: str, action: str, version: int | None) -> None:
+        """Tell the mirror (if any) of a committed change; it logs its own failures, and nothing it
+        raises may undo or fail the change."""
+        if self.mirror is None:
+            return
+        try:
+            self.mirror.changed(self, name, action, version)
+        except Exception as exc:
+            log.warning("registry mirror failed after %s %s: %s", action, name, exc)
+
     def _get_or_none(self, name: str, ref: int | str) -> ModelVersion | None:
         try:
             return self.get(name, ref)

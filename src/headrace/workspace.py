@@ -38,7 +38,12 @@ class Workspace:
 
     @cached_property
     def meta(self) -> Metadata:
-        return Metadata(self.project.metadata)
+        meta = Metadata(self.project.metadata)
+        if self.project.mlflow is not None:  # every Registry on this handle mirrors to MLflow
+            from .bridges.mlflow_bridge import mirror_for
+
+            meta.registry_mirror = mirror_for(self.project)  # type: ignore[attr-defined]
+        return meta
 
     @cached_property
     def artifacts(self) -> ArtifactStore:

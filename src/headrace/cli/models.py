@@ -338,3 +338,99 @@ def history(
     )
     if when is not None:
         console.print(f"champion at {when.isoformat()}: " + (f"v{champion}" if champion else "none"))
+
+
+@models_app.command("export")
+def export(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="MODEL or MODEL@VERSION (default: the champion, else the latest)"),
+    out: str = typer.Argument(..., help="the folder (mlflow) or file (onnx) to write"),
+    format: str = typer.Option(..., "--format", help="mlflow (a pyfunc model folder) or onnx (one file)"),
+    json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Export a version as an MLflow pyfunc model (threshold, classes, signature, pinned requirements)
+    or as an ONNX graph checked against the pipeline on probe records."""
+    from pathlib import Path
+
+    from ..registry import split_ref
+
+    if format not in ("mlflow", "onnx"):
+        raise UsageError(f"--format {format!r} is not known", hint="use --format mlflow or --format onnx")
+    name, ref = split_ref(model)
+    ws, registry = _registry(ctx)
+    try:
+        if ref is None:
+            ref = "champion" if "champion" in registry.aliases(name) else "latest"
+        mv = registry.get(name, ref)
+        if format == "mlflow":
+            from ..bridges.mlflow_bridge import export_pyfunc
+
+            doc = export_pyfunc(registry, mv, Path(out))
+        else:
+            from ..bridges.onnx_export import export_onnx
+
+            _, loaded = registry.load(name, mv.version)
+            doc = {
+                "model": mv.name,
+                "version": mv.version,
+                **export_onnx(
+                    loaded, Path(out), ref=mv.ref, metadata={"artifact_sha256": mv.artifact_sha256}
+                ),
+            }
+    finally:
+        ws.close()
+    if json:
+        emit_json(doc)
+        return
+    extra = f", checked on {doc['probes']} probe records" if format == "onnx" else ""
+    console.print(f"{mv.ref} exported as {format} to {doc['path']}{extra}", highlight=False)
+
+
+@models_app.command("import")
+def import_(
+    ctx: typer.Context,
+    source: str = typer.Argument(
+        ..., help="mlflow:runs:/RUN_ID/PATH, mlflow:models:/NAME/VERSION (or @ALIAS)"
+    ),
+    name: str | None = typer.Option(
+        None, "--name", help="the headrace model (default: the MLflow model's name)"
+    ),
+    tracking_uri: str | None = typer.Option(
+        None,
+        "--tracking-uri",
+        help="MLflow tracking URI (default: mlflow.tracking_uri, else MLFLOW_TRACKING_URI)",
+    ),
+    reason: str | None = typer.Option(None, "--reason", help="recorded in the ledger"),
+    json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Register an MLflow model (sklearn flavor) as a new version, its source noted in the lineage."""
+    scheme, sep, uri = source.partition(":")
+    if scheme != "mlflow" or not sep or not uri:
+        raise UsageError(
+            f"{source!r} is not an MLflow URI",
+            hint="write mlflow:runs:/RUN_ID/model or mlflow:models:/NAME/1",
+        )
+    if name is None:
+        if not uri.startswith("models:/"):
+            raise UsageError(
+                "which headrace model should it become?", hint=f"headrace models import {source} --name NAME"
+            )
+        name = uri.removeprefix("models:/").split("/")[0].split("@")[0]
+    from ..bridges.mlflow_bridge import import_model
+
+    ws, registry = _registry(ctx)
+    try:
+        spec = ws.project.mlflow
+        mv = import_model(
+            registry,
+            uri,
+            name,
+            tracking_uri=tracking_uri or (spec.tracking_uri if spec else None),
+            reason=reason,
+        )
+    finally:
+        ws.close()
+    if json:
+        emit_json({**_summary(mv), "source_uri": uri})
+        return
+    console.print(f"{mv.ref} registered from MLflow {uri}", highlight=False)

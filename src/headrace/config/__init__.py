@@ -22,6 +22,7 @@ from ..errors import ConfigError
 from ..log import add_secrets
 from .base import ProjectPath, Spec, is_url, resolve_path
 from .lineage import LineageSpec
+from .mlflow import MlflowSpec
 from .models import Candidate, FeatureSpec, ModelSpec, PromoteRule, ValidationSpec
 from .monitoring import MonitoringSpec, RollbackRule
 from .serving import ServingSpec
@@ -81,6 +82,7 @@ class Project(Spec):
     serving: ServingSpec = Field(default_factory=ServingSpec)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     lineage: LineageSpec | None = Field(default=None, description="OpenLineage events of ingest and training")
+    mlflow: MlflowSpec | None = Field(default=None, description="mirror runs, versions and aliases to MLflow")
     root: str = Field(default=".", exclude=True)
 
     @field_validator("project")
