@@ -366,3 +366,18 @@ def test_an_unusable_import_is_one_line(project: dict[str, Any], capsys) -> None
     err = capsys.readouterr().err
     assert done.value.code != 0
     assert "MLflow model runs:/nope/model cannot be read" in err and err.count("\n") == 1
+
+
+def test_the_cli_exports_onnx_checked_on_probes(project: dict[str, Any], capsys, tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    from headrace.bridges.onnx_export import run_onnx
+
+    out = tmp_path / "churn.onnx"
+    doc = _cli(
+        capsys, project["folder"], "models", "export", "churn@1", str(out), "--format", "onnx", "--json"
+    )
+    assert doc["version"] == 1 and doc["probes"] == 200 and doc["max_difference"] < 1e-5 and out.exists()
+    _, model = project["registry"].load("churn", 1)
+    records = churn_records(100, seed=44)
+    labels, _ = run_onnx(ort.InferenceSession(str(out)), model, pl.DataFrame(records))
+    assert labels == model.predict(pl.DataFrame(records)).predictions

@@ -190,6 +190,7 @@ def _converted(model: Any, ref: str) -> Any:
     _onnx, _ort, skl2onnx = _onnx_modules()
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
     from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import OneHotEncoder
 
     found = unconvertible_step(model.pipeline)
     if found is not None:
@@ -199,6 +200,14 @@ def _converted(model: Any, ref: str) -> Any:
         stats = getattr(step, "statistics_", None)
         if isinstance(step, SimpleImputer) and stats is not None and stats.dtype == object:
             step.missing_values = _missing_category()  # ONNX strings have no None: a marker stands for it
+        if (
+            isinstance(step, OneHotEncoder)
+            and step.handle_unknown == "infrequent_if_exist"
+            and not any(c is not None for c in getattr(step, "infrequent_categories_", None) or [])
+        ):
+            # no category turned out infrequent: an unseen one is all zeros, as with "ignore" (the
+            # only spelling of that skl2onnx converts; otherwise ONNX Runtime fails on unseen values)
+            step.handle_unknown = "ignore"
     types = [(n, FloatTensorType([None, 1])) for n in model.plan.numeric]
     types += [(n, StringTensorType([None, 1])) for n in model.plan.categorical]
     head = pipeline.steps[-1][1]
@@ -287,7 +296,18 @@ def _check(session: Any, model: Any, records: Sequence[Mapping[str, Any]], ref: 
     """The largest difference between the graph and headrace over ``records``; refuses a label that
     differs (unless its probability is within the tolerance of the threshold) or a number that does."""
     frame = _frame(model, records)
-    labels, proba = run_onnx(session, model, frame)
+    try:
+        labels, proba = run_onnx(session, model, frame)
+    except Exception:  # find the first record it fails on, to name it
+        for record in records:
+            try:
+                run_onnx(session, model, _frame(model, [record]))
+            except Exception as exc:
+                raise NotConvertible(
+                    f"{ref}'s ONNX graph fails on {_shown(record)} ({_first_line(exc)})",
+                    hint="export it with --format mlflow",
+                ) from None
+        raise
     if model.task == "classification":
         want_proba = model.predict_proba(frame)
         want = model.predict(frame).predictions
