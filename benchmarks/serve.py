@@ -184,7 +184,7 @@ def _project(folder: Path) -> tuple[str, int, int]:
     from headrace.recommend import read_movielens, train_recommender
     from headrace.registry import Registry
     from headrace.scaffold import init_project
-    from headrace.serve.demo import demo_interactions
+    from headrace.demo.serve import demo_interactions
     from headrace.serve.examples import register_churn
     from headrace.store import BatchMeta
     from headrace.workspace import Workspace

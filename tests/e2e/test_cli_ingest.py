@@ -122,7 +122,7 @@ def test_ingest_sql_and_http_sources_from_the_project_file(
 
     import psycopg
 
-    from headrace.ingest.demo_api import DemoApi, serve
+    from headrace.demo.api import DemoApi, serve
 
     table = f"hr_e2e_{uuid.uuid4().hex[:10]}"
     pg = psycopg.connect(postgres_url, autocommit=True)

@@ -16,7 +16,7 @@ import pytest
 
 from headrace.config.sources_db import HttpSource
 from headrace.errors import ServiceUnavailable, SourceError
-from headrace.ingest.demo_api import DemoApi, serve
+from headrace.demo.api import DemoApi, serve
 from headrace.ingest.http import HttpReader
 from headrace.ingest.runner import ingest
 from headrace.metadata import Metadata

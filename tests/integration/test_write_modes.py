@@ -10,7 +10,7 @@ import pytest
 
 from headrace.config.sources import FileSource
 from headrace.config.sources_db import HttpSource, SqlSource
-from headrace.ingest.demo_api import DemoApi, serve
+from headrace.demo.api import DemoApi, serve
 from headrace.ingest.http import HttpReader
 from headrace.ingest.runner import ingest, open_source
 from headrace.metadata import Metadata

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from .bundle import build_bundle
-from .plan import Plan
-from .targets import DeployOptions, deploy, stop_local
+from ..deploy.bundle import build_bundle
+from ..deploy.plan import Plan
+from ..deploy.targets import DeployOptions, deploy, stop_local
 
 if TYPE_CHECKING:
-    from ..demo import DemoContext
+    from . import DemoContext
 
 __all__ = ["demo_stage"]
 
@@ -45,7 +45,7 @@ def demo_stage(ctx: DemoContext) -> list[str]:
         f"  Kubernetes manifests: {kube_state} (schemas of {kube['kubernetes_version']}); "
         f"Dockerfile lint: {lint_state}",
     ]
-    from .local import free_port
+    from ..deploy.local import free_port
 
     result = deploy(ws, "churn", "local", options=DeployOptions(env="inherit", port=free_port()))
     try:

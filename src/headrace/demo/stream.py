@@ -15,9 +15,9 @@ from typing import Any
 import polars as pl
 
 from ..config.sources_stream import MqttSource
-from .broker import LocalBroker, broker_reachable
-from .simulator import SimulationResult, simulate_sensors
-from .worker import StreamWorker
+from ..stream.broker import LocalBroker, broker_reachable
+from ..stream.simulator import SimulationResult, simulate_sensors
+from ..stream.worker import StreamWorker
 
 __all__ = ["demo_stage"]
 

@@ -46,13 +46,13 @@ def demo_stage(ctx: Any) -> list[str]:
     import httpx
 
     from ..deploy.targets import stop_local
+    from ..monitor.alerts import check_alert_files, write_alert_files
+    from ..monitor.loop import cycle
+    from ..monitor.report import write_report
+    from ..monitor.routing import bucket
     from ..registry import Registry
     from ..train.run import train_model
     from ..train.tabular import TabularModel
-    from .alerts import check_alert_files, write_alert_files
-    from .loop import cycle
-    from .report import write_report
-    from .routing import bucket
 
     ws = ctx.ws
     policy = ws.project.monitoring  # the demo's headrace.yaml: short windows, a 30 % canary
@@ -86,7 +86,7 @@ def demo_stage(ctx: Any) -> list[str]:
     lines.append(f"watching the local deployment at {endpoint} (a bundle in its own process)")
     try:
         client = httpx.Client(base_url=str(endpoint), timeout=30)
-        from ..serve.demo import demo_write_token  # the bundle took it from the demo's environment
+        from .serve import demo_write_token  # the bundle took it from the demo's environment
 
         write = {"Authorization": f"Bearer {demo_write_token()}"}
 

@@ -127,7 +127,7 @@ def _scores(summary: dict[str, dict[str, float]], names: tuple[str, ...]) -> str
 
 
 def demo_train_stage(ctx: Any) -> list[str]:
-    from .run import train_model
+    from ..train.run import train_model
 
     ws = ctx.ws
     registry = Registry(ws.meta, ws.artifacts, actor="demo")
@@ -168,7 +168,7 @@ def demo_train_stage(ctx: Any) -> list[str]:
 
 
 def demo_evaluate_stage(ctx: Any) -> list[str]:
-    from .report import write_report
+    from ..train.report import write_report
 
     ws = ctx.ws
     registry = Registry(ws.meta, ws.artifacts, actor="demo")

@@ -243,8 +243,8 @@ def serve(app: Any, host: str = "127.0.0.1") -> Iterator[str]:
 def demo_http_stage(ctx: Any) -> list[str]:
     """The demo's ``http`` stage: serve the orders API on loopback and ingest it, twice (incremental)."""
     from ..config.sources_db import HttpSource
-    from .http import HttpReader
-    from .runner import ingest
+    from ..ingest.http import HttpReader
+    from ..ingest.runner import ingest
 
     api = DemoApi(count=240, per_page=40)
     lines: list[str] = []
@@ -290,7 +290,7 @@ def demo_sql_stage(ctx: Any) -> list[str]:
     import sqlite3
 
     from ..config.sources_db import SqlSource
-    from .runner import ingest, open_source
+    from ..ingest.runner import ingest, open_source
 
     path = ctx.folder / "data" / "payments.db"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .scaffold import init_project
-from .status import project_status
-from .workspace import Workspace
+from ..scaffold import init_project
+from ..status import project_status
+from ..workspace import Workspace
 
 __all__ = ["STAGES", "DemoContext", "StageResult", "run_demo"]
 
@@ -58,7 +58,7 @@ def _stage_project(ctx: DemoContext) -> list[str]:
     text = path.read_text()
     path.write_text(text.rstrip("\n") + "\n" + DEMO_POLICY.lstrip("\n"), encoding="utf-8")
     ctx.workspace = Workspace.open(path)
-    from .serve.demo import demo_write_token
+    from .serve import demo_write_token
 
     demo_write_token()  # the servers and the bundle the demo starts take writes with it
     files = sorted(p.name for p in (ctx.folder / "data" / "customers").glob("*.csv"))
@@ -77,7 +77,7 @@ def _stage_status(ctx: DemoContext) -> list[str]:
 
 
 def _stage_ingest(ctx: DemoContext) -> list[str]:
-    from .ingest.runner import (
+    from ..ingest.runner import (
         ingest,
         open_source,
     )  # the ingest stage's own imports stay out of the CLI's path
@@ -106,49 +106,49 @@ def _stage_ingest(ctx: DemoContext) -> list[str]:
 
 
 def _stage_http(ctx: DemoContext) -> list[str]:
-    from .ingest.demo_api import demo_http_stage  # uvicorn stays out of the CLI's import path
+    from .api import demo_http_stage  # uvicorn stays out of the CLI's import path
 
     return demo_http_stage(ctx)
 
 
 def _stage_sql(ctx: DemoContext) -> list[str]:
-    from .ingest.demo_api import demo_sql_stage
+    from .api import demo_sql_stage
 
     return demo_sql_stage(ctx)
 
 
 def _stage_mqtt(ctx: DemoContext) -> list[str]:
-    from .stream.demo import demo_stage  # paho and the broker stay out of the CLI's import path
+    from .stream import demo_stage  # paho and the broker stay out of the CLI's import path
 
     return demo_stage(ctx)
 
 
 def _stage_train(ctx: DemoContext) -> list[str]:
-    from .train.demo import demo_train_stage  # the trainer stays out of the CLI's import path
+    from .train import demo_train_stage  # the trainer stays out of the CLI's import path
 
     return demo_train_stage(ctx)
 
 
 def _stage_evaluate(ctx: DemoContext) -> list[str]:
-    from .train.demo import demo_evaluate_stage
+    from .train import demo_evaluate_stage
 
     return demo_evaluate_stage(ctx)
 
 
 def _stage_serve(ctx: DemoContext) -> list[str]:
-    from .serve.demo import demo_stage  # the churn champion and a recommender on a local server
+    from .serve import demo_stage  # the churn champion and a recommender on a local server
 
     return demo_stage(ctx)
 
 
 def _stage_deploy(ctx: DemoContext) -> list[str]:
-    from .deploy.demo import demo_stage  # bundle the champion, deploy it locally, contract checks
+    from .deploy import demo_stage  # bundle the champion, deploy it locally, contract checks
 
     return demo_stage(ctx)
 
 
 def _stage_monitor(ctx: DemoContext) -> list[str]:
-    from .monitor.demo import demo_stage  # drift, retrain, canary, promote, rollback
+    from .monitor import demo_stage  # drift, retrain, canary, promote, rollback
 
     return demo_stage(ctx)
 

@@ -60,10 +60,10 @@ def demo_stage(ctx: Any) -> list[str]:
 
     from ..recommend import train_recommender
     from ..registry import Registry
+    from ..serve.app import create_app
+    from ..serve.examples import churn_records, register_churn
+    from ..serve.runner import serve_in_thread
     from ..store import BatchMeta
-    from .app import create_app
-    from .examples import churn_records, register_churn
-    from .runner import serve_in_thread
 
     ws = ctx.ws
     registry = Registry(ws.meta, ws.artifacts, actor="demo")
