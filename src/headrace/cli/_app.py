@@ -159,15 +159,18 @@ app = typer.Typer(
 
 
 class _Console(Console):
-    """stdout's console: what goes to a file or a pipe is not cropped at 80 columns (tables are as
-    wide as their words; tab-separated lines are whole)."""
+    """A console whose output to a file or a pipe is neither cropped nor wrapped at 80 columns: a line
+    stays one line (an error is one line), tables are as wide as their words, tab-separated lines
+    are whole."""
 
     def print(self, *objects: Any, crop: bool | None = None, **kwargs: Any) -> None:
+        if not self.is_terminal:
+            kwargs.setdefault("soft_wrap", True)
         super().print(*objects, crop=self.is_terminal if crop is None else crop, **kwargs)
 
 
 console = _Console(soft_wrap=False)
-err_console = Console(stderr=True)
+err_console = _Console(stderr=True)
 
 
 @dataclass
@@ -254,6 +257,8 @@ class _Table(Table):
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         if self.tsv:
             header = [str(c.header) for c in self.columns]
+            if self.title:  # what the table is, as a comment line a reader can skip
+                yield Segment(f"# {' '.join(str(self.title).split())}\n")
             for line in (header, *self.plain_rows):
                 yield Segment("\t".join(" ".join(v.split()) for v in line) + "\n")
             return
