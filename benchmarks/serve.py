@@ -181,10 +181,10 @@ def _recommendations(
 def _project(folder: Path) -> tuple[str, int, int]:
     """A project with the churn champion and a recommender; returns (project file, users, items)."""
     sys.path.insert(0, str(ROOT / "src"))
+    from headrace.demo.data import interactions as demo_interactions
     from headrace.recommend import read_movielens, train_recommender
     from headrace.registry import Registry
     from headrace.scaffold import init_project
-    from headrace.demo.serve import demo_interactions
     from headrace.serve.examples import register_churn
     from headrace.store import BatchMeta
     from headrace.workspace import Workspace

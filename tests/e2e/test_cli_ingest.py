@@ -79,11 +79,9 @@ def test_demo_runs_the_ingest_stage(tmp_path: Path):
     ctx = DemoContext(folder=tmp_path)
     stages = dict(STAGES)
     stages["project"](ctx)
-    try:
-        lines = stages["ingest"](ctx)
-    finally:
-        ctx.ws.close()
-    assert lines[0].startswith("customers: 4000 rows read from 2 files")
+    lines = stages["ingest"](ctx)
+    assert ctx.commands[0] == "headrace ingest customers houses interactions"
+    assert lines[0].startswith("customers: 4000 rows read, ") and lines[0].endswith("(2 files)")
     assert any("quarantined customerID=" in line for line in lines)
 
 

@@ -19,11 +19,11 @@ import pytest
 
 from headrace.artifacts import ArtifactStore
 from headrace.config.serving import LimitsSpec, PredictionLogSpec, ServingSpec
+from headrace.demo.data import interactions as demo_interactions
 from headrace.metadata import Metadata
 from headrace.recommend import train_recommender
 from headrace.registry import Registry
 from headrace.serve import create_app
-from headrace.demo.serve import demo_interactions
 from headrace.serve.examples import churn_records, register_churn
 from headrace.serve.runner import serve_in_thread
 from headrace.store import BatchMeta, Store

@@ -176,7 +176,7 @@ def test_time_series_split_tests_on_later_rows_only(customers: pl.DataFrame):
 
 
 def test_regression_with_derived_columns_and_scores():
-    from headrace.demo.train import HOUSING_DERIVE, housing
+    from headrace.demo.data import HOUSING_DERIVE, housing
 
     frame = housing(800, seed=2)
     spec = ModelSpec.model_validate(

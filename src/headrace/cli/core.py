@@ -10,7 +10,9 @@ import typer
 
 if TYPE_CHECKING:
     from ..demo import StageResult
-from ._app import app, console, emit_json, table, workspace
+import contextlib
+
+from ._app import app, console, emit_json, sigterm_interrupts, table, workspace
 
 
 @app.command()
@@ -144,21 +146,61 @@ def status(
 
 @app.command()
 def demo(
+    ctx: typer.Context,
     directory: Path | None = typer.Option(
         None, "--dir", help="where to build the demo project (default: a new temporary folder)"
     ),
+    services: bool = typer.Option(
+        False,
+        "--services",
+        help="only start the demo project's local orders API (its orders_api source) until Ctrl-C, "
+        "for 'headrace ingest' after the demo; the project: --dir, else --project",
+    ),
 ) -> None:
-    """The whole lifecycle on generated data: prints what each stage did."""
+    """The whole lifecycle on generated data, as a project: each stage is a headrace command on it,
+    printed beside what it did, to rerun in the demo's folder."""
     from ..demo import run_demo
+    from ..demo import services as demo_services
 
-    folder = directory or Path(tempfile.mkdtemp(prefix="headrace-demo-"))
-    console.print(f"[bold]headrace demo[/bold] in {folder}")
+    if services:
+        import threading
+
+        from ._app import state
+
+        folder = directory or state(ctx).project or Path(".")
+        with sigterm_interrupts(), demo_services(folder.resolve()) as url:
+            console.print(f"the demo's orders API at {url} (Ctrl-C stops it)", markup=False, highlight=False)
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
+        return
+
+    folder = (directory or Path(tempfile.mkdtemp(prefix="headrace-demo-"))).resolve()
+    console.print(f"[bold]headrace demo[/bold] in {folder}", soft_wrap=True)
+    console.print(
+        f"    every command below reruns in that folder: cd {folder} (or headrace -p {folder} ...)",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
     def show(result: StageResult) -> None:
-        console.print(f"[bold green]✓ {result.name}[/bold green] ({result.seconds:.1f} s)")
+        console.print(f"[bold green]✓ {result.name}[/bold green] ({result.seconds:.1f} s)", soft_wrap=True)
+        for command in result.commands:
+            console.print(f"    $ {command}", markup=False, highlight=False, soft_wrap=True)
         for line in result.lines:
             console.print(f"    {line}", markup=False, highlight=False, soft_wrap=True)
 
     results = run_demo(folder, on_stage=show)
     total = sum(r.seconds for r in results)
-    console.print(f"demo finished: {len(results)} stages in {total:.1f} s; project left in {folder}")
+    console.print(
+        f"demo finished: {len(results)} stages in {total:.1f} s; the project is in {folder}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"next: headrace -p {folder} status | train price | serve | ui",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )

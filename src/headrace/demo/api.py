@@ -12,7 +12,9 @@ Every pagination style the HTTP source knows has an endpoint over the same recor
 - ``POST /oauth/token`` (client credentials) when the API is built with ``client_secret``.
 
 Records are nested (a customer object, a list of items) to show flattening. ``DemoApi.insert`` and
-``DemoApi.touch`` add and update records between runs, for incremental loads.
+``DemoApi.touch`` add and update records between runs, for incremental loads; ``save`` and
+``load`` keep them in the demo project's ``data/orders.json``, so that the API the demo starts from
+that folder later (``headrace demo --services``) serves the same orders.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import json
 import random
 import secrets
 import socket
@@ -27,6 +30,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -37,7 +41,7 @@ from starlette.routing import Route
 
 from ..errors import ServiceUnavailable
 
-__all__ = ["DemoApi", "serve"]
+__all__ = ["DemoApi", "serve", "serve_orders"]
 
 _EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 _PRODUCTS = ["router", "modem", "sim", "phone", "tablet", "cable"]
@@ -104,6 +108,20 @@ class DemoApi:
         with self._lock:
             rows = [r for r in self.records if since is None or r["updated_at"] >= since]
         return sorted(rows, key=lambda r: (r["updated_at"], r["id"]))
+
+    def save(self, path: Path) -> None:
+        with self._lock:
+            doc = {"clock": self.clock.isoformat(), "records": self.records}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc), encoding="utf-8")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path, **kwargs: Any) -> DemoApi:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        clock = dt.datetime.fromisoformat(doc["clock"])
+        return cls(records=doc["records"], clock=clock, count=len(doc["records"]), **kwargs)
 
     # -- the app --------------------------------------------------------------------------------
     def app(self) -> Starlette:
@@ -210,11 +228,18 @@ class DemoApi:
 
 
 @contextmanager
-def serve(app: Any, host: str = "127.0.0.1") -> Iterator[str]:
-    """Serve an ASGI app on a free loopback port in a thread; yields its base URL."""
+def serve(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve an ASGI app on loopback in a thread (``port`` 0: a free one); yields its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ServiceUnavailable(
+            f"the demo's orders API cannot listen on {host}:{port}: {exc.strerror}",
+            hint="stop what uses that port, or change the port in orders_api.url in headrace.yaml",
+        ) from None
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="error", lifespan="off", http="h11", ws="none", access_log=False)
     server = uvicorn.Server(config)
@@ -239,120 +264,16 @@ def serve(app: Any, host: str = "127.0.0.1") -> Iterator[str]:
         sock.close()
 
 
-# ----------------------------------------------------------------------------------- demo stages
-def demo_http_stage(ctx: Any) -> list[str]:
-    """The demo's ``http`` stage: serve the orders API on loopback and ingest it, twice (incremental)."""
-    from ..config.sources_db import HttpSource
-    from ..ingest.http import HttpReader
-    from ..ingest.runner import ingest
+@contextmanager
+def serve_orders(url: str, store: Path) -> Iterator[DemoApi]:
+    """The demo project's orders API at the address of its ``orders_api`` source (``url``), over the
+    orders kept in ``store`` (made on first use); what changed is saved back when it stops."""
+    from urllib.parse import urlsplit
 
-    api = DemoApi(count=240, per_page=40)
-    lines: list[str] = []
-    with serve(api.app()) as base:
-        spec = HttpSource(
-            kind="http",
-            url=f"{base}/orders/cursor",
-            pagination={"type": "cursor", "cursor_path": "next_cursor"},  # type: ignore[arg-type]
-            records_path="records",
-            dataset="orders",
-            incremental={"param": "updated_since", "field": "updated_at"},  # type: ignore[arg-type]
-            batch_rows=100,
-        )
-        ws = ctx.ws
-        first = ingest(
-            HttpReader("orders_api", spec), spec, store=ws.store, meta=ws.meta, source_name="orders_api"
-        )
-        lines.append(
-            f"local REST API at {base}: {first.rows_committed} orders in {len(first.batches)} batches "
-            f"({api.records and len(api.records) // api.per_page} pages, cursor pagination)"
-        )
-        api.insert(12)
-        api.touch([3, 7, 11])
-        second = ingest(
-            HttpReader("orders_api", spec, cursor=first.cursor_after),
-            spec,
-            store=ws.store,
-            meta=ws.meta,
-            source_name="orders_api",
-        )
-        lines.append(
-            f"after 12 new and 3 updated orders, the incremental run read {second.rows_committed} "
-            f"(since {json_value(second.cursor_before)})"
-        )
-    columns = ws.store.info("orders").columns
-    lines.append(f"nested JSON flattened to columns: {', '.join(columns)}")
-    ctx.facts["http"] = {"first": first.to_dict(), "second": second.to_dict()}
-    return lines
-
-
-def demo_sql_stage(ctx: Any) -> list[str]:
-    """The demo's ``sql`` stage: a SQLite database of payments, loaded in full then incrementally."""
-    import sqlite3
-
-    from ..config.sources_db import SqlSource
-    from ..ingest.runner import ingest, open_source
-
-    path = ctx.folder / "data" / "payments.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    rng = random.Random(11)
-    with sqlite3.connect(path) as db:
-        db.execute(
-            "CREATE TABLE payments (id INTEGER PRIMARY KEY, customer TEXT, amount REAL, method TEXT, "
-            "updated_at TEXT NOT NULL)"
-        )
-        stamp = _EPOCH
-        rows = []
-        for i in range(1, 501):
-            stamp += dt.timedelta(minutes=rng.choice([0, 1, 2]))  # some share a timestamp
-            rows.append(
-                (
-                    i,
-                    f"C{rng.randint(1, 80):04d}",
-                    round(rng.uniform(5, 200), 2),
-                    rng.choice(["card", "debit", "transfer"]),
-                    stamp.strftime("%Y-%m-%d %H:%M:%S"),
-                )
-            )
-        db.executemany("INSERT INTO payments VALUES (?, ?, ?, ?, ?)", rows)
-    spec = SqlSource(
-        kind="sql",
-        url=f"sqlite:///{path}",
-        table="payments",
-        dataset="payments",
-        cursor="updated_at",
-        cursor_key=["id"],
-        chunk_size=200,
-    )
-    ws = ctx.ws
-    first = ingest(
-        open_source("payments_db", spec), spec, store=ws.store, meta=ws.meta, source_name="payments_db"
-    )
-    later = (stamp + dt.timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S")
-    with sqlite3.connect(path) as db:
-        db.executemany(
-            "INSERT INTO payments VALUES (?, ?, ?, ?, ?)",
-            [(i, f"C{i % 80:04d}", 42.0, "card", later) for i in range(501, 521)],
-        )
-        db.execute("UPDATE payments SET amount = 0, updated_at = ? WHERE id IN (1, 2)", (later,))
-    second = ingest(
-        open_source("payments_db", spec), spec, store=ws.store, meta=ws.meta, source_name="payments_db"
-    )
-    ctx.facts["sql"] = {"first": first.to_dict(), "second": second.to_dict()}
-    return [
-        f"SQLite database {path.name}: full load {first.rows_committed} rows in {len(first.batches)} batches",
-        f"after 20 inserts and 2 updates, the incremental run read {second.rows_committed} rows "
-        f"(cursor {json_value(first.cursor_after)} -> {json_value(second.cursor_after)})",
-    ]
-
-
-def json_value(cursor: str | None) -> Any:
-    """The value inside a stored cursor, for display."""
-    import json
-
-    if cursor is None:
-        return None
+    where = urlsplit(url)
+    api = DemoApi.load(store, per_page=40) if store.exists() else DemoApi(count=240, per_page=40)
     try:
-        return json.loads(cursor).get("value")
-    except (ValueError, AttributeError):
-        return cursor
+        with serve(api.app(), where.hostname or "127.0.0.1", where.port or 0):
+            yield api
+    finally:
+        api.save(store)
