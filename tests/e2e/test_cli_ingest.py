@@ -80,7 +80,7 @@ def test_demo_runs_the_ingest_stage(tmp_path: Path):
     stages = dict(STAGES)
     stages["project"](ctx)
     lines = stages["ingest"](ctx)
-    assert ctx.commands[0] == "headrace ingest customers houses interactions"
+    assert "headrace ingest customers houses interactions" in ctx.commands
     assert lines[0].startswith("customers: 4000 rows read, ") and lines[0].endswith("(2 files)")
     assert any("quarantined customerID=" in line for line in lines)
 
