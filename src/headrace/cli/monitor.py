@@ -210,7 +210,9 @@ def _watch(
 @monitor_app.command("alerts")
 def alerts(
     ctx: typer.Context,
-    out: Path = typer.Option(Path("monitoring"), "--out", help="folder for the generated files"),
+    out: Path | None = typer.Option(
+        None, "--out", help="folder for the generated files (default: the project's monitoring/)"
+    ),
     check_only: bool = typer.Option(False, "--check", help="only validate the files already in --out"),
     json: bool = typer.Option(False, "--json", help="print one JSON document"),
 ) -> None:
@@ -219,6 +221,7 @@ def alerts(
     from ..monitor.alerts import check_alert_files, write_alert_files
 
     ws = workspace(ctx)
+    out = out if out is not None else ws.root / "monitoring"
     try:
         written = [] if check_only else write_alert_files(ws.project.monitoring, out, ws.project.project)
     finally:
