@@ -14,8 +14,6 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ import polars as pl
 import pytest
 import yaml
 from sklearn.linear_model import LogisticRegression
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select
 
 from headrace.datagen import churn
 from headrace.deploy import Bundle, build_bundle
@@ -41,20 +39,6 @@ from headrace.workspace import Workspace
 pytestmark = pytest.mark.integration
 
 DROP = ["customerID", "Churn"]
-
-
-@pytest.fixture
-def pg_db(postgres_url: str) -> Iterator[str]:
-    name = "hr_bundle_loop_" + uuid.uuid4().hex[:10]
-    admin = create_engine(
-        postgres_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield postgres_url.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 WRITE = "closed-loop-write-token"

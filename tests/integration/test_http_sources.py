@@ -15,8 +15,8 @@ import polars as pl
 import pytest
 
 from headrace.config.sources_db import HttpSource
-from headrace.errors import ServiceUnavailable, SourceError
 from headrace.demo.api import DemoApi, serve
+from headrace.errors import ServiceUnavailable, SourceError
 from headrace.ingest.http import HttpReader
 from headrace.ingest.runner import ingest
 from headrace.metadata import Metadata

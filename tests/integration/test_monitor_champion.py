@@ -13,8 +13,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,6 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
-from sqlalchemy import create_engine, text
 from test_monitor_loop import Server, _project, _records
 
 from headrace.datagen import churn
@@ -37,20 +34,6 @@ from headrace.workspace import Workspace
 pytestmark = pytest.mark.integration
 
 WINDOW = 6.0  # seconds: one judged window of the champion
-
-
-@pytest.fixture
-def pg_db(postgres_url: str) -> Iterator[str]:
-    name = "hr_champion_" + uuid.uuid4().hex[:10]
-    admin = create_engine(
-        postgres_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield postgres_url.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 WRITE = "monitor-champion-write-token"

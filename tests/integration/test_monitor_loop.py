@@ -12,8 +12,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ import pytest
 import uvicorn
 import yaml
 from sklearn.linear_model import LogisticRegression
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select
 
 from headrace.datagen import churn
 from headrace.errors import RegistryError
@@ -42,20 +40,6 @@ from headrace.workspace import Workspace
 pytestmark = pytest.mark.integration
 
 FEATURES_DROP = ["customerID", "Churn"]
-
-
-@pytest.fixture
-def pg_db(postgres_url: str) -> Iterator[str]:
-    name = "hr_monitor_" + uuid.uuid4().hex[:10]
-    admin = create_engine(
-        postgres_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield postgres_url.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def _project(tmp_path: Path, metadata: str, **monitoring: Any) -> Workspace:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
-from sqlalchemy import create_engine, text
 
 from headrace.monitor.loop import check
 from headrace.recommend import train_recommender
@@ -30,20 +28,6 @@ from headrace.workspace import Workspace
 pytestmark = pytest.mark.integration
 
 K = 10
-
-
-@pytest.fixture
-def pg_db(postgres_url: str) -> Iterator[str]:
-    name = "hr_recmon_" + uuid.uuid4().hex[:10]
-    admin = create_engine(
-        postgres_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield postgres_url.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def _history(users: int = 90, items: int = 90, seed: int = 0) -> pl.DataFrame:

@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 import yaml
-from sqlalchemy import create_engine, text
 
 from headrace.datagen import churn
 from headrace.errors import ConfigError
@@ -79,20 +78,6 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     finally:
         server.terminate()
         server.wait(timeout=10)
-
-
-@pytest.fixture
-def pg_db(postgres_url: str) -> Iterator[str]:
-    name = "hr_objstore_" + uuid.uuid4().hex[:10]
-    admin = create_engine(
-        postgres_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield postgres_url.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def _project(folder: Path, prefix: str, metadata: str, s3: dict[str, str]) -> Path:
