@@ -62,7 +62,7 @@ def on_dask(workers: int, frame, source: DataRef) -> tuple[float, object]:
     from distributed import LocalCluster
 
     with LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
     ) as cluster:
         return timed(
             f"headrace, Dask LocalCluster of {workers} worker process(es)",

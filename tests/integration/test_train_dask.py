@@ -99,7 +99,7 @@ def _is_coro(fn: Any) -> bool:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[tuple[Any, Payload]]:
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     ) as local:
         yield local, Payload(local.scheduler)
 
