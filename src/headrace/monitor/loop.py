@@ -47,8 +47,8 @@ from .performance import (
     compute_metrics,
     default_metric,
     live_performance,
-    metric_drop,
     window_label,
+    windows_report,
 )
 from .policy import CHAMPION_CHECKS, Decision, Signals, decide, judge_champion, retention_plan
 from .recommender import interaction_events, judge_lists, replayed_lists, score_lists, served_lists
@@ -291,18 +291,7 @@ def _score_windows(
     for seconds in sorted(windows):
         value, rows = values(now - timedelta(seconds=seconds), now)
         scores.append(WindowScore(window_label(seconds), seconds, rows, value, {metric: value}))
-    chosen = next((w for w in scores if w.rows >= min_rows and w.value is not None), None)
-    value = chosen.value if chosen else None
-    return PerformanceReport(
-        metric=metric,
-        version=version,
-        reference=reference,
-        windows=scores,
-        value=value,
-        rows=chosen.rows if chosen else (scores[-1].rows if scores else 0),
-        drop=metric_drop(metric, reference, value),
-        enough=chosen is not None,
-    )
+    return windows_report(scores, metric, version=version, reference=reference, min_rows=min_rows)
 
 
 def _measure_tabular(

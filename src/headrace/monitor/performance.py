@@ -40,6 +40,7 @@ __all__ = [
     "metric_drop",
     "timeline",
     "window_label",
+    "windows_report",
 ]
 
 BOUNDED_METRICS = frozenset(
@@ -169,6 +170,18 @@ def live_performance(
         part = frame.filter((pl.col("ts") >= since) & (pl.col("ts") <= now)) if frame.height else frame
         values = compute_metrics(part, task, positive)
         scores.append(WindowScore(window_label(seconds), seconds, part.height, values.get(metric), values))
+    return windows_report(scores, metric, version=version, reference=reference, min_rows=min_rows)
+
+
+def windows_report(
+    scores: list[WindowScore],
+    metric: str,
+    *,
+    version: int | None,
+    reference: float | None = None,
+    min_rows: int = 30,
+) -> PerformanceReport:
+    """The report of scored windows: its value is the shortest window with ``min_rows`` rows."""
     chosen = next((w for w in scores if w.rows >= min_rows and w.value is not None), None)
     value = chosen.value if chosen else None
     return PerformanceReport(
