@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
-from sklearn.linear_model import LogisticRegression
+from broken_models import unfitted
 
 from headrace.cli import main
 from headrace.config import ModelSpec
@@ -22,7 +22,6 @@ from headrace.scaffold import init_project
 from headrace.score import score_dataset
 from headrace.store import BatchMeta
 from headrace.train.run import train_model
-from headrace.train.tabular import TabularModel
 from headrace.workspace import Workspace
 
 pytestmark = pytest.mark.integration
@@ -109,14 +108,7 @@ def test_a_regressor_scores_values_and_a_version_of_the_data(project: Any) -> No
 def test_a_failing_run_writes_nothing_and_bad_requests_are_one_line(project: Any) -> None:
     ws, registry = project["ws"], project["registry"]
     mv, good = registry.load("churn")
-    broken = TabularModel(
-        type(good.pipeline)([*good.pipeline.steps[:-1], ("model", LogisticRegression())]),
-        task=good.task,
-        plan=good.plan,
-        classes=good.classes_,
-        threshold=good.threshold,
-        target=good.target,
-    )
+    broken = unfitted(good)
     bad = registry.register(
         "churn", task="classification", flavor="tabular", artifact=broken.to_bytes(), signature=mv.signature
     )

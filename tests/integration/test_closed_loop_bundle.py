@@ -21,7 +21,7 @@ import httpx
 import polars as pl
 import pytest
 import yaml
-from sklearn.linear_model import LogisticRegression
+from broken_models import broken_trainer
 from sqlalchemy import select
 
 from headrace.datagen import churn
@@ -33,7 +33,6 @@ from headrace.monitor.routing import bucket
 from headrace.registry import Registry
 from headrace.store import BatchMeta
 from headrace.train.run import train_model
-from headrace.train.tabular import TabularModel
 from headrace.workspace import Workspace
 
 pytestmark = pytest.mark.integration
@@ -73,37 +72,6 @@ def _project(folder: Path, metadata: str) -> Workspace:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "headrace.yaml").write_text(yaml.safe_dump(doc))
     return Workspace.open(folder)
-
-
-def _broken_trainer(champion: int) -> Any:
-    """A version with the champion's metrics whose estimator was never fitted: it raises."""
-
-    def trainer(ws: Workspace, reg: Registry, model: str, reason: str) -> Any:
-        mv, good = reg.load(model, champion)
-        pipeline = good.pipeline
-        bad = TabularModel(
-            type(pipeline)([*pipeline.steps[:-1], ("model", LogisticRegression())]),
-            task=good.task,
-            plan=good.plan,
-            classes=good.classes_,
-            threshold=good.threshold,
-            target=good.target,
-        )
-        return reg.register(
-            model,
-            task=mv.task,
-            flavor="tabular",
-            artifact=bad.to_bytes(),
-            metrics=mv.metrics,
-            dataset=mv.dataset,
-            data_version=ws.store.version("customers"),
-            signature=mv.signature,
-            threshold=mv.threshold,
-            details={"champion_rescored": {"version": champion, "metrics": mv.metrics}},
-            reason=reason,
-        )
-
-    return trainer
 
 
 def _send(client: httpx.Client, frame: pl.DataFrame, tag: str) -> list[dict[str, Any]]:
@@ -191,7 +159,7 @@ def test_a_bundle_reports_home_and_the_monitor_closes_the_loop_on_it(tmp_path: P
         )
 
         # the monitor: drift in what the bundle served, a retrain, a canary on the bundle
-        first = cycle(ws, "churn", registry=registry, trainer=_broken_trainer(champion))
+        first = cycle(ws, "churn", registry=registry, trainer=broken_trainer(champion))
         assert first.check.drift is not None and first.check.drift.dataset_drift
         assert [e["action"] for e in first.events] == ["drift", "retrain", "canary"], first.events
         bad = first.events[1]["version"]

@@ -21,7 +21,7 @@ import polars as pl
 import pytest
 import uvicorn
 import yaml
-from sklearn.linear_model import LogisticRegression
+from broken_models import broken_trainer
 from sqlalchemy import select
 
 from headrace.datagen import churn
@@ -224,40 +224,6 @@ def test_drift_retrain_canary_promote(tmp_path: Path, pg_db: str):
     ws.close()
 
 
-def _broken_version(registry: Registry, ws: Workspace, champion: int) -> Any:
-    """A version that validated well (the champion's metrics) but raises on every prediction: its
-    estimator was never fitted, as happens when a training job writes the wrong object."""
-
-    def trainer(ws_: Workspace, reg: Registry, model: str, reason: str) -> Any:
-        mv, good = reg.load(model, champion)
-        pipeline = good.pipeline
-        steps = [*pipeline.steps[:-1], ("model", LogisticRegression())]
-        broken = type(pipeline)(steps)
-        bad = TabularModel(
-            broken,
-            task=good.task,
-            plan=good.plan,
-            classes=good.classes_,
-            threshold=good.threshold,
-            target=good.target,
-        )
-        return reg.register(
-            model,
-            task=mv.task,
-            flavor="tabular",
-            artifact=bad.to_bytes(),
-            metrics=mv.metrics,
-            dataset=mv.dataset,
-            data_version=ws_.store.version("customers"),
-            signature=mv.signature,
-            threshold=mv.threshold,
-            details={"champion_rescored": {"version": champion, "metrics": mv.metrics}},
-            reason=reason,
-        )
-
-    return trainer
-
-
 def test_broken_canary_is_rolled_back_and_no_request_fails(tmp_path: Path, pg_db: str):
     ws = _project(tmp_path, pg_db, canary={"share": 0.25, "window": "10m", "min_requests": 50})
     registry, v1 = _seed(ws)
@@ -267,7 +233,7 @@ def test_broken_canary_is_rolled_back_and_no_request_fails(tmp_path: Path, pg_db
             "customers", churn(1000, seed=3, shift=1.0, id_offset=20_000), BatchMeta(source="simulator")
         )
         _wait_logged(ws, 300)
-        first = cycle(ws, "churn", registry=registry, trainer=_broken_version(registry, ws, v1))
+        first = cycle(ws, "churn", registry=registry, trainer=broken_trainer(v1))
         assert [e["action"] for e in first.events] == ["drift", "retrain", "canary"]
         bad = first.events[1]["version"]
         assert registry.aliases("churn")["challenger"] == bad

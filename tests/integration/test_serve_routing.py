@@ -247,20 +247,11 @@ def test_a_forced_promote_needs_the_token_and_is_marked_forced(project):
 def test_a_failing_champion_is_logged_against_its_version(project):
     """A champion that raises answers 500, and its failure is in the prediction log (route
     predict_error, its version): the monitor's champion error rate counts it."""
-    from sklearn.linear_model import LogisticRegression
-
-    from headrace.train.tabular import TabularModel
+    from broken_models import unfitted
 
     registry, store = project
     good = churn_model(n=400, seed=1)
-    broken = TabularModel(
-        type(good.pipeline)([*good.pipeline.steps[:-1], ("model", LogisticRegression())]),
-        task=good.task,
-        plan=good.plan,
-        classes=good.classes_,
-        threshold=good.threshold,
-        target=good.target,
-    )
+    broken = unfitted(good)
     mv = registry.register(
         "churn", task="classification", flavor="tabular", artifact=broken.to_bytes(), signature=good.signature
     )
