@@ -17,11 +17,16 @@ __all__ = ["JsonFormatter", "add_secrets", "known_secrets", "redact", "setup_log
 
 # values that came from ${ENV} references or secret files: masked wherever ``redact`` runs
 _SECRETS: set[str] = set()
+_FORMS: list[str] = []  # each secret as written and URL-encoded, longest first (built once, not per line)
 
 
 def add_secrets(values: Any) -> None:
     """Remember secret values (of 3 characters or more) so that ``redact`` masks them."""
+    from urllib.parse import quote, quote_plus
+
     _SECRETS.update(str(v) for v in values if v is not None and len(str(v)) >= 3)
+    forms = {f for s in _SECRETS for f in (s, quote(s, safe=""), quote_plus(s))}
+    _FORMS[:] = sorted(forms, key=len, reverse=True)
 
 
 def known_secrets() -> list[str]:
@@ -39,12 +44,8 @@ _KEY_VALUE = re.compile(
 def redact(text: str) -> str:
     """``text`` without credentials: known secret values (also URL-encoded), URL passwords, and the
     values of keys that look like credentials."""
-    if _SECRETS:
-        from urllib.parse import quote, quote_plus
-
-        for secret in known_secrets():
-            for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
-                text = text.replace(form, "***")
+    for form in _FORMS:
+        text = text.replace(form, "***")
     text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
     return _KEY_VALUE.sub(lambda m: f"{m['key']}***", text)
 
