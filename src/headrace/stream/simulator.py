@@ -232,12 +232,19 @@ def simulate_sensors(
             )
 
     def publish(topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:
-        for _ in range(1000):  # bounded: each failed try waits for a reconnection first
+        # bounded by time: the connection may be lost before on_disconnect has run (``connected`` still
+        # set, every publish refused), so each failed try pauses instead of spinning
+        give_up = time.monotonic() + reconnect_timeout
+        while True:
             wait_connected()
             info = client.publish(topic, payload, qos=qos)
-            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            # a QoS 1/2 message refused for want of a connection stays queued in paho, which sends it
+            # once it has reconnected: publishing it again would only duplicate it
+            if info.rc == mqtt.MQTT_ERR_SUCCESS or (qos > 0 and info.rc == mqtt.MQTT_ERR_NO_CONN):
                 return info
-            connected.wait(0.05)
+            if time.monotonic() >= give_up:
+                break
+            time.sleep(0.05)
         raise ServiceUnavailable(f"MQTT broker {host}:{port} refused every publish", hint="check the broker")
 
     def settle(item: tuple[str, bytes, mqtt.MQTTMessageInfo]) -> None:
