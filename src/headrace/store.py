@@ -26,13 +26,22 @@ from typing import Any, Literal
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Schema, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from .errors import NotFound, StoreError
 
-__all__ = ["QUARANTINE_SUFFIX", "BatchMeta", "DatasetInfo", "Store", "VersionInfo", "new_batch_id"]
+__all__ = [
+    "QUARANTINE_SUFFIX",
+    "BatchMeta",
+    "DatasetInfo",
+    "StagedFile",
+    "Store",
+    "VersionInfo",
+    "new_batch_id",
+]
 
 QUARANTINE_SUFFIX = "__quarantine"
 _DATASET = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
@@ -70,6 +79,18 @@ class DatasetInfo:
     rows: int
     columns: list[str]
     last_batch: VersionInfo | None
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A Parquet file written into a dataset's folder by :meth:`Store.stage`, not yet committed."""
+
+    name: str
+    size: int
+    mtime_ms: int
+    stats: str  # the Delta ``stats`` entry (rows, nulls, bounds)
+    rows: int
+    schema: str  # the Delta schema of its columns, as JSON
 
 
 class Store:
@@ -181,68 +202,150 @@ class Store:
         no partitions and only plain column types; anything else goes through ``write_deltalake``,
         which merges schemas and casts. The file is invisible until the commit, as with the writer.
         """
-        # What Delta lacks, cast the way _delta_compatible does for the writer.
-        casts = [
-            pl.col(c).cast(pl.String() if dtype == pl.Null() else pl.Int64())
-            for c, dtype in frame.schema.items()
-            if dtype == pl.Null() or dtype.is_unsigned_integer()
-        ]
-        frame = frame.with_columns(casts) if casts else frame
-        arrow = frame.head(0).to_arrow().schema
-        if not self._local or not all(_plain(f.type) for f in arrow):
+        prepared = _prepared(frame) if self._local else None
+        if prepared is None:
             return False
-        uri = self.uri(dataset)
-        schema = Schema.from_arrow(_delta_schema(arrow))
-        existing = self._table_or_none(uri)
-        if existing is not None and (
-            existing.metadata().partition_columns
-            or existing.metadata().configuration
-            or existing.protocol().min_writer_version > 2
-            or existing.schema().to_json() != schema.to_json()
-        ):
+        frame, schema = prepared
+        existing = self._table_or_none(self.uri(dataset))
+        if existing is not None and not _same_plain_table(existing, Schema.from_json(schema)):
+            return False  # before writing anything: the writer that merges schemas takes the batch
+        staged = self._write_staged(dataset, frame, schema)
+        if staged is None:
             return False
-        folder = Path(uri.removeprefix("file://"))
+        try:
+            done = self._commit_files(dataset, [staged], props, mode)
+        except BaseException:
+            self.discard_staged(dataset, [staged])
+            raise
+        if not done:
+            self.discard_staged(dataset, [staged])
+        return done
+
+    def stage(self, dataset: str, frame: pl.DataFrame) -> StagedFile | None:
+        """Write ``frame`` as one Parquet file into the dataset's folder, invisible to every reader
+        until :meth:`commit_staged` names it (a crash leaves a file no version refers to, which
+        ``vacuum`` removes). polars' encoder writes it, beside whatever the caller does meanwhile
+        (it lets go of the GIL). None when the fast path cannot take the frame (object storage, a
+        column type polars does not write as Delta declares it, bounds that cannot be recorded):
+        the caller then appends the rows through :meth:`append`."""
+        prepared = _prepared(frame) if self._local else None
+        if prepared is None:
+            return None
+        self.uri(dataset)  # a clear error for a bad name
+        return self._write_staged(dataset, *prepared)
+
+    def _write_staged(self, dataset: str, frame: pl.DataFrame, schema: str) -> StagedFile | None:
+        folder = Path(self.uri(dataset).removeprefix("file://"))
         folder.mkdir(parents=True, exist_ok=True)
         name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+        path = folder / name
         try:
-            frame.write_parquet(folder / name, compression="snappy", statistics=True)
-            stats = _file_stats(frame, folder / name)
+            frame.write_parquet(path, compression="snappy", statistics=True)
+            stats = _file_stats(frame, path)
             if stats is None:
-                (folder / name).unlink()
-                return False
-            stat = (folder / name).stat()
-            add = AddAction(name, stat.st_size, {}, int(stat.st_mtime * 1000), True, stats)
-            if existing is None:
-                try:
-                    create_table_with_add_actions(
-                        uri,
-                        schema,
-                        [add],
-                        mode="append",
-                        commit_properties=props,
-                        storage_options=self.storage_options or None,
-                    )
-                except Exception:
-                    # Another writer created the table meanwhile: append to it if it is alike.
-                    existing = self._table_or_none(uri)
-                    if existing is None or existing.schema().to_json() != schema.to_json():
-                        raise
-                    existing.create_write_transaction(
-                        [add],
-                        mode=mode,
-                        schema=schema,
-                        commit_properties=props,
-                    )
-            else:
-                existing.create_write_transaction(
-                    [add],
-                    mode=mode,
-                    schema=schema,
-                    commit_properties=props,
-                )
+                path.unlink()
+                return None
+            stat = path.stat()
         except BaseException:
-            (folder / name).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
             raise
+        return StagedFile(name, stat.st_size, int(stat.st_mtime * 1000), stats, frame.height, schema)
+
+    def commit_staged(
+        self,
+        dataset: str,
+        files: list[StagedFile],
+        meta: BatchMeta,
+        mode: Literal["append", "overwrite"] = "append",
+    ) -> int:
+        """Commit files written by :meth:`stage` (all of one schema) as one atomic commit: appended,
+        or replacing the whole dataset (``overwrite``); the new version. When the table's schema is
+        not theirs (a column added since, or typed otherwise), their rows go through the writer
+        that merges schemas (or replaces the schema), read back one file at a time. The staged
+        files are gone from the folder afterwards unless the commit refers to them."""
+        rows = sum(f.rows for f in files)
+        props = self._props(meta, rows)
+        if not files or len({f.schema for f in files}) != 1:
+            self.discard_staged(dataset, files)
+            raise StoreError(
+                f"dataset {dataset!r}: the staged files are not of one schema",
+                hint="stage the chunks of one batch with the same columns and types",
+            )
+        committed = False
+        try:
+            committed = self._commit_files(dataset, files, props, mode)
+            if committed:
+                return self.version(dataset)
+            folder = Path(self.uri(dataset).removeprefix("file://"))
+            schema = _delta_schema(pq.read_schema(folder / files[0].name))
+
+            def batches() -> Iterator[pa.RecordBatch]:
+                for f in files:  # one file's rows in memory at a time
+                    yield from pq.read_table(folder / f.name).cast(schema).to_batches()
+
+            reader = pa.RecordBatchReader.from_batches(schema, batches())
+            if mode == "overwrite":
+                return self._write_over(dataset, reader, props)
+            write_deltalake(
+                self.uri(dataset),
+                reader,
+                mode="append",
+                schema_mode="merge",
+                storage_options=self.storage_options or None,
+                commit_properties=props,
+            )
+        except StoreError:
+            raise
+        except Exception as exc:  # deltalake raises bare Exception for cast errors
+            raise StoreError(
+                f"dataset {dataset!r}: the batch could not be committed ({_first_line(exc)})",
+                hint="the table is unchanged; check that the batch's column types match the dataset's",
+            ) from exc
+        finally:
+            if not committed:  # written by the writer in their place, or not at all
+                self.discard_staged(dataset, files)
+        return self.version(dataset)
+
+    def discard_staged(self, dataset: str, files: list[StagedFile]) -> None:
+        """Remove staged files no commit refers to (a batch that failed, or was written otherwise)."""
+        folder = Path(self.uri(dataset).removeprefix("file://"))
+        for f in files:
+            (folder / f.name).unlink(missing_ok=True)
+
+    def _commit_files(
+        self,
+        dataset: str,
+        files: list[StagedFile],
+        props: CommitProperties,
+        mode: Literal["append", "overwrite"],
+    ) -> bool:
+        """Commit staged files of one schema with Delta's transaction API; False (nothing done) when
+        the table is not new and differs from them (partitions, configuration, a newer writer
+        protocol, another schema)."""
+        uri = self.uri(dataset)
+        schema = Schema.from_json(files[0].schema)
+        adds = [AddAction(f.name, f.size, {}, f.mtime_ms, True, f.stats) for f in files]
+        existing = self._table_or_none(uri)
+        if existing is not None and not _same_plain_table(existing, schema):
+            return False
+        if existing is None:
+            try:
+                create_table_with_add_actions(
+                    uri,
+                    schema,
+                    adds,
+                    mode="append",
+                    commit_properties=props,
+                    storage_options=self.storage_options or None,
+                )
+                return True
+            except Exception:
+                # Another writer created the table meanwhile: append to it if it is alike.
+                existing = self._table_or_none(uri)
+                if existing is None or existing.schema().to_json() != schema.to_json():
+                    raise
+        actions: list[Any] = list(adds)
+        existing.create_write_transaction(actions, mode=mode, schema=schema, commit_properties=props)
         return True
 
     def replace(self, dataset: str, source: str, meta: BatchMeta) -> int:
@@ -510,8 +613,6 @@ def _file_stats(frame: pl.DataFrame, path: Path) -> str | None:
     with values has no bounds there or one that cannot be written (an infinite float, a date outside
     years 1-9999): the caller then leaves the batch to delta-rs's writer.
     """
-    import pyarrow.parquet as pq
-
     nulls = frame.null_count().row(0, named=True)
     lows: dict[str, Any] = {}
     highs: dict[str, Any] = {}
@@ -581,6 +682,39 @@ def _delta_schema(schema: pa.Schema) -> pa.Schema:
             target = pa.large_string()
         fields.append(pa.field(f.name, target))
     return pa.schema(fields)
+
+
+def _prepared(frame: pl.DataFrame) -> tuple[pl.DataFrame, str] | None:
+    """``frame`` with what Delta lacks cast the way :func:`_delta_compatible` does for the writer, and
+    its Delta schema (JSON); None when a column's type is one polars does not write to Parquet as
+    Delta declares it."""
+    casts = [
+        pl.col(c).cast(pl.String() if dtype == pl.Null() else pl.Int64())
+        for c, dtype in frame.schema.items()
+        if dtype == pl.Null() or dtype.is_unsigned_integer()
+    ]
+    frame = frame.with_columns(casts) if casts else frame
+    arrow = frame.head(0).to_arrow().schema
+    if not all(_plain(f.type) for f in arrow):
+        return None
+    return frame, Schema.from_arrow(_delta_schema(arrow)).to_json()
+
+
+def _same_plain_table(table: DeltaTable, schema: Schema) -> bool:
+    """Whether files of ``schema`` can be added to ``table`` as they are (no partitions, no
+    configuration, writer protocol 2 at most, exactly this schema)."""
+    return not (
+        table.metadata().partition_columns
+        or table.metadata().configuration
+        or table.protocol().min_writer_version > 2
+        or table.schema().to_json() != schema.to_json()
+    )
+
+
+def _conform(have: pa.Schema, want: pa.Schema) -> pa.Schema:
+    """``want`` with ``have``'s columns only, in ``have``'s order (for a cast; missing columns are
+    added as nulls by the reader's schema)."""
+    return pa.schema([want.field(f.name) for f in have])
 
 
 def _delta_compatible(table: pa.Table) -> pa.Table:
