@@ -16,7 +16,7 @@ may carry; a larger request is refused (413, 422 or 431) before any per-record w
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -70,6 +70,9 @@ class LimitsSpec(Spec):
     )
 
 
+LaneRoute = Literal["predict", "batch", "recommendations", "interactions"]
+
+
 class ServingSpec(Spec):
     models: list[str] = Field(default_factory=list)
     host: str = "127.0.0.1"
@@ -84,6 +87,12 @@ class ServingSpec(Spec):
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     reload_seconds: float = Field(default=2.0, gt=0)  # how often the champion alias is checked
     fast_path: bool = True
+    fast_lane: list[LaneRoute] = Field(
+        default_factory=lambda: list(get_args(LaneRoute)),
+        description="routes matched by a raw ASGI dispatch and handed to their endpoint without FastAPI's "
+        "router and dependency machinery (the same answers, byte for byte); [] sends every route through "
+        "FastAPI",
+    )
     gc_freeze: bool = Field(
         default=True, description="after loading, keep what is loaded out of the garbage collector's passes"
     )

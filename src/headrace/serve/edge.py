@@ -23,7 +23,16 @@ from ..errors import HeadraceError
 from .errors import HeadersTooLarge, PayloadTooLarge, RequestInvalid, status_for
 from .metrics import ServeMetrics
 
-__all__ = ["CSP", "JSON", "Edge", "error_doc", "install_error_handlers", "json_response"]
+__all__ = [
+    "CSP",
+    "JSON",
+    "Edge",
+    "count_error",
+    "error_doc",
+    "error_response",
+    "install_error_handlers",
+    "json_response",
+]
 
 log = logging.getLogger("headrace.serve")
 
@@ -175,24 +184,36 @@ async def _send_json(send: Send, status: int, doc: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def install_error_handlers(app: FastAPI, metrics: ServeMetrics) -> None:
-    """Every error to a status, from one table; each counted by route, model and error class."""
+def count_error(metrics: ServeMetrics, request: Request, exc: BaseException) -> None:
+    """Count an error by route, model and error class."""
+    route = getattr(request.scope.get("route"), "path", "(unmatched)")
+    name = str((request.scope.get("path_params") or {}).get("name", ""))
+    metrics.child(metrics.errors, route, name, type(exc).__name__).inc()
 
-    def count(request: Request, exc: BaseException) -> None:
-        route = getattr(request.scope.get("route"), "path", "(unmatched)")
-        name = str((request.scope.get("path_params") or {}).get("name", ""))
-        metrics.child(metrics.errors, route, name, type(exc).__name__).inc()
 
-    @app.exception_handler(HeadraceError)
-    async def headrace_error(request: Request, exc: HeadraceError) -> Response:
+async def error_response(metrics: ServeMetrics, request: Request, exc: BaseException) -> Response:
+    """The answer to an error a route raised, counted: a status from one table and the one error
+    shape. Used by FastAPI's exception handlers and by the fast lane, so both answer alike."""
+    if isinstance(exc, HeadraceError):
         status = status_for(exc)
-        count(request, exc)
+        count_error(metrics, request, exc)
         if status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.one_line())
         response = json_response(error_doc(exc), status)
         if status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
         return response
+    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+    count_error(metrics, request, exc)
+    return json_response(error_doc(exc), 500)
+
+
+def install_error_handlers(app: FastAPI, metrics: ServeMetrics) -> None:
+    """Every error to a status, from one table; each counted by route, model and error class."""
+
+    @app.exception_handler(HeadraceError)
+    async def headrace_error(request: Request, exc: HeadraceError) -> Response:
+        return await error_response(metrics, request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -200,11 +221,9 @@ def install_error_handlers(app: FastAPI, metrics: ServeMetrics) -> None:
             {"loc": list(e.get("loc", ())), "msg": str(e.get("msg")), "type": str(e.get("type"))}
             for e in exc.errors()
         ]
-        count(request, RequestInvalid(problems))
+        count_error(metrics, request, RequestInvalid(problems))
         return json_response({"detail": problems, "error": "RequestInvalid"}, 422)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("%s %s failed", request.method, request.url.path)
-        count(request, exc)
-        return json_response(error_doc(exc), 500)
+        return await error_response(metrics, request, exc)

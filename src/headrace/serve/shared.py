@@ -286,8 +286,9 @@ class Serving:
                 else:
                     answer = await run_in_threadpool(served.predict_records, records, allow_fast=not batch)
             else:
-                key = self.router.key(request.headers, raw)
-                served, answer = await self.router.predict(served, records, key, batch=batch)
+                router = self.router
+                key = router.key(request.headers, raw) if router.active else ""  # routed by it
+                served, answer = await router.predict(served, records, key, batch=batch)
         except Exception as exc:
             # the model itself failed (the request was valid): logged against the version that
             # answers, so the monitor sees a champion's error rate as it sees a canary's
