@@ -24,22 +24,23 @@ from __future__ import annotations
 import collections
 import logging
 import ssl
+import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt import _packet
-from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.enums import LogLevel, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ..config.sources_stream import MqttSource
 from ..errors import ConfigError, ServiceUnavailable, SourceError
 from ..ingest.base import Batch
-from .payload import Message, PayloadFormat, TopicPattern, parse_messages
+from .payload import PayloadFormat, TopicPattern, parse_columns
 
 __all__ = ["MqttStream", "StreamToken", "payload_format"]
 
@@ -68,6 +69,18 @@ def payload_format(spec: Any) -> PayloadFormat:
     )
 
 
+_Pending = tuple[bytes, bytes, int, int, bool, float, int]
+_ACK = struct.Struct("!BBH")  # PUBACK / PUBREC: fixed header, remaining length 2, message id
+PUBACK, PUBREC = 0x40, 0x50
+
+
+def _topic_text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "replace")
+
+
 _TERMINAL = {
     "Not authorized",
     "Bad user name or password",
@@ -90,9 +103,12 @@ _PAHO_LOG.addFilter(_QuietShutdown())
 
 
 class _Client(mqtt.Client):
-    """paho's client with QoS 2 PUBREC deferred until the application acknowledges (see module doc)."""
+    """paho's client with QoS 2 PUBREC deferred until the application acknowledges (see module doc),
+    and a lean PUBLISH path for QoS 0 and 1 (see ``_handle_publish``)."""
 
     _hr_deferred: int | None = None
+    # receives (topic bytes, payload, mid, qos, dup) of each QoS 0/1 PUBLISH, on the network thread
+    _hr_sink: Callable[[bytes, bytes, int, int, bool], None] | None = None
 
     def _send_pubrec(self, mid: int) -> MQTTErrorCode:
         if self._manual_ack:
@@ -101,13 +117,47 @@ class _Client(mqtt.Client):
         return super()._send_pubrec(mid)
 
     def _handle_publish(self) -> MQTTErrorCode:
+        # Most of paho's own time per message goes to objects the stream never reads (an MQTTMessage,
+        # the MQTT 5 properties parsed into a Properties object, a debug line, the per-topic callback
+        # lookup). For QoS 0 and 1 this reads what the stream needs straight from the packet and
+        # hands it to the sink: topic, payload, message id, QoS, DUP. (The properties are skipped: the
+        # stream uses none, and no topic alias can come, as the client allows none in CONNECT.)
+        # QoS 2, a malformed packet or a debug log go through paho's own path.
+        sink = self._hr_sink
+        header = self._in_packet["command"]
+        qos = (header & 0x06) >> 1
+        if sink is not None and qos < 2 and not _PAHO_LOG.isEnabledFor(logging.DEBUG):
+            packet = self._in_packet["packet"]
+            size = len(packet)
+            if size >= 2:
+                pos = 2 + ((packet[0] << 8) | packet[1])
+                topic = bytes(packet[2:pos])
+                mid = 0
+                if qos:
+                    mid = (packet[pos] << 8) | packet[pos + 1] if pos + 2 <= size else -1
+                    pos += 2
+                if self._protocol == mqtt.MQTTv5:
+                    length, shift = 0, 0
+                    while pos < size and shift <= 21:  # a variable byte integer, at most 4 bytes
+                        byte = packet[pos]
+                        pos += 1
+                        length |= (byte & 0x7F) << shift
+                        shift += 7
+                        if not byte & 0x80:
+                            break
+                    else:
+                        pos = size + 1  # truncated: paho's path reports it
+                    pos += length
+                if pos <= size and mid >= 0 and (topic or self._protocol == mqtt.MQTTv5):
+                    sink(topic, bytes(packet[pos:]), mid, qos, bool(header & 0x08))
+                    return MQTTErrorCode.MQTT_ERR_SUCCESS
         self._hr_deferred = None
         rc = super()._handle_publish()
-        mid = self._hr_deferred
-        if mid is not None:
+        deferred = self._hr_deferred
+        if deferred is not None:
             self._hr_deferred = None
             with self._in_message_mutex:
-                message = self._in_messages.pop(mid, None)
+                message = self._in_messages.pop(deferred, None)
             if message is not None:
                 self._handle_on_message(message)
         return rc
@@ -123,6 +173,28 @@ class _Client(mqtt.Client):
         if self._manual_ack and qos == 2:
             return mqtt.Client._send_pubrec(self, mid)
         return super().ack(mid, qos)
+
+    def ack_all(self, acks: list[tuple[int, int]]) -> None:
+        """Acknowledge many messages, in this order, as one write: what ``ack`` does for each (PUBACK
+        for QoS 1, the deferred PUBREC for QoS 2), queued as one outgoing buffer with one wake-up of
+        the network thread instead of one of each per message."""
+        if not self._manual_ack or not acks:
+            return
+        pack = _ACK.pack
+        packet = b"".join(pack(PUBACK if qos == 1 else PUBREC, 2, mid) for mid, qos in acks if qos in (1, 2))
+        if packet:
+            self._easy_log(mqtt.MQTT_LOG_DEBUG, "Sending %d acknowledgements", len(packet) // 4)
+            self._packet_queue(PUBACK, packet, 0, 0)
+
+    def _easy_log(self, level: LogLevel, fmt: str, *args: Any) -> None:
+        # paho logs every packet at DEBUG: skip the call (two per message) unless someone listens
+        if (
+            level == mqtt.MQTT_LOG_DEBUG
+            and self._on_log is None
+            and not _PAHO_LOG.isEnabledFor(logging.DEBUG)
+        ):
+            return
+        super()._easy_log(level, fmt, *args)
 
 
 class MqttStream:
@@ -152,7 +224,8 @@ class MqttStream:
         self.flush_at = min(spec.batch_rows, self.max_inflight) if spec.qos > 0 else spec.batch_rows
         self.max_pending = max(spec.max_pending, self.flush_at)
         self._cond = threading.Condition()
-        self._pending: collections.deque[Message] = collections.deque()
+        # (topic, payload, mid, qos, dup, receive time, connection generation), from the network thread
+        self._pending: collections.deque[_Pending] = collections.deque()
         self._stop = threading.Event()
         self._generation = 0
         self._connected = False
@@ -190,6 +263,7 @@ class MqttStream:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client._hr_sink = self._on_publish
         client.on_subscribe = self._on_subscribe
         return client
 
@@ -277,20 +351,22 @@ class MqttStream:
             log.warning("source %s: disconnected (%s); reconnecting with backoff", self.name, reason)
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            topic = msg._topic.decode("utf-8", "replace")
-        message = Message(
-            topic, bytes(msg.payload), time.time(), bool(msg.dup), (self._generation, msg.mid, msg.qos)
-        )
-        with self._cond:
-            while len(self._pending) >= self.max_pending and not self._stop.is_set():
-                self._cond.wait(0.5)  # backpressure: the reader takes a batch, then we go on
-            self._pending.append(message)
-            self.received += 1
-            if len(self._pending) >= self.flush_at:
+        # paho's own path (QoS 2, or a debug log): into the same queue as the lean path
+        self._on_publish(msg._topic, bytes(msg.payload), msg.mid, msg.qos, bool(msg.dup))
+
+    def _on_publish(self, topic: bytes, payload: bytes, mid: int, qos: int, dup: bool) -> None:
+        # The network thread only queues the message (decoding happens in read(), a batch at once): the
+        # deque needs no lock; the reader is woken when a batch is full, and the network thread waits
+        # only when max_pending messages are held.
+        pending = self._pending
+        pending.append((topic, payload, mid, qos, dup, time.time(), self._generation))
+        self.received += 1
+        n = len(pending)
+        if n == self.flush_at or n >= self.max_pending:
+            with self._cond:
                 self._cond.notify_all()
+                while len(pending) >= self.max_pending and not self._stop.is_set():
+                    self._cond.wait(0.5)  # backpressure: the reader takes a batch, then we go on
 
     # -- the StreamingSource protocol ------------------------------------------------------------
     def read(self) -> Iterator[Batch]:
@@ -306,7 +382,7 @@ class MqttStream:
                     if n >= self.flush_at or self._stop.is_set():
                         break
                     if n:
-                        wait = self._pending[0].received_at + spec.batch_seconds - time.time()
+                        wait = self._pending[0][5] + spec.batch_seconds - time.time()
                         if wait <= 0:
                             break
                     else:
@@ -321,14 +397,18 @@ class MqttStream:
             if stopping and not messages:
                 return
 
-    def _batch(self, messages: list[Message]) -> Batch:
-        parsed = parse_messages(messages, self.format, self.pattern)
-        acks = [m.token for m in messages if m.token[2] > 0]
+    def _batch(self, pending: list[_Pending]) -> Batch:
+        raw_topics, payloads, mids, qoses, dups, received, generations = zip(*pending, strict=True)
+        names = {t: _topic_text(t) for t in set(raw_topics)}
+        parsed = parse_columns(
+            [names[t] for t in raw_topics], payloads, received, dups, self.format, self.pattern
+        )
+        acks = [(g, m, q) for g, m, q in zip(generations, mids, qoses, strict=True) if q > 0]
         token = StreamToken(
             acks=acks,
-            messages=len(messages),
+            messages=len(pending),
             suspect_keys=parsed.suspect_keys,
-            first_received=messages[0].received_at,
+            first_received=received[0],
         )
         return Batch(frame=parsed.frame, origin=f"mqtt:{self.name}", failures=parsed.failures, token=token)
 
@@ -340,13 +420,10 @@ class MqttStream:
             return
         with self._cond:
             generation = self._generation if self._connected else -1
-        stale = 0
-        for gen, mid, qos in token.acks:
-            if gen == generation:
-                client.ack(mid, qos)
-            else:
-                stale += 1  # from an older connection: the broker redelivers it, the key drops the copy
-        if stale:
+        current = [(mid, qos) for gen, mid, qos in token.acks if gen == generation]
+        client.ack_all(current)
+        stale = len(token.acks) - len(current)
+        if stale:  # from an older connection: the broker redelivers them, the key drops the copies
             log.info(
                 "source %s: %d messages from an earlier connection left unacknowledged", self.name, stale
             )

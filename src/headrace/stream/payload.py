@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import orjson
 import polars as pl
 
@@ -36,6 +37,7 @@ __all__ = [
     "ParsedBatch",
     "PayloadFormat",
     "TopicPattern",
+    "parse_columns",
     "parse_messages",
 ]
 
@@ -239,6 +241,195 @@ def parse_messages(
     messages: Iterable[Message], fmt: PayloadFormat, pattern: TopicPattern | None = None
 ) -> ParsedBatch:
     """Rows (one frame) and failures from a list of messages, in arrival order."""
+    messages = list(messages)
+    return parse_columns(
+        [m.topic for m in messages],
+        [m.payload for m in messages],
+        [m.received_at for m in messages],
+        [m.dup for m in messages],
+        fmt,
+        pattern,
+    )
+
+
+def parse_columns(
+    topics: Sequence[str],
+    payloads: Sequence[bytes],
+    received_at: Sequence[float],
+    dups: Sequence[bool],
+    fmt: PayloadFormat,
+    pattern: TopicPattern | None = None,
+) -> ParsedBatch:
+    """:func:`parse_messages` over the messages' fields as parallel lists (what a transport holds).
+
+    Batches where every message gives at most one row (the usual case: one JSON object per message)
+    take a columnar path: payloads are decoded one by one (orjson, as below), the frame is built from
+    the payload fields alone and the topic levels, event time, receive time and key are added as whole
+    columns. Anything that path does not cover (arrays of several rows, topic levels or reserved
+    columns that are also payload fields, event times that are not numbers or not valid times) goes
+    through the row-by-row path; both give the same frame, failures and suspect keys.
+    """
+    parsed = _parse_columnar(topics, payloads, received_at, dups, fmt, pattern)
+    if parsed is not None:
+        return parsed
+    return _parse_rows(
+        [Message(t, p, r, d) for t, p, r, d in zip(topics, payloads, received_at, dups, strict=True)],
+        fmt,
+        pattern,
+    )
+
+
+_RESERVED = frozenset({EVENT_TIME_COLUMN, TOPIC_COLUMN, RECEIVED_COLUMN, KEY_COLUMN})
+# datetime's range in epoch seconds, as datetime.fromtimestamp(..., UTC) accepts it
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_800
+
+
+def _parse_columnar(
+    topics: Sequence[str],
+    payloads: Sequence[bytes],
+    received_at: Sequence[float],
+    dups: Sequence[bool],
+    fmt: PayloadFormat,
+    pattern: TopicPattern | None,
+) -> ParsedBatch | None:
+    """The columnar path of :func:`parse_columns`, or None where the row-by-row path must decide."""
+    matches = {t: pattern.match(t) for t in set(topics)} if pattern is not None else None
+    loads = orjson.loads
+    rows: list[dict[str, Any]] = []
+    kept: list[int] = []
+    failures: list[dict[str, Any]] = []
+    suspects: set[str] = set()
+
+    def fail(i: int, reason: str) -> None:
+        record = failure(Message(topics[i], payloads[i], received_at[i], dups[i]), reason)
+        failures.append(record)
+        if dups[i]:
+            suspects.add(record[KEY_COLUMN])
+
+    for i, payload in enumerate(payloads):
+        doc: Any = None
+        if fmt.format != "csv" and payload[:1] == b"{":
+            try:
+                doc = loads(payload)  # what _decode does for such a payload
+            except orjson.JSONDecodeError:
+                doc = None
+        if type(doc) is not dict:
+            try:
+                decoded = _decode(payload, fmt)
+            except ValueError as exc:
+                fail(i, str(exc))
+                continue
+            if len(decoded) != 1:
+                return None  # several rows from one message: their positions go into the keys
+            doc = decoded[0]
+        if matches is not None and matches[topics[i]] is None:
+            assert pattern is not None
+            fail(i, f"topic does not match topic_pattern {pattern.pattern!r}")
+            continue
+        rows.append(doc)
+        kept.append(i)
+    if not rows:
+        return ParsedBatch(frame=pl.DataFrame(), failures=failures, suspect_keys=suspects)
+
+    levels = pattern.fields if pattern is not None else []
+    times: pl.Series | None = None
+    if fmt.event_time is not None:
+        if fmt.event_time in levels:
+            return None
+        values = [row.get(fmt.event_time) for row in rows]
+        if not set(map(type, values)) <= {int, float, type(None)}:
+            return None  # strings, booleans and the like: _event_time decides row by row
+        numbers = pl.Series(values, dtype=pl.Float64, strict=False)
+        if numbers.null_count() != values.count(None):
+            return None  # an integer past 64 bits
+        times = _epoch_micros(numbers, fmt.event_time_unit)
+        if times is None:
+            return None
+
+    frame = pl.from_dicts(rows, infer_schema_length=None)
+    if frame.height != len(rows) or _RESERVED.intersection(frame.columns):
+        return None
+    if any(name in frame.columns for name in levels):
+        return None  # a payload field of a level's name wins row by row (setdefault)
+    kept_topics = [topics[i] for i in kept] if len(kept) != len(topics) else list(topics)
+
+    if fmt.key:
+        keys = []
+        for i, row in zip(kept, rows, strict=True):
+            found = matches[topics[i]] if matches is not None else None
+            full = {**found, **row} if found else row
+            keys.append(_fields_key(full, fmt.key))
+    else:
+        keys = [message_key(topics[i], payloads[i]) for i in kept]
+    suspects.update(k for i, k in zip(kept, keys, strict=True) if dups[i])
+
+    received = _epoch_micros(pl.Series([received_at[i] for i in kept], dtype=pl.Float64), "s")
+    if received is None:
+        return None
+    topic = pl.Series(TOPIC_COLUMN, kept_topics, dtype=pl.String)
+    if times is not None:
+        when = pl.Series(EVENT_TIME_COLUMN, times).fill_null(received)
+    else:
+        when = received.alias(EVENT_TIME_COLUMN)
+    columns = [
+        when.cast(pl.Datetime("us", "UTC")),
+        topic,
+        received.cast(pl.Datetime("us", "UTC")).alias(RECEIVED_COLUMN),
+        pl.Series(KEY_COLUMN, keys, dtype=pl.String),
+    ]
+    if levels:
+        assert matches is not None
+        fitting = {t: m for t, m in matches.items() if m is not None}
+        columns = [
+            *(
+                topic.replace_strict({t: m[name] for t, m in fitting.items()}, return_dtype=pl.String).alias(
+                    name
+                )
+                for name in levels
+            ),
+            *columns,
+        ]
+    first = len(rows[0])
+    order = [*frame.columns[:first], *levels, *_RESERVED_ORDER, *frame.columns[first:]]
+    frame = frame.with_columns(columns).select(order)
+    return ParsedBatch(frame=frame, failures=failures, suspect_keys=suspects)
+
+
+_RESERVED_ORDER = (EVENT_TIME_COLUMN, TOPIC_COLUMN, RECEIVED_COLUMN, KEY_COLUMN)
+
+
+def _epoch_micros(values: pl.Series, unit: str) -> pl.Series | None:
+    """Epoch numbers as microseconds (Int64), as ``datetime.fromtimestamp(_event_time(v), UTC)`` gives
+    them: the same float divisions (numpy's are IEEE divisions, as Python's; polars multiplies by the
+    reciprocal, which can differ in the last bit), then CPython's rounding (modf, fraction times 1e6
+    rounded half to even). None when one is not finite or out of datetime's range: the row-by-row path
+    then fails that row."""
+    nulls = values.is_null()
+    seconds = values.fill_null(0.0).cast(pl.Float64).to_numpy()
+    if unit == "auto":
+        magnitude = np.abs(seconds)
+        seconds = np.where(
+            magnitude > 1e14, seconds / 1e6, np.where(magnitude > 1e11, seconds / 1e3, seconds)
+        )
+    elif unit == "ms":
+        seconds = seconds / 1e3
+    elif unit == "us":
+        seconds = seconds / 1e6
+    elif unit == "iso" and nulls.sum() != len(values):
+        return None  # numbers where ISO strings were expected: failures, row by row
+    if not (np.isfinite(seconds).all() and (np.abs(seconds) < 1e12).all()):
+        return None
+    fraction, whole = np.modf(seconds)
+    micros = whole.astype(np.int64) * 1_000_000 + np.rint(fraction * 1e6).astype(np.int64)
+    if not ((micros >= _MIN_SECONDS * 1_000_000) & (micros < _MAX_SECONDS * 1_000_000)).all():
+        return None
+    out = pl.Series("us", micros, dtype=pl.Int64)
+    return out.set(nulls, None) if nulls.any() else out
+
+
+def _parse_rows(messages: list[Message], fmt: PayloadFormat, pattern: TopicPattern | None) -> ParsedBatch:
+    """The row-by-row path of :func:`parse_columns` (every case, one Python dict per row)."""
     rows: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
     suspects: set[str] = set()
