@@ -443,18 +443,27 @@ def test_a_crash_between_the_quarantine_and_the_data_commit_leaves_nothing_of_th
     tmp, store, _ = env
     path = tmp / "x.csv"
     path.write_text("id,n\na,1\nb,-1\nc,3\n")
-    real = Store.append
+    real, real_staged = Store.append, Store.commit_staged
 
     def dies_at_the_data_commit(self, dataset, batch, meta, **kw):
         if dataset == "d":
             raise KeyboardInterrupt
         return real(self, dataset, batch, meta, **kw)
 
+    def staged_dies_at_the_data_commit(self, dataset, files, meta, *args, **kw):
+        if dataset == "d":
+            raise KeyboardInterrupt
+        return real_staged(self, dataset, files, meta, *args, **kw)
+
+    # the clean rows are committed as staged files (a local store) or appended: either dies
     monkeypatch.setattr(Store, "append", dies_at_the_data_commit)
+    monkeypatch.setattr(Store, "commit_staged", staged_dies_at_the_data_commit)
     with pytest.raises(KeyboardInterrupt):
         run(env, file_spec(path))
     assert store.read("d__quarantine")["id"].to_list() == ["b"]  # rows of a batch that never was
+    assert not list(Path(store.root, "d").glob("*.parquet"))  # the staged file is removed
     monkeypatch.setattr(Store, "append", real)
+    monkeypatch.setattr(Store, "commit_staged", real_staged)
     again = run(env, file_spec(path))
     assert again.ok and again.rows_committed == 2
     assert sorted(store.read("d")["id"].to_list()) == ["a", "c"]

@@ -154,8 +154,9 @@ class FileReader:
         try:
             # a text file of at most about one chunk is read once, for its fingerprint and its rows
             size = path.stat().st_size
+            per_row = 128 if fmt == "csv" else 512  # CSV: a file of more blocks is not held whole
             small = fmt in ("csv", "json", "jsonl") and size <= min(
-                _PRELOAD_BYTES, self.spec.chunk_rows * 512
+                _PRELOAD_BYTES, self.spec.chunk_rows * per_row
             )
             content = path.read_bytes() if small else None
             pending: Future[tuple[str, str]] | None = None
@@ -223,8 +224,48 @@ class FileReader:
         if batch.error:
             return batch
         batch.frame = first if first is not None else pl.DataFrame()
-        batch.chunks = _guard(chunks, fmt)
+        batch.chunks = _guard(_ReadAhead(chunks), fmt)
         return batch
+
+
+class _ReadAhead:
+    """``chunks`` with the next chunk read and parsed in a worker thread while the caller checks and
+    stores the current one (polars parses without the GIL). One chunk ahead at most, so memory still
+    holds about two chunks; errors come out of ``next`` in order, as without it."""
+
+    def __init__(self, chunks: Iterator[pl.DataFrame]) -> None:
+        self.chunks = chunks
+        self.pool: ThreadPoolExecutor | None = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="headrace-read"
+        )
+        self.ahead: Future[pl.DataFrame | None] | None = self.pool.submit(next, chunks, None)
+
+    def __iter__(self) -> _ReadAhead:
+        return self
+
+    def __next__(self) -> pl.DataFrame:
+        if self.ahead is None or self.pool is None:
+            raise StopIteration
+        try:
+            chunk = self.ahead.result()
+        except BaseException:
+            self.close()
+            raise
+        if chunk is None:
+            self.close()
+            raise StopIteration
+        self.ahead = self.pool.submit(next, self.chunks, None)
+        return chunk
+
+    def close(self) -> None:
+        """Stop reading ahead: wait for a chunk being read, then close the reader (and its file)."""
+        self.ahead = None
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
+            close = getattr(self.chunks, "close", None)
+            if close is not None:
+                close()
 
 
 def _guard(chunks: Iterator[pl.DataFrame], fmt: str) -> Iterator[pl.DataFrame]:
@@ -343,10 +384,18 @@ class _CsvReader:
             stream.seek(self.offset)
             pending, line_no = b"", self.first_line - 1
         self.ncols = len(self.names)
-        sample = max(len(first), 16)
-        block_bytes = int(min(max(self.spec.chunk_rows * sample * 1.2, 1 << 16), 1 << 28))
         next_line = line_no + 1  # the line number of the first line in ``pending``
         start = stream.tell() if content is not None and not pending else -1
+        # a block of about chunk_rows rows, by the mean length of the first lines (up to 1 MiB)
+        if start >= 0:
+            assert content is not None
+            probe = content[start : start + (1 << 20)]
+        else:
+            probe = stream.read(1 << 20)
+            pending += probe
+        lines = probe.count(b"\n")
+        sample = len(probe) / lines if lines else max(len(first), 16)
+        block_bytes = int(min(max(self.spec.chunk_rows * sample, 1 << 16), 1 << 28))
         if start >= 0 and len(content or b"") - start <= block_bytes:
             assert content is not None
             if start < len(content):
@@ -358,34 +407,39 @@ class _CsvReader:
                     return
             yield pl.DataFrame(schema={**dict.fromkeys(self.names, pl.String), POSITION_COLUMN: pl.Int64})
             return
-        yielded = False
+        yielded, eof, limit = False, False, block_bytes
         while True:
-            data = stream.read(block_bytes)
-            eof = not data
-            buffer = pending + data
-            if not eof:
-                cut = buffer.rfind(b"\n")
-                if cut < 0:
-                    pending = buffer
-                    continue
-                block, pending = buffer[: cut + 1], buffer[cut + 1 :]
-            else:
-                block, pending = buffer, b""
-            if block:
-                newlines = block.count(b"\n")
-                frame = self._fast(block, next_line, newlines)
-                if frame is None:
-                    frame, carry = self._tolerant(block, next_line, final=eof)
-                    if carry:
-                        pending = carry + pending
-                        block = block[: len(block) - len(carry)]
-                        newlines = block.count(b"\n")
-                next_line += newlines
-                if frame.height:
-                    yielded = True
-                    yield frame
-            if eof:
+            # ``pending``: the bytes read and not parsed yet; a block ends at the last line end
+            # within ``limit`` bytes of it (or the first one, for a line longer than that)
+            if not eof and (len(pending) < limit or pending.find(b"\n") < 0):
+                data = stream.read(max(limit - len(pending), 1 << 16))
+                eof = not data
+                pending += data
+                continue
+            if not pending:
                 break
+            cut = -1 if eof and len(pending) <= limit else pending.rfind(b"\n", 0, limit)
+            if cut < 0 and not (eof and len(pending) <= limit):
+                cut = pending.find(b"\n")
+            if cut < 0:
+                block, pending = pending, b""
+            else:
+                block, pending = pending[: cut + 1], pending[cut + 1 :]
+            final = eof and not pending
+            newlines = block.count(b"\n")
+            frame = self._fast(block, next_line, newlines)
+            limit = block_bytes
+            if frame is None:
+                frame, carry = self._tolerant(block, next_line, final=final)
+                if carry:  # a quoted record still open: parsed with the bytes after it
+                    pending = carry + pending
+                    limit = len(carry) + block_bytes
+                    block = block[: len(block) - len(carry)]
+                    newlines = block.count(b"\n")
+            next_line += newlines
+            if frame.height:
+                yielded = True
+                yield frame
         if not yielded:  # no rows: the header alone still goes through the schema checks
             yield pl.DataFrame(schema={**dict.fromkeys(self.names, pl.String), POSITION_COLUMN: pl.Int64})
 

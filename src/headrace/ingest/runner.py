@@ -55,7 +55,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 import pyarrow as pa
@@ -65,7 +65,7 @@ from ..config.sources import IngestSpec
 from ..errors import ConfigError, DataError, HeadraceError, NotFound, UsageError
 from ..lineage import LineageEmitter
 from ..metadata import SCHEMA, Metadata, utcnow
-from ..store import BatchMeta, Store, VersionInfo, new_batch_id
+from ..store import BatchMeta, StagedFile, Store, VersionInfo, new_batch_id
 from .base import Batch, Deduplicating, Resumable, Source, StreamingSource
 from .lease import SourceLease, process_alive
 from .schema import SchemaTracker
@@ -461,7 +461,7 @@ def _one_batch(
         outcome.error = batch.error
         log.warning("%s: %s", batch.origin, batch.error)
         return outcome
-    staging = _Staging()
+    staging = _Staging(store, spec.dataset, mode)
     stats = _Stats(spec)
     report: QualityReport | None = None
     rejected: list[pl.DataFrame] = []
@@ -471,6 +471,8 @@ def _one_batch(
     try:
         chunk: pl.DataFrame | None = batch.frame
         chunks = iter(batch.chunks) if batch.chunks is not None else iter(())
+        if batch.chunks is not None:  # the batch no longer holds its first chunk once it is checked
+            batch.frame = batch.frame.clear()
         while chunk is not None:
             if chunk.width == 0 and report is None:  # nothing parsed (only failures, or an empty page)
                 report = QualityReport(dataset=spec.dataset, batch_id=batch_id, origins=[batch.origin])
@@ -499,6 +501,7 @@ def _one_batch(
                     keys = new_keys if keys is None else pl.concat([keys, new_keys], how="diagonal_relaxed")
                 if progress is not None:
                     progress(batch.origin, outcome.rows_read)
+            chunk = None  # not held while the next one is read
             chunk = next(chunks, None)
         assert report is not None
         if batch.failures:
@@ -522,7 +525,6 @@ def _one_batch(
                 )
             outcome.excess = excess + "; committed anyway (on_excess: commit)"
             log.warning("%s: %s", batch.origin, outcome.excess)
-        clean = staging.result()
         extra: dict[str, Any] = {"origin": batch.origin, "run_id": run_id, **batch.extra}
         if batch.fingerprint:
             extra["fingerprint"] = batch.fingerprint
@@ -532,7 +534,7 @@ def _one_batch(
         stamp = BatchMeta(source_name, batch_id, {**extra, "write": mode})
         quarantine = store.quarantine_name(spec.dataset)
         # the quarantine first: the data commit after it is the batch's commit point
-        has_data = bool(clean.width if isinstance(clean, pl.DataFrame) else clean.num_columns)
+        has_data = bool(staging.columns)
         if rejected:
             qframe = pl.concat(rejected, how="diagonal_relaxed")
             qstamp = stamp if has_data else BatchMeta(source_name, batch_id, {**stamp.extra, "alone": True})
@@ -545,21 +547,15 @@ def _one_batch(
         elif mode == "replace" and store.exists(quarantine):
             store.clear(quarantine, stamp)  # this full load rejected nothing: nothing is held back
         if has_data:
-            if mode == "replace":
-                outcome.version = store.overwrite(spec.dataset, clean, stamp)
-            elif mode == "merge":
+            if mode == "merge":
                 outcome.version = store.merge(
-                    spec.dataset, clean, spec.key_columns, stamp, deleted=spec.deleted
+                    spec.dataset, staging.result(), spec.key_columns, stamp, deleted=spec.deleted
                 )
             else:
-                outcome.version = store.append(spec.dataset, clean, stamp)
-            outcome.rows_committed = clean.height if isinstance(clean, pl.DataFrame) else clean.num_rows
+                outcome.version = staging.commit(stamp)
+            outcome.rows_committed = staging.rows
             _fault("commit")
-        state.columns = list(
-            dict.fromkeys(
-                [*state.columns, *(clean.columns if isinstance(clean, pl.DataFrame) else clean.column_names)]
-            )
-        )
+        state.columns = list(dict.fromkeys([*state.columns, *staging.columns]))
         state.keys = keys
         report.columns = stats.columns()
         _record(meta, batch, spec, source_name, run_id, batch_id, outcome, report)
@@ -698,19 +694,48 @@ class _Stats:
 
 
 class _Staging:
-    """Clean chunks of one batch: the first in memory, later ones spilled to memory-mapped Arrow files
-    so a file larger than memory is committed in one commit with bounded resident memory."""
+    """The clean chunks of one batch until its commit, in bounded memory.
 
-    def __init__(self) -> None:
+    Appending or replacing on a local store, each chunk is written as a Parquet file into the
+    dataset's folder (:meth:`Store.stage`, invisible until committed) by a writer thread while the
+    next chunk is read and checked, and :meth:`commit` commits all the files in one commit: memory
+    holds a chunk or two, however large the file, and the Parquet encoding of a chunk overlaps the
+    work on the next. Otherwise (merging, object storage, a column type the fast path does not write,
+    chunks whose columns or types differ) the first chunk stays in memory and later ones are spilled
+    to memory-mapped Arrow files, committed through the store's writer."""
+
+    def __init__(self, store: Store, dataset: str, mode: str) -> None:
+        self.store, self.dataset, self.mode = store, dataset, mode
+        self.direct = mode in ("append", "replace")
+        self.pool: ThreadPoolExecutor | None = None
+        self.staged: list[Future[StagedFile | pl.DataFrame]] = []
+        self.schema: pl.Schema | None = None
         self.frames: list[pl.DataFrame] = []
         self.files: list[Path] = []
         self.folder: Path | None = None
+        self.rows = 0
+        self.columns: list[str] = []
+        self.committed = False
 
     @property
     def empty(self) -> bool:
-        return not self.frames and not self.files
+        return not self.staged and not self.frames and not self.files
 
     def add(self, frame: pl.DataFrame) -> None:
+        self.rows += frame.height
+        self.columns = list(dict.fromkeys([*self.columns, *frame.columns]))
+        if self.direct and (frame.width == 0 or (self.schema is not None and frame.schema != self.schema)):
+            self._unstage()
+        if self.schema is None:
+            self.schema = frame.schema
+        if self.direct:
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headrace-stage")
+            self.staged.append(self.pool.submit(self._stage, frame))
+            pending = [f for f in self.staged if not f.done()]
+            if len(pending) > 1:  # bounded memory: one chunk written while the next is checked
+                pending[0].result()
+            return
         if not self.frames and not self.files:
             self.frames.append(frame)
             return
@@ -721,15 +746,57 @@ class _Staging:
             self.frames = []
         self._spill(frame)
 
+    def _stage(self, frame: pl.DataFrame) -> StagedFile | pl.DataFrame:
+        staged = self.store.stage(self.dataset, frame)
+        return frame if staged is None else staged  # the frame itself when the fast path cannot take it
+
+    def _unstage(self) -> None:
+        """From here on, the spilled way: the chunks staged so far are read back and spilled."""
+        self.direct = False
+        staged, self.staged = self.staged, []
+        for future in staged:
+            item = future.result()
+            if isinstance(item, StagedFile):
+                folder = Path(self.store.uri(self.dataset).removeprefix("file://"))
+                frame = pl.read_parquet(folder / item.name)
+                self.store.discard_staged(self.dataset, [item])
+            else:
+                frame = item
+            self.direct = False
+            self.rows -= frame.height  # counted again by add
+            self.add(frame)
+
     def _spill(self, frame: pl.DataFrame) -> None:
         assert self.folder is not None
         path = self.folder / f"{len(self.files):06d}.arrow"
         frame.write_ipc(path, compression="uncompressed", compat_level=pl.CompatLevel.oldest())
         self.files.append(path)
 
+    def commit(self, stamp: BatchMeta) -> int:
+        """The batch's clean rows committed to the dataset in one commit (its commit point); the
+        new version."""
+        if self.direct:
+            items = [future.result() for future in self.staged]
+            files = [item for item in items if isinstance(item, StagedFile)]
+            if len(files) == len(items):
+                mode: Literal["append", "overwrite"] = "overwrite" if self.mode == "replace" else "append"
+                version = self.store.commit_staged(self.dataset, files, stamp, mode)
+                self.committed = True
+                return version
+            self._unstage()
+        clean = self._result()
+        if self.mode == "replace":
+            return self.store.overwrite(self.dataset, clean, stamp)
+        return self.store.append(self.dataset, clean, stamp)
+
     def result(self) -> pl.DataFrame | pa.Table:
-        """The batch's clean rows: the frame itself when it stayed in memory (the store's fast path
-        writes it as is), else the spilled files memory-mapped as one Arrow table."""
+        """The batch's clean rows (for a merge): the frame itself when it stayed in memory, else the
+        spilled files memory-mapped as one Arrow table."""
+        if self.direct and self.staged:
+            self._unstage()
+        return self._result()
+
+    def _result(self) -> pl.DataFrame | pa.Table:
         if not self.frames and not self.files:
             return pa.table({})
         if self.frames:
@@ -741,6 +808,15 @@ class _Staging:
             return pa.concat_tables(_text_where_types_clash(tables), promote_options="permissive")
 
     def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+        if not self.committed:
+            done = [f.result() for f in self.staged if f.done() and f.exception() is None]
+            files = [item for item in done if isinstance(item, StagedFile)]
+            if files:
+                self.store.discard_staged(self.dataset, files)
+        self.staged = []
         self.frames = []
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
