@@ -1,13 +1,17 @@
 """1,000,000 rows from the local PostgreSQL: headrace's SQL source against pandas.read_sql (what users
 do today) and the fastest raw path (COPY to a CSV file with psql's \\copy when psql is installed and with
-psycopg; ADBC's PostgreSQL driver into Arrow; connectorx when it is installed), from one run, with
-peak memory.
+psycopg; ADBC's PostgreSQL driver into Arrow; connectorx when it is installed), with peak memory.
 
-    .venv/bin/python benchmarks/ingest_sql.py [--rows 1000000] [--url postgresql://postgres@127.0.0.1/test]
+    .venv/bin/python benchmarks/ingest_sql.py [--rows 1000000] [--rounds 3] [--url postgresql://...]
 
 Each contender runs in its own process (spawned), so its peak resident memory (ru_maxrss) is its own.
 headrace is measured twice: the source alone (rows into Arrow/polars batches, bounded memory) and the
 whole ingestion (validate, commit to a Delta dataset, record the run).
+
+The machine may be shared: every round runs each contender once, one after another, so the raw paths
+and headrace see the same load; each round's ratio (headrace source / the fastest raw path of that
+round) is printed, and the figures shown are medians over the rounds with their spread. pandas.read_sql
+runs in the first round only (it takes several times longer than all the others together).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import multiprocessing as mp
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -135,6 +140,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3, help="every contender runs once per round (median)")
     parser.add_argument(
         "--url", default=os.environ.get("HEADRACE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
     )
@@ -154,6 +160,9 @@ def main() -> None:
                 FROM generate_series(1, {int(args.rows)}) g""",
         )
         conn.execute(f"VACUUM ANALYZE {table}")
+    source_label = "headrace source (ADBC binary COPY)"
+    started_at, load_before = time.strftime("%Y-%m-%d %H:%M:%S %Z"), os.getloadavg()
+    runs: dict[str, list[dict[str, Any]]] = {}
     try:
         ctx = mp.get_context("spawn")
         _copy_psycopg(args.url, table)  # warm-up: every contender then reads a table in cache
@@ -163,23 +172,42 @@ def main() -> None:
         contenders.append(("raw: ADBC into Arrow, no checks", "_adbc_raw"))
         if importlib.util.find_spec("connectorx") is not None:
             contenders.append(("raw: connectorx into Arrow", "_connectorx"))
-        contenders.append(("headrace source (ADBC binary COPY)", "_headrace_source"))
+        contenders.append((source_label, "_headrace_source"))
         contenders.append(("headrace ingest (source + checks + Delta commit)", "_headrace_ingest"))
-        contenders.append(("pandas.read_sql", "_pandas"))
-        results = {label: _run(ctx, fn, args.url, table) for label, fn in contenders}
+        for round_ in range(max(args.rounds, 1)):
+            for label, fn in contenders:
+                runs.setdefault(label, []).append(_run(ctx, fn, args.url, table))
+            if round_ == 0:
+                runs["pandas.read_sql"] = [_run(ctx, "_pandas", args.url, table)]
     finally:
         with psycopg.connect(args.url, autocommit=True) as conn:
             conn.execute(f"DROP TABLE IF EXISTS {table}")
 
-    print(f"{args.rows:,} rows, 8 columns, PostgreSQL at {args.url.split('@')[-1]} (one run each)")
-    print(f"{'contender':52} {'seconds':>8} {'rows/s':>12} {'peak MB':>8}")
-    for label, r in results.items():
-        rate = args.rows / r["seconds"]
-        print(f"{label:52} {r['seconds']:8.2f} {rate:12,.0f} {r['peak_mb']:8.0f}")
-    source = results["headrace source (ADBC binary COPY)"]["seconds"]
-    raw = min(r["seconds"] for label, r in results.items() if label.startswith("raw:"))
-    pandas = results["pandas.read_sql"]["seconds"]
-    print(f"headrace source vs fastest raw path: {source / raw:.2f}x the time (goal <= 1.5x)")
+    rounds = len(runs[source_label])
+    print(
+        f"{args.rows:,} rows, 8 columns, PostgreSQL at {args.url.split('@')[-1]}; {started_at}, "
+        f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
+    )
+    print(f"median of {rounds} rounds (pandas: 1 run); spread is min-max over the rounds")
+    print(f"{'contender':52} {'seconds':>8} {'spread':>11} {'rows/s':>12} {'peak MB':>8}")
+    for label, rs in runs.items():
+        seconds = [r["seconds"] for r in rs]
+        mid = statistics.median(seconds)
+        spread = f"{min(seconds):.2f}-{max(seconds):.2f}"
+        peak = statistics.median(r["peak_mb"] for r in rs)
+        print(f"{label:52} {mid:8.2f} {spread:>11} {args.rows / mid:12,.0f} {peak:8.0f}")
+    raw_labels = [label for label in runs if label.startswith("raw:")]
+    ratios = []
+    for i in range(rounds):
+        fastest = min(raw_labels, key=lambda label: runs[label][i]["seconds"])
+        ratios.append(runs[source_label][i]["seconds"] / runs[fastest][i]["seconds"])
+        print(f"round {i + 1}: headrace source / fastest raw path ({fastest[5:]}) = {ratios[-1]:.2f}x")
+    print(
+        f"headrace source vs fastest raw path: {statistics.median(ratios):.2f}x the time, median of "
+        f"{rounds} rounds (spread {min(ratios):.2f}-{max(ratios):.2f}x; goal <= 1.1x, floor <= 1.5x)"
+    )
+    pandas = runs["pandas.read_sql"][0]["seconds"]
+    source = statistics.median(r["seconds"] for r in runs[source_label])
     print(f"headrace source vs pandas.read_sql: {pandas / source:.1f}x faster (goal >= 3x)")
 
 
