@@ -147,15 +147,18 @@ class TabularModel:
         """What the model did for each record beyond reading it: a missing value imputed, a category
         it never saw in training ignored (or grouped as infrequent). An empty list when nothing."""
         known = self._categories()
-        numeric = set(self.plan.numeric)
-        impute = "median" if self.plan.impute_numeric == "median" else self.plan.impute_numeric
+        plan = self.plan
         out: list[list[str]] = []
         for record in records:
             said: list[str] = []
-            for column in self.plan.input_names:
+            for column in plan.input_names:
                 value = record.get(column)
                 if value is None or (isinstance(value, float) and value != value):
-                    how = f"imputed ({impute})" if column in numeric else "read as a missing category"
+                    how = (
+                        f"imputed ({plan.impute_numeric})"
+                        if column in plan.numeric
+                        else "read as a missing category"
+                    )
                     said.append(f"{column}: missing, {how}")
                 elif column in known and value not in known[column] and str(value) not in known[column]:
                     said.append(f"{column}: {value!r} was not seen in training, ignored")

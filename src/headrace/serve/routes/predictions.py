@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from ..edge import JSON, json_response
 from ..errors import RequestInvalid
 from ..host import Served
-from ..shared import Serving, answer_doc, tabular
+from ..shared import Serving, answer_doc, new_id, tabular
 
 __all__ = ["b64", "build", "records_body"]
 
@@ -173,7 +172,7 @@ async def _predict_images(s: Serving, served: Served, request: Request, started:
             [{"loc": ["body", "files"], "msg": "no image files uploaded", "type": "missing"}]
         )
     prediction = await run_in_threadpool(served.model.predict_images, images)
-    ids = [uuid.uuid4().hex for _ in images]
+    ids = [new_id() for _ in images]
     doc = {
         "model": served.name,
         "version": served.version,

@@ -5,7 +5,6 @@ write token (``Authorization: Bearer <token>``) and a JSON body (415 otherwise).
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -17,7 +16,7 @@ from ...errors import UsageError
 from ..edge import JSON, json_response
 from ..errors import RequestInvalid
 from ..host import Served
-from ..shared import Serving, unavailable
+from ..shared import Serving, new_id, unavailable
 
 __all__ = ["build"]
 
@@ -111,7 +110,7 @@ def build(s: Serving) -> APIRouter:
             s.writer.put(
                 s.spec.prediction_log.dataset,
                 {
-                    "id": uuid.uuid4().hex,
+                    "id": new_id(),
                     "ts": datetime.now(UTC),
                     "model": served.name,
                     "version": served.version,
