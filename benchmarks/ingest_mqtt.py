@@ -50,7 +50,7 @@ from headrace.store import Store
 from headrace.stream.broker import broker_reachable, free_port
 from headrace.stream.mqtt import MqttStream
 from headrace.stream.simulator import SensorSimulator
-from headrace.stream.worker import StreamWorker
+from headrace.stream.worker import StreamWorker, preload_writer
 
 HEADRACE = [sys.executable, "-m", "headrace"]
 
@@ -396,6 +396,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     n = args.count
+    preload_writer()  # as 'headrace stream' does when its worker process starts
     if args.workers:
         main_workers(n, args.workers)
         return

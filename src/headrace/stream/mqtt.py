@@ -69,6 +69,7 @@ def payload_format(spec: Any) -> PayloadFormat:
     )
 
 
+_READ_SIZE = 65536
 _Pending = tuple[bytes, bytes, int, int, bool, float, int]
 _ACK = struct.Struct("!BBH")  # PUBACK / PUBREC: fixed header, remaining length 2, message id
 PUBACK, PUBREC = 0x40, 0x50
@@ -161,6 +162,46 @@ class _Client(mqtt.Client):
             if message is not None:
                 self._handle_on_message(message)
         return rc
+
+    # -- reading: paho reads each packet in three or more recv calls (its type, each byte of its
+    # length, its body) after a select() each; here one recv of up to 64 KiB serves many packets, and
+    # a wake-up reads all that has arrived.
+    _hr_rbuf: bytes = b""
+    _hr_rpos: int = 0
+    _hr_rsock: Any = None
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        buf, pos = self._hr_rbuf, self._hr_rpos
+        if pos >= len(buf) or self._hr_rsock is not self._sock:  # empty, or left from an older socket
+            self._hr_rbuf, self._hr_rpos, self._hr_rsock = b"", 0, self._sock
+            buf = super()._sock_recv(max(bufsize, _READ_SIZE))  # BlockingIOError when none has come
+            if not buf:
+                return buf  # the connection closed
+            pos = 0
+        end = pos + bufsize
+        self._hr_rbuf, self._hr_rpos = buf, end
+        return buf[pos:end]
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        """Read packets until the socket has no more (paho reads one per select() wake-up), writing
+        and keeping the connection alive every 1000 packets as paho's loop would between them."""
+        count = 0
+        while True:
+            if self._sock is None:
+                return MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc = self._packet_read()
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN and self._hr_rpos >= len(self._hr_rbuf):
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+            count += 1
+            if count % 1000 == 0:
+                rc = self.loop_write()
+                if rc or self._sock is None:
+                    return rc
+                rc = self.loop_misc()
+                if rc or self._sock is None:
+                    return rc
 
     def _handle_pubrel(self) -> MQTTErrorCode:
         result = _packet.decode_pubrel(self._in_packet["command"], self._in_packet["packet"], self._protocol)

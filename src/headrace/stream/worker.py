@@ -48,7 +48,7 @@ from . import metrics
 from .mqtt import MqttStream, StreamToken
 from .payload import KEY_COLUMN, RECEIVED_COLUMN, TOPIC_COLUMN
 
-__all__ = ["KeyMemory", "StreamStats", "StreamWorker", "open_stream", "run_workers"]
+__all__ = ["KeyMemory", "StreamStats", "StreamWorker", "open_stream", "preload_writer", "run_workers"]
 
 log = logging.getLogger("headrace.stream.worker")
 
@@ -81,6 +81,9 @@ class KeyMemory:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def isdisjoint(self, keys: set[str]) -> bool:
+        return self._keys.keys().isdisjoint(keys)
 
     def add_all(self, keys: list[str]) -> None:
         if self.capacity <= 0:
@@ -307,6 +310,9 @@ class StreamWorker:
         keys = frame.get_column(KEY_COLUMN).to_list()
         stored = self._stored_keys(suspects - {k for k in suspects if k in self.memory})
         memory = self.memory
+        unique = set(keys)
+        if len(unique) == len(keys) and memory.isdisjoint(unique) and stored.isdisjoint(unique):
+            return frame, 0  # the usual case, in set operations rather than a loop over the keys
         seen: set[str] = set()
         keep = []
         for k in keys:
@@ -548,6 +554,12 @@ def _worker_main(
         ws.close()
 
 
+def preload_writer() -> None:
+    """Load the Parquet writer's libraries (pyarrow.parquet, which loads pandas: about a second) when a
+    worker process starts, not inside its first commit, where they would hold up the stream."""
+    import pyarrow.parquet  # noqa: F401
+
+
 def run_source(
     ws: Any,
     name: str,
@@ -565,6 +577,7 @@ def run_source(
     client_id, group = worker_identity(ws.project.project, name, index, workers)
     if isinstance(spec, NatsSource):
         group = spec.durable or f"headrace-{ws.project.project}-{name}"
+    preload_writer()
     source = open_stream(name, spec, client_id=client_id, shared_group=group)
     if spec.metrics_port is not None:
         metrics.serve_metrics(spec.metrics_port + index)
