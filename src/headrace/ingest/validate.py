@@ -769,15 +769,33 @@ def _duplicate_in_batch(work: pl.DataFrame, cols: list[str]) -> pl.Expr:
 def _already_known(work: pl.DataFrame, cols: list[str], existing_keys: pl.DataFrame) -> pl.Expr:
     key = pl.col(cols[0]) if len(cols) == 1 else pl.struct(cols)
     present = pl.all_horizontal([pl.col(k).is_not_null() for k in cols])
-    # only the dataset's keys this chunk also holds: the chunk's few keys are hashed and the dataset's
-    # many scanned once (hashing every known key for every chunk made a big file's load quadratic)
-    wanted = work.select(cols).unique()
     existing = existing_keys.select(cols).with_columns(
         [pl.col(k).cast(work.schema[k], strict=False) for k in cols]
     )
+    hashable = all(
+        work.schema[k] == pl.String or work.schema[k].is_integer() or work.schema[k].is_temporal()
+        for k in cols
+    )
+    maybe: pl.Series | None = None
+    if hashable:
+        # 64-bit hashes first (a cheap pass over each side): only the chunk's rows whose hash is among
+        # the known keys' are checked exactly, most often none or the few real repeats
+        known_hashes = existing.select(key.hash()).to_series()
+        maybe = work.select((present & key.hash().is_in(known_hashes.implode())).fill_null(False)).to_series()
+        if not maybe.any():
+            return pl.lit(False)
+        wanted = work.filter(maybe).select(cols).unique()
+    else:
+        # only the dataset's keys this chunk also holds: the chunk's few keys are hashed and the
+        # dataset's many scanned once (hashing every known key for every chunk made a big file's load
+        # quadratic)
+        wanted = work.select(cols).unique()
     existing = existing.join(wanted, on=cols, how="semi", nulls_equal=False).unique()
     known_keys = existing.to_series() if len(cols) == 1 else existing.select(pl.struct(cols)).to_series()
-    return (present & key.is_in(known_keys.implode())).fill_null(False)
+    found = present & key.is_in(known_keys.implode())
+    if maybe is not None:
+        found = pl.lit(maybe) & found
+    return found.fill_null(False)
 
 
 def _unique_checks(spec: IngestSpec) -> list[tuple[str, list[str]]]:
