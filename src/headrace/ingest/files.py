@@ -408,18 +408,25 @@ class _CsvReader:
             yield pl.DataFrame(schema={**dict.fromkeys(self.names, pl.String), POSITION_COLUMN: pl.Int64})
             return
         yielded, eof, limit = False, False, block_bytes
+        # the file's size when known: a short rest joins the block before it, not a chunk of its own
+        total = None if self.gz else len(content) if content is not None else self.path.stat().st_size
         while True:
             # ``pending``: the bytes read and not parsed yet; a block ends at the last line end
             # within ``limit`` bytes of it (or the first one, for a line longer than that)
             if not eof and (len(pending) < limit or pending.find(b"\n") < 0):
-                data = stream.read(max(limit - len(pending), 1 << 16))
+                want = max(limit - len(pending), 1 << 16)
+                if total is not None and total - stream.tell() - want < limit // 4:
+                    want = max(total - stream.tell(), 1 << 16)
+                data = stream.read(want)
                 eof = not data
                 pending += data
                 continue
+            at_end = eof or (total is not None and stream.tell() >= total)
             if not pending:
                 break
-            cut = -1 if eof and len(pending) <= limit else pending.rfind(b"\n", 0, limit)
-            if cut < 0 and not (eof and len(pending) <= limit):
+            whole = at_end and len(pending) <= limit + limit // 4
+            cut = -1 if whole else pending.rfind(b"\n", 0, limit)
+            if cut < 0 and not whole:
                 cut = pending.find(b"\n")
             if cut < 0:
                 block, pending = pending, b""
