@@ -191,20 +191,22 @@ class RecommenderModel:
     def _top(self, scores: np.ndarray, k: int, banned: set[int]) -> list[tuple[Any, float]]:
         if k == 0:
             return []
-        scores = np.array(scores, dtype=np.float64, copy=True)
+        # negated once (a copy: the cached scores stay as they are), best first by ascending order
+        negated = np.negative(scores, dtype=np.float64)
         if banned:
-            scores[np.fromiter(banned, dtype=np.int64, count=len(banned))] = -np.inf
-        take = min(k, len(scores))
-        part = np.argpartition(-scores, take - 1)[:take]
-        best = part[np.argsort(-scores[part], kind="stable")]
-        out = [(self.item_ids[i], float(scores[i])) for i in best if scores[i] > 0]
+            negated[np.fromiter(banned, dtype=np.int64, count=len(banned))] = np.inf
+        take = min(k, len(negated))
+        part = negated.argpartition(take - 1)[:take]
+        best = part[negated[part].argsort(kind="stable")]
+        ids = self.item_ids
+        out = [(ids[i], -n) for i, n in zip(best.tolist(), negated[best].tolist(), strict=True) if n < 0]
         if len(out) < k:  # fill with popular items the user has not seen
             chosen = {self.item_index[item] for item, _ in out}
             for i in self._popular_order:
                 if len(out) >= k:
                     break
                 if i not in chosen and i not in banned:
-                    out.append((self.item_ids[i], float(max(scores[i], 0.0))))
+                    out.append((ids[i], max(-float(negated[i]), 0.0)))
         return out
 
     # -- flavor contract ----------------------------------------------------------------------
