@@ -4,11 +4,13 @@ How it reads:
 - The statement is built with SQLAlchemy Core; the high-water mark is a bound parameter, never text
   formatted into the SQL.
 - Rows are streamed: a server-side cursor (psycopg named cursor, PyMySQL ``SSCursor``) fetched in
-  chunks, or, on PostgreSQL, ``COPY (SELECT ...) TO STDOUT`` parsed as it arrives by Arrow's
-  streaming CSV reader (the fast path, several times faster than fetching Python rows; see
-  benchmarks/ingest_sql.py). COPY cannot take server-side parameters, so there psycopg binds them
-  client-side with its own quoting (``Cursor.copy(statement, params)``), still never our formatting.
-  Either way memory holds one chunk, not the table.
+  chunks, or, on PostgreSQL, a binary ``COPY (SELECT ...) TO STDOUT`` read straight into Arrow by
+  ADBC's libpq driver (the fast path, several times faster than fetching Python rows; see
+  benchmarks/ingest_sql.py). There the server prints NUMERIC columns as text, which is parsed into
+  the declared decimal (the driver's own NUMERIC conversion costs several times more), and the
+  driver uses its built-in type table. COPY cannot take server-side parameters, so there psycopg
+  binds them client-side with its own quoting, still never our formatting. Either way memory holds
+  one chunk, not the table.
 - Column types come from the database's result description, so every batch has the same schema:
   NUMERIC(p, s) stays a decimal of that scale, timestamps with a time zone are UTC instants, JSON is
   kept as JSON text, NULL stays null and an empty string stays an empty string.
