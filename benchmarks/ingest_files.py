@@ -74,12 +74,13 @@ def run_headrace(csv: Path, work: Path) -> dict[str, float]:
     )
     store = Store(work / "lake")
     meta = Metadata(f"sqlite:///{work / 'meta.db'}")
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     result = ingest(open_source("churn", spec), spec, store=store, meta=meta, source_name="churn")
     seconds = time.perf_counter() - started
     assert result.ok, result.error
     return {
         "seconds": seconds,
+        "cpu": time.process_time() - cpu,
         "rows": result.rows_read,
         "committed": result.rows_committed,
         "quarantined": result.rows_quarantined,
@@ -89,10 +90,10 @@ def run_headrace(csv: Path, work: Path) -> dict[str, float]:
 def run_raw(csv: Path, work: Path) -> dict[str, float]:
     import polars as pl
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     frame = pl.read_csv(csv, infer_schema=False)  # text columns: typed inference fails on the defects
     frame.write_parquet(work / "raw.parquet")
-    return {"seconds": time.perf_counter() - started, "rows": frame.height}
+    return {"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu, "rows": frame.height}
 
 
 def run_naive(csv: Path, work: Path) -> dict[str, float]:
@@ -288,12 +289,17 @@ def main() -> None:
             r = results.get(name)
             if r:
                 rate = r["rows"] / r["seconds"]
-                print(f"  {name:9s} {r['seconds']:7.2f} s  {rate:12,.0f} rows/s  peak {r['peak_mb']:7.0f} MB")
+                line = f"  {name:9s} {r['seconds']:7.2f} s  {rate:12,.0f} rows/s  peak {r['peak_mb']:7.0f} MB"
+                if "cpu" in r:  # on a shared machine, CPU time says what the wall clock cannot
+                    line += f"  cpu {r['cpu']:5.2f} s"
+                print(line)
         if hr:
             print(f"  headrace: {hr['committed']:,.0f} committed, {hr['quarantined']:,.0f} quarantined")
         if raw and hr:
             ratio = raw["seconds"] / hr["seconds"]
-            print(f"  headrace / raw limit (rows/s), median pair: {ratio:.2f}x (goal >= 0.5x)")
+            print(f"  headrace / raw limit (rows/s), median pair: {ratio:.2f}x (goal >= 0.8x)")
+            memory = hr["peak_mb"] / raw["peak_mb"]
+            print(f"  peak memory, headrace / raw (median pair): {memory:.2f}x (goal <= 1.5x)")
         eng = results.get("engines")
         if eng:
             ours = eng["headrace_check_seconds"]

@@ -420,6 +420,7 @@ class _CsvReader:
                 data = stream.read(want)
                 eof = not data
                 pending += data
+                del data  # not held beside ``pending`` (a block's worth of bytes)
                 continue
             at_end = eof or (total is not None and stream.tell() >= total)
             if not pending:
@@ -444,6 +445,7 @@ class _CsvReader:
                     block = block[: len(block) - len(carry)]
                     newlines = block.count(b"\n")
             next_line += newlines
+            del block  # the bytes are not held while the frame is checked
             if frame.height:
                 yielded = True
                 yield frame
