@@ -121,12 +121,14 @@ def c_payloads(count: int, processes: int) -> list[bytes]:
     return out
 
 
-def publish_c(port: int, prefix: str, count: int, processes: int = 4) -> float:
+def publish_c(
+    port: int, prefix: str, count: int, processes: int = 4, blocks: list[bytes] | None = None
+) -> float:
     """Publish ``count`` QoS 1 readings from ``processes`` mosquitto_pub processes; return seconds."""
     exe = shutil.which("mosquitto_pub")
     if exe is None:
         raise SystemExit("mosquitto_pub is not installed (apt-get install mosquitto-clients)")
-    blocks = c_payloads(count, processes)
+    blocks = blocks or c_payloads(count, processes)
     started = time.perf_counter()
     procs = []
     for i, block in enumerate(blocks):
@@ -284,8 +286,9 @@ def bare_shared(port: int, prefix: str, count: int, workers: int) -> tuple[float
         proc.start()
     for _ in procs:
         ready.acquire(timeout=60)
+    blocks = c_payloads(count, 4)
     started = time.time()
-    publish_c(port, prefix, count)
+    publish_c(port, prefix, count, blocks=blocks)
     out = [results.get(timeout=600) for _ in procs]
     for proc in procs:
         proc.join(30)
@@ -321,6 +324,7 @@ def headrace_workers(
     project = folder / "headrace.yaml"
     project.write_text(yaml.safe_dump(doc))
     cmd = [*HEADRACE, "-p", str(project), "stream", "sensors", "--workers", str(workers), "--idle-exit", "3"]
+    blocks = c_payloads(count, 4)  # before the workers start: they stop once idle for 3 s
     proc = subprocess.Popen([*cmd, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     engine = create_engine(f"sqlite:///{folder / 'meta.db'}")
     try:
@@ -339,7 +343,7 @@ def headrace_workers(
                 raise SystemExit(f"workers did not start: {proc.communicate()[1].decode()[-800:]}")
             time.sleep(0.2)
         started = time.time()
-        publish_c(port, prefix, count)
+        publish_c(port, prefix, count, blocks=blocks)
         _, err = proc.communicate(timeout=600)
         if proc.returncode != 0:
             raise SystemExit(f"headrace stream failed: {err.decode()[-800:]}")

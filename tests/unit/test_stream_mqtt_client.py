@@ -96,3 +96,51 @@ def test_ack_all_queues_what_ack_queues_one_by_one():
     assert len(many._out_packet) == 1
     assert bytes(many._out_packet[0]["packet"]) == expected
     assert expected[:4] == b"\x40\x02\x00\x01" and expected[12:16] == b"\x50\x02\x00\x03"
+
+
+def _frame(header: int, body: bytes) -> bytes:
+    length, out = len(body), bytearray([header])
+    while True:
+        byte, length = length & 0x7F, length >> 7
+        out.append(byte | (0x80 if length else 0))
+        if not length:
+            return bytes(out) + body
+
+
+def test_reading_many_packets_from_one_buffer_and_across_reads():
+    """Packets from the socket in arbitrary pieces: each PUBLISH reaches the sink once, in order; a
+    QoS 2 PUBLISH and other packets go through paho's path in between."""
+    import socket
+
+    c, got = client()
+    seen = []
+    c.on_message = lambda cl, u, m: seen.append(m.payload)
+    stream = bytearray()
+    expected = []
+    for n in range(3000):
+        qos = n % 2
+        payload = b'{"n": %d}' % n + b"x" * (n % 300)
+        header, body = publish_packet(
+            b"t/%d" % (n % 7), payload, qos, n % 65535 + 1, n % 5 == 0, _props("empty")
+        )
+        stream += _frame(header, bytes(body))
+        expected.append((b"t/%d" % (n % 7), payload, n % 65535 + 1 if qos else 0, qos, n % 5 == 0))
+        if n == 1500:
+            header, body = publish_packet(b"q2", b"two", 2, 9, False, _props("empty"))
+            stream += _frame(header, bytes(body))
+            stream += b"\xd0\x00"  # PINGRESP
+    a, b = socket.socketpair()
+    try:
+        a.setblocking(False)
+        c._sock = a  # type: ignore[assignment]
+        for start in range(0, len(stream), 7001):  # pieces that cut packets anywhere
+            b.sendall(stream[start : start + 7001])
+            while c.loop_read() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS and c._hr_rpos < len(c._hr_rbuf):
+                pass
+            c.loop_read()
+    finally:
+        c._sock = None
+        a.close()
+        b.close()
+    assert got == expected
+    assert seen == [b"two"]

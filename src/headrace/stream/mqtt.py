@@ -72,7 +72,7 @@ def payload_format(spec: Any) -> PayloadFormat:
 _READ_SIZE = 65536
 _Pending = tuple[bytes, bytes, int, int, bool, float, int]
 _ACK = struct.Struct("!BBH")  # PUBACK / PUBREC: fixed header, remaining length 2, message id
-PUBACK, PUBREC = 0x40, 0x50
+PUBLISH, PUBACK, PUBREC = 0x30, 0x40, 0x50
 
 
 def _topic_text(raw: bytes) -> str:
@@ -118,40 +118,8 @@ class _Client(mqtt.Client):
         return super()._send_pubrec(mid)
 
     def _handle_publish(self) -> MQTTErrorCode:
-        # Most of paho's own time per message goes to objects the stream never reads (an MQTTMessage,
-        # the MQTT 5 properties parsed into a Properties object, a debug line, the per-topic callback
-        # lookup). For QoS 0 and 1 this reads what the stream needs straight from the packet and
-        # hands it to the sink: topic, payload, message id, QoS, DUP. (The properties are skipped: the
-        # stream uses none, and no topic alias can come, as the client allows none in CONNECT.)
-        # QoS 2, a malformed packet or a debug log go through paho's own path.
-        sink = self._hr_sink
-        header = self._in_packet["command"]
-        qos = (header & 0x06) >> 1
-        if sink is not None and qos < 2 and not _PAHO_LOG.isEnabledFor(logging.DEBUG):
-            packet = self._in_packet["packet"]
-            size = len(packet)
-            if size >= 2:
-                pos = 2 + ((packet[0] << 8) | packet[1])
-                topic = bytes(packet[2:pos])
-                mid = 0
-                if qos:
-                    mid = (packet[pos] << 8) | packet[pos + 1] if pos + 2 <= size else -1
-                    pos += 2
-                if self._protocol == mqtt.MQTTv5:
-                    length, shift = 0, 0
-                    while pos < size and shift <= 21:  # a variable byte integer, at most 4 bytes
-                        byte = packet[pos]
-                        pos += 1
-                        length |= (byte & 0x7F) << shift
-                        shift += 7
-                        if not byte & 0x80:
-                            break
-                    else:
-                        pos = size + 1  # truncated: paho's path reports it
-                    pos += length
-                if pos <= size and mid >= 0 and (topic or self._protocol == mqtt.MQTTv5):
-                    sink(topic, bytes(packet[pos:]), mid, qos, bool(header & 0x08))
-                    return MQTTErrorCode.MQTT_ERR_SUCCESS
+        if self._hr_publish(self._in_packet["command"], self._in_packet["packet"]):
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
         self._hr_deferred = None
         rc = super()._handle_publish()
         deferred = self._hr_deferred
@@ -162,6 +130,49 @@ class _Client(mqtt.Client):
             if message is not None:
                 self._handle_on_message(message)
         return rc
+
+    def _hr_publish(self, header: int, packet: bytes | bytearray) -> bool:
+        """The lean path of a PUBLISH packet (its body after the fixed header); False: paho's path.
+
+        Most of paho's own time per message goes to objects the stream never reads (an MQTTMessage,
+        the MQTT 5 properties parsed into a Properties object, a debug line, the per-topic callback
+        lookup). For QoS 0 and 1 this reads what the stream needs straight from the packet and hands
+        it to the sink: topic, payload, message id, QoS, DUP. (The properties are skipped: the stream
+        uses none, and no topic alias can come, as the client allows none in CONNECT.) QoS 2, a
+        malformed packet or a debug log go through paho's own path."""
+        sink = self._hr_sink
+        qos = (header & 0x06) >> 1
+        if sink is None or qos == 2 or _PAHO_LOG.isEnabledFor(logging.DEBUG):
+            return False
+        size = len(packet)
+        if size < 2:
+            return False
+        pos = 2 + ((packet[0] << 8) | packet[1])
+        topic = bytes(packet[2:pos])
+        mid = 0
+        if qos:
+            if pos + 2 > size:
+                return False
+            mid = (packet[pos] << 8) | packet[pos + 1]
+            pos += 2
+        if self._protocol == mqtt.MQTTv5:
+            length, shift = 0, 0
+            while pos < size and shift <= 21:  # a variable byte integer, at most 4 bytes
+                byte = packet[pos]
+                pos += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            else:
+                return False  # truncated: paho's path reports it
+            pos += length
+        elif not topic:
+            return False
+        if pos > size:
+            return False
+        sink(topic, bytes(packet[pos:]), mid, qos, bool(header & 0x08))
+        return True
 
     # -- reading: paho reads each packet in three or more recv calls (its type, each byte of its
     # length, its body) after a select() each; here one recv of up to 64 KiB serves many packets, and
@@ -177,10 +188,34 @@ class _Client(mqtt.Client):
             buf = super()._sock_recv(max(bufsize, _READ_SIZE))  # BlockingIOError when none has come
             if not buf:
                 return buf  # the connection closed
+            with self._msgtime_mutex:  # keepalive: packets handled from the buffer do not set it
+                self._last_bytes_received = mqtt.time_func()
             pos = 0
         end = pos + bufsize
         self._hr_rbuf, self._hr_rpos = buf, end
         return buf[pos:end]
+
+    def _packet_read(self) -> MQTTErrorCode:
+        # A QoS 0/1 PUBLISH that lies whole in the buffer is handled here, without paho's per-packet
+        # state (a dict per packet, a recv call per length byte); anything else goes through paho.
+        buf, pos = self._hr_rbuf, self._hr_rpos
+        size = len(buf)
+        if self._in_packet["command"] == 0 and pos + 2 <= size and self._hr_rsock is self._sock:
+            header = buf[pos]
+            if header & 0xF0 == PUBLISH:
+                i, length, shift = pos + 1, 0, 0
+                while i < size and shift <= 21:
+                    byte = buf[i]
+                    i += 1
+                    length |= (byte & 0x7F) << shift
+                    shift += 7
+                    if not byte & 0x80:
+                        end = i + length
+                        if end <= size and self._hr_publish(header, buf[i:end]):
+                            self._hr_rpos = end
+                            return MQTTErrorCode.MQTT_ERR_SUCCESS
+                        break
+        return super()._packet_read()
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         """Read packets until the socket has no more (paho reads one per select() wake-up), writing

@@ -555,8 +555,10 @@ def _worker_main(
 
 
 def preload_writer() -> None:
-    """Load the Parquet writer's libraries (pyarrow.parquet, which loads pandas: about a second) when a
-    worker process starts, not inside its first commit, where they would hold up the stream."""
+    """Load what the first commit would otherwise load (about a second here) when a worker process
+    starts: pyarrow.parquet, and pandas, which pyarrow loads to read the first time-zone-aware
+    timestamp bound from a file's footer (``Store.append`` does, for ``_received_at``)."""
+    import pandas  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
 
