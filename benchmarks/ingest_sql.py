@@ -8,10 +8,11 @@ Each contender runs in its own process (spawned), so its peak resident memory (r
 headrace is measured twice: the source alone (rows into Arrow/polars batches, bounded memory) and the
 whole ingestion (validate, commit to a Delta dataset, record the run).
 
-The machine may be shared: every round runs each contender once, one after another, so the raw paths
-and headrace see the same load; each round's ratio (headrace source / the fastest raw path of that
-round) is printed, and the figures shown are medians over the rounds with their spread. pandas.read_sql
-runs in the first round only (it takes several times longer than all the others together).
+The machine may be shared: every round runs each contender once, one after another (every other
+round in reverse order), so the raw paths and headrace see the same load; each round's ratio
+(headrace source / the fastest raw path of that round) is printed, and the figures shown are medians
+over the rounds with their spread. pandas.read_sql runs in the first round only (it takes several
+times longer than all the others together).
 """
 
 from __future__ import annotations
@@ -175,7 +176,8 @@ def main() -> None:
         contenders.append((source_label, "_headrace_source"))
         contenders.append(("headrace ingest (source + checks + Delta commit)", "_headrace_ingest"))
         for round_ in range(max(args.rounds, 1)):
-            for label, fn in contenders:
+            # every other round in reverse order, so that no contender always runs after the same one
+            for label, fn in contenders if round_ % 2 == 0 else contenders[::-1]:
                 runs.setdefault(label, []).append(_run(ctx, fn, args.url, table))
             if round_ == 0:
                 runs["pandas.read_sql"] = [_run(ctx, "_pandas", args.url, table)]
