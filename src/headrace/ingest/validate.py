@@ -778,19 +778,24 @@ def _already_known(work: pl.DataFrame, cols: list[str], existing_keys: pl.DataFr
     )
     maybe: pl.Series | None = None
     if hashable:
-        # 64-bit hashes first (a cheap pass over each side): only the chunk's rows whose hash is among
-        # the known keys' are checked exactly, most often none or the few real repeats
+        # 64-bit hashes first (one cheap pass over each side): only the chunk's rows whose hash is
+        # among the known keys' are checked exactly, against the known keys of those hashes: most
+        # often none, or the few real repeats
         known_hashes = existing.select(key.hash()).to_series()
-        maybe = work.select((present & key.hash().is_in(known_hashes.implode())).fill_null(False)).to_series()
-        if not maybe.any():
+        hashes = work.select(pl.when(present).then(key.hash())).to_series()
+        # the known hashes are probed against a set of the chunk's (a set of the many known ones
+        # would be built again for every chunk), then the chunk's against the few that matched
+        matched = known_hashes.is_in(hashes.drop_nulls().implode())
+        if not matched.any():
             return pl.lit(False)
-        wanted = work.filter(maybe).select(cols).unique()
+        existing = existing.filter(matched).unique()
+        maybe = hashes.is_in(known_hashes.filter(matched).implode()).fill_null(False)
     else:
         # only the dataset's keys this chunk also holds: the chunk's few keys are hashed and the
         # dataset's many scanned once (hashing every known key for every chunk made a big file's load
         # quadratic)
         wanted = work.select(cols).unique()
-    existing = existing.join(wanted, on=cols, how="semi", nulls_equal=False).unique()
+        existing = existing.join(wanted, on=cols, how="semi", nulls_equal=False).unique()
     known_keys = existing.to_series() if len(cols) == 1 else existing.select(pl.struct(cols)).to_series()
     found = present & key.is_in(known_keys.implode())
     if maybe is not None:
