@@ -2,8 +2,9 @@
 
 Each file is one :class:`~headrace.ingest.base.Batch`: its rows arrive in chunks of about
 ``chunk_rows`` (``Batch.chunks``), so memory stays bounded however large the file, and the runner still
-commits the file whole or not at all. Each file's fingerprint (sha256 of the source name and the
-content) makes reruns skip what was loaded.
+commits the file whole or not at all. The next chunk is read and parsed in a worker thread while the
+runner checks the current one (one chunk ahead at most). Each file's fingerprint (sha256 of the
+source name and the content) makes reruns skip what was loaded.
 
 CSV is read as text, block by block. A block is first parsed by polars (fast path), after a columnar
 check that every line has the header's number of fields (a short line would otherwise be padded with
