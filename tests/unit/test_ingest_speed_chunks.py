@@ -49,18 +49,20 @@ def data_files(store: Store, dataset: str) -> set[str]:
     return {Path(p).name for p in Path(store.root, dataset).glob("*.parquet")}
 
 
-def test_chunks_hold_about_chunk_rows_rows_whatever_the_header_length(tmp_path):
-    # a header far longer than the lines once made a block hold several times chunk_rows rows
-    header = ",".join(f"a_rather_long_column_name_{i}" for i in range(4))
-    lines = [f"{i:06d},{i % 7},x,y" for i in range(80_000)]  # 15 bytes a line
-    path = tmp_path / "long_header.csv"
-    path.write_text(header + "\n" + "\n".join(lines) + "\n")
-    spec = FileSource.model_validate({"kind": "file", "path": str(path), "dataset": "d", "chunk_rows": 8000})
+def test_a_short_rest_of_a_file_joins_the_chunk_before_it(tmp_path):
+    # blocks of about chunk_rows * header length * 1.2 bytes; a rest under a quarter of a block is
+    # read into the last block instead of becoming a chunk of its own
+    lines = [f"{i:06d},{i % 7}" for i in range(30_000)]  # 9 bytes a line (the header counts as 16)
+    path = tmp_path / "x.csv"
+    path.write_text("aaaa,bbb\n" + "\n".join(lines) + "\n")
+    spec = FileSource.model_validate({"kind": "file", "path": str(path), "dataset": "d", "chunk_rows": 6300})
     batch = next(iter(FileReader("s", spec).read()))
     assert batch.chunks is not None
     heights = [batch.frame.height, *(c.height for c in batch.chunks)]
-    assert sum(heights) == 80_000
-    assert 9 <= len(heights) <= 10 and all(h <= 8000 for h in heights[:-1]) and heights[-1] <= 10_000
+    assert sum(heights) == 30_000
+    # blocks of 6300 * 16 * 1.2 = 120,960 bytes (13,440 lines): the rest, 16,560 lines, is under 1.25
+    # blocks, so it is one chunk, not one of 13,440 lines and one of 3,120
+    assert heights == [13_440, 16_560]
 
 
 def test_chunked_ingest_matches_reading_the_file_whole(tmp_path):
