@@ -17,6 +17,13 @@ exchange (PUBCOMP) when PUBREL comes: QoS 2 is then at least once into the datas
 Backpressure: at most ``max_pending`` messages wait in memory. With QoS 1 and 2 the broker never sends
 more than ``max_inflight`` unacknowledged ones, so a slow store simply stops acknowledgements and the
 broker keeps the rest; with QoS 0 the network thread waits, and TCP pushes back on the broker.
+
+Speed: the network thread (paho's loop) does as little per message as it can, since it shares the GIL
+with the worker: it reads up to 64 KiB per recv and handles every packet that has arrived, takes a
+QoS 0/1 PUBLISH apart itself (topic, payload, id, DUP; paho would build an MQTTMessage and parse the
+MQTT 5 properties, which the stream does not use) and queues it. ``read()`` decodes a whole batch at
+once (``parse_columns``) and ``ack()`` sends the batch's acknowledgements as one write, in arrival
+order, after the commit.
 """
 
 from __future__ import annotations
