@@ -168,3 +168,20 @@ def test_payload_columns_are_typed_on_the_first_batch_and_held_to_it(tmp_path):
     pinned = load_schema(meta, "readings")
     assert pinned is not None and pinned.columns["humidity"].type == "float"
     meta.dispose()
+
+
+def test_a_message_paho_refused_reads_as_not_published():
+    """A publish refused while the connection was lost: paho's is_published raises for it, and the
+    simulator reads it as not acknowledged (it publishes it again) instead of failing."""
+    import paho.mqtt.client as mqtt
+
+    from headrace.stream.simulator import _published
+
+    refused = mqtt.MQTTMessageInfo(7)
+    refused.rc = mqtt.MQTT_ERR_NO_CONN
+    with pytest.raises(RuntimeError):
+        refused.is_published()
+    assert _published(refused) is False
+    sent = mqtt.MQTTMessageInfo(8)
+    sent._set_as_published()
+    assert _published(sent) is True
