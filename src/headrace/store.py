@@ -136,14 +136,7 @@ class Store:
             if isinstance(batch, pl.DataFrame) and self._append_fast(dataset, batch, props):
                 return self.version(dataset)
             table = _delta_compatible(batch.to_arrow() if isinstance(batch, pl.DataFrame) else batch)
-            write_deltalake(
-                self.uri(dataset),
-                table,
-                mode="append",
-                schema_mode=schema_mode,
-                storage_options=self.storage_options or None,
-                commit_properties=props,
-            )
+            self._write_append(dataset, table, props, schema_mode)
         except Exception as exc:  # deltalake raises bare Exception for cast errors
             raise StoreError(
                 f"dataset {dataset!r}: the batch could not be committed ({_first_line(exc)})",
@@ -172,14 +165,7 @@ class Store:
 
         reader = pa.RecordBatchReader.from_batches(schema, all_batches())
         try:
-            write_deltalake(
-                self.uri(dataset),
-                reader,
-                mode="append",
-                schema_mode="merge",
-                storage_options=self.storage_options or None,
-                commit_properties=self._props(meta, None),
-            )
+            self._write_append(dataset, reader, self._props(meta, None))
         except Exception as exc:
             if failed:
                 raise failed[0] from None
@@ -286,14 +272,7 @@ class Store:
             reader = pa.RecordBatchReader.from_batches(schema, batches())
             if mode == "overwrite":
                 return self._write_over(dataset, reader, props)
-            write_deltalake(
-                self.uri(dataset),
-                reader,
-                mode="append",
-                schema_mode="merge",
-                storage_options=self.storage_options or None,
-                commit_properties=props,
-            )
+            self._write_append(dataset, reader, props)
         except StoreError:
             raise
         except Exception as exc:  # deltalake raises bare Exception for cast errors
@@ -364,6 +343,24 @@ class Store:
             return self.version(dataset)
         table = _delta_compatible(batch.to_arrow() if isinstance(batch, pl.DataFrame) else batch)
         return self._write_over(dataset, table, props)
+
+    def _write_append(
+        self,
+        dataset: str,
+        data: Any,
+        props: CommitProperties,
+        schema_mode: Literal["merge", "overwrite"] = "merge",
+    ) -> None:
+        """``data`` (a table or a stream of batches) appended by delta-rs's writer, which merges
+        new columns into the schema (``schema_mode``) and casts."""
+        write_deltalake(
+            self.uri(dataset),
+            data,
+            mode="append",
+            schema_mode=schema_mode,
+            storage_options=self.storage_options or None,
+            commit_properties=props,
+        )
 
     def _write_over(self, dataset: str, data: Any, props: CommitProperties) -> int:
         """``data`` (a table or a stream of batches) as the whole of ``dataset``, schema included."""
